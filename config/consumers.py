@@ -1,0 +1,25 @@
+"""A signed-in user's personal notification socket (group ``user-<id>``)."""
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+
+def user_group(user_id: int) -> str:
+    return f"user-{user_id}"
+
+
+class NotificationsConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        self.group = user_group(user.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code):
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def notify(self, event):
+        await self.send_json({"type": "notify", "payload": event["payload"]})

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class EmotionConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "emotion"
+    verbose_name = "Emotion recognition"

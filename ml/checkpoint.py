@@ -1,0 +1,106 @@
+"""Checkpoint format: weights + everything needed to use them, written atomically.
+
+A checkpoint is a dict saved with ``torch.save`` and loaded with ``weights_only=True`` (no
+pickled code runs on load). Keys:
+
+``format`` ("affect-ml-checkpoint"), ``format_version``, ``model_config``, ``class_names``,
+``preprocessing``, ``recipe`` (command + hyper-parameters), ``metrics`` (validation),
+``state_dict``, ``epoch``; training checkpoints (``last.pt``) also carry ``train_state``
+(optimizer, scheduler, RNG, best metric) for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ml.classes import EMOTIONS
+from ml.model import EmotionCNN, ModelConfig
+from ml.preprocessing import Preprocessing
+
+FORMAT = "affect-ml-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED_KEYS = (
+    "format",
+    "format_version",
+    "model_config",
+    "class_names",
+    "preprocessing",
+    "state_dict",
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, or does not match this code."""
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+    """Write ``payload`` to ``path`` atomically (temp file in the same folder + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        # TorchVersion is a plain str subclass some recipes recorded; nothing else is allowed.
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"corrupt or unreadable checkpoint {path}: {e}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an {FORMAT} file")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+    if ckpt["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format version {ckpt['format_version']}, this code reads {FORMAT_VERSION}"
+        )
+    if tuple(ckpt["class_names"]) != EMOTIONS:
+        raise CheckpointError(
+            f"{path}: class names {ckpt['class_names']} differ from {list(EMOTIONS)}"
+        )
+    return ckpt
+
+
+def build_model(ckpt: dict) -> EmotionCNN:
+    """Instantiate the checkpoint's model in eval mode; CheckpointError if weights don't fit."""
+    try:
+        config = ModelConfig.from_dict(ckpt["model_config"])
+        model = EmotionCNN(config)
+        model.load_state_dict(ckpt["state_dict"])
+    except (TypeError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint weights do not match its model config: {e}") from None
+    return model.eval()
+
+
+def preprocessing_of(ckpt: dict) -> Preprocessing:
+    return Preprocessing.from_dict(ckpt["preprocessing"])
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

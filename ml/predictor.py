@@ -1,0 +1,151 @@
+"""Batched emotion prediction from a checkpoint, for the CLI and the inference workers."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ml.checkpoint import build_model, file_sha256, load_checkpoint, preprocessing_of
+from ml.classes import EMOTIONS
+from ml.evaluate import predict_probs
+from ml.faces import DetectorConfig, detect_faces
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "fer-compact.pt"
+
+
+def default_weights() -> Path:
+    return Path(os.environ.get("ML_WEIGHTS") or DEFAULT_WEIGHTS)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class FacePrediction:
+    box: tuple[int, int, int, int]
+    probs: dict[str, float]
+    label: str
+    confidence: float
+    cues: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "box": list(self.box),
+            "label": self.label,
+            "confidence": self.confidence,
+            "probs": self.probs,
+            "cues": self.cues,
+        }
+
+
+class Predictor:
+    """Loads a checkpoint once; safe to call from several threads (inference is stateless)."""
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        *,
+        device: str = "auto",
+        tta: bool = False,
+        detector: DetectorConfig | None = None,
+        batch_size: int = 256,
+    ):
+        self.path = Path(weights) if weights else default_weights()
+        self.device = resolve_device(device)
+        self.checkpoint = load_checkpoint(self.path)
+        self.model = build_model(self.checkpoint).to(self.device)
+        self.pre = preprocessing_of(self.checkpoint)
+        self.temperature = float(self.checkpoint.get("calibration", {}).get("temperature", 1.0))
+        self.tta = tta
+        self.detector = detector or DetectorConfig(crop_size=self.pre.input_size)
+        self.batch_size = batch_size
+        self.sha256 = file_sha256(self.path)
+        self._lock = threading.Lock()
+
+    def describe(self) -> dict:
+        val = (self.checkpoint.get("metrics") or {}).get("val") or {}
+        return {
+            "name": self.checkpoint.get("name") or self.checkpoint["model_config"]["name"],
+            "version": self.sha256[:12],
+            "path": str(self.path),
+            "device": str(self.device),
+            "temperature": self.temperature,
+            "val_accuracy": val.get("accuracy"),
+        }
+
+    def predict_faces(self, crops) -> np.ndarray:
+        """Probabilities (N×7, class order :data:`EMOTIONS`) for grayscale face crops."""
+        if len(crops) == 0:
+            return np.zeros((0, len(EMOTIONS)), dtype=np.float32)
+        with torch.inference_mode():
+            return predict_probs(
+                self.model,
+                crops,
+                pre=self.pre,
+                tta=self.tta,
+                batch_size=self.batch_size,
+                device=self.device,
+                temperature=self.temperature,
+            )
+
+    def predict_frame(self, image: np.ndarray) -> list[FacePrediction]:
+        return self.predict_frames([image])[0]
+
+    def predict_frames(self, images: list[np.ndarray]) -> list[list[FacePrediction]]:
+        """Detect faces in every frame, then classify all crops in one batch."""
+        detected = [detect_faces(img, self.detector) for img in images]
+        crops = [f.crop for faces in detected for f in faces]
+        probs = self.predict_faces(crops)
+        out, k = [], 0
+        for faces in detected:
+            preds = []
+            for f in faces:
+                p = probs[k]
+                k += 1
+                i = int(p.argmax())
+                preds.append(
+                    FacePrediction(
+                        box=f.box,
+                        probs={c: round(float(v), 5) for c, v in zip(EMOTIONS, p, strict=True)},
+                        label=EMOTIONS[i],
+                        confidence=round(float(p[i]), 5),
+                        cues=f.cues,
+                    )
+                )
+            out.append(preds)
+        return out
+
+
+class TemporalSmoother:
+    """Exponential moving average of one person's probabilities over a stream of frames.
+
+    ``half_life`` seconds sets how fast old frames fade; a gap longer than ``reset_after``
+    seconds (the learner left, the stream paused) starts afresh.
+    """
+
+    def __init__(self, half_life: float = 2.0, reset_after: float = 10.0):
+        self.half_life = half_life
+        self.reset_after = reset_after
+        self.state: np.ndarray | None = None
+        self.t: float | None = None
+
+    def update(self, probs, t: float | None = None) -> np.ndarray:
+        t = time.monotonic() if t is None else t
+        p = np.asarray(probs, dtype=np.float64)
+        if self.state is None or self.t is None or t - self.t > self.reset_after or t < self.t:
+            self.state = p.copy()
+        else:
+            alpha = 1 - 0.5 ** ((t - self.t) / self.half_life)
+            self.state = (1 - alpha) * self.state + alpha * p
+        self.t = t
+        return self.state / self.state.sum()

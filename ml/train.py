@@ -1,0 +1,364 @@
+"""Training: ``train_one_epoch`` / ``evaluate`` / ``main`` kept apart (torchvision-reference style).
+
+CPU and CUDA run the same code; AMP (bf16 autocast) is used on CUDA only. Every epoch appends
+to ``metrics.csv``/``metrics.jsonl``, rewrites ``last.pt`` (resumable) and, when validation
+accuracy improves, ``best.pt`` (release format: no optimizer state). All writes are atomic, so
+a run killed at any moment resumes with ``--resume`` from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import random
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ml.augment import AugmentConfig, augment_batch
+from ml.checkpoint import load_checkpoint, save_checkpoint
+from ml.classes import EMOTIONS, NUM_CLASSES
+from ml.data import FaceDataset, load_dataset
+from ml.evaluate import predict_probs
+from ml.metrics import classification_summary
+from ml.model import EmotionCNN, count_parameters, model_config
+from ml.preprocessing import DEFAULT_PREPROCESSING
+
+
+@dataclass
+class TrainConfig:
+    size: str = "compact"
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    mixup_alpha: float = 0.0
+    class_weight_power: float = 0.5
+    seed: int = 0
+    threads: int = 0
+
+
+def class_weights(labels: np.ndarray, power: float) -> torch.Tensor:
+    """Inverse-frequency weights raised to ``power`` (0 = unweighted), mean-normalised."""
+    counts = np.bincount(labels, minlength=NUM_CLASSES).astype(np.float64)
+    w = np.where(counts > 0, (counts.sum() / np.maximum(counts, 1)) ** power, 0.0)
+    w = w / (w[counts > 0].mean() if (counts > 0).any() else 1.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up then cosine decay to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_one_epoch(
+    model,
+    optimizer,
+    scheduler,
+    images,
+    labels,
+    cfg: TrainConfig,
+    weights,
+    aug: AugmentConfig,
+    generator: torch.Generator,
+    device,
+    amp: bool,
+    progress: bool = True,
+) -> dict:
+    model.train()
+    pre = DEFAULT_PREPROCESSING
+    n = len(labels)
+    perm = torch.randperm(n, generator=generator)
+    total_loss, correct, seen = 0.0, 0, 0
+    steps = range(0, n - cfg.batch_size + 1 if n >= cfg.batch_size else 1, cfg.batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        steps = tqdm(steps, desc="train", unit="batch", leave=False, file=sys.stderr)
+    for start in steps:
+        idx = perm[start : start + cfg.batch_size]
+        x = images[idx].to(device, non_blocking=True).float().div_(255).unsqueeze(1)
+        y = labels[idx].to(device, non_blocking=True)
+        x = augment_batch(x, aug, generator)
+        x = (x - pre.mean) / pre.std
+        y_soft = None
+        if cfg.mixup_alpha > 0:
+            lam = float(np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha))
+            j = torch.randperm(len(idx), generator=generator).to(device)
+            x = lam * x + (1 - lam) * x[j]
+            y_soft = (lam, y[j])
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        logits = logits.float()
+        loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=cfg.label_smoothing)
+        if y_soft is not None:
+            lam, y2 = y_soft
+            loss = lam * loss + (1 - lam) * F.cross_entropy(
+                logits, y2, weight=weights, label_smoothing=cfg.label_smoothing
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.item() * len(idx)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(idx)
+        if progress:
+            steps.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1)}
+
+
+def evaluate(model, ds: FaceDataset, device, tta: bool = False) -> dict:
+    probs = predict_probs(model, ds.images, tta=tta, device=device)
+    return classification_summary(probs, ds.labels)
+
+
+def _rng_state() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": json.dumps(np.random.get_state()[1].tolist()),
+        "python": json.dumps(random.getstate()[1]),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ml train", description="Train the emotion CNN.")
+    p.add_argument("--data", required=True, help="train set: image folder or fer2013.csv[:Usage]")
+    p.add_argument("--val", help="validation set (image folder or csv); best.pt is chosen on it")
+    p.add_argument("--out", required=True, help="run folder for checkpoints and logs")
+    d = TrainConfig()
+    p.add_argument("--size", default=d.size, help="model size: tiny | compact | large")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default=d.optimizer)
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--mixup-alpha", type=float, default=d.mixup_alpha)
+    p.add_argument(
+        "--class-weight-power",
+        type=float,
+        default=d.class_weight_power,
+        help="loss weight ∝ (1/class frequency)^power; 0 disables",
+    )
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads, help="CPU threads (0 = torch default)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=0,
+        help="stop cleanly after this many minutes (resume later); 0 = no limit",
+    )
+    p.add_argument("--limit", type=int, default=0, help="use only the first N training images")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = TrainConfig(
+        size=args.size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing,
+        mixup_alpha=args.mixup_alpha,
+        class_weight_power=args.class_weight_power,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
+    amp = device.type == "cuda"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = not args.no_progress
+
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    train_ds = load_dataset(args.data, progress=progress)
+    if args.limit:
+        keep = np.random.default_rng(cfg.seed).permutation(len(train_ds))[: args.limit]
+        train_ds = FaceDataset(train_ds.images[keep], train_ds.labels[keep])
+    val_ds = load_dataset(args.val, progress=progress) if args.val else None
+    if len(train_ds) == 0:
+        print("error: empty training set", file=sys.stderr)
+        return 2
+    print(f"train: {len(train_ds)} images {train_ds.class_counts}", file=sys.stderr)
+    if val_ds is not None:
+        print(f"val:   {len(val_ds)} images", file=sys.stderr)
+
+    mcfg = model_config(cfg.size)
+    model = EmotionCNN(mcfg).to(device).to(memory_format=torch.channels_last)
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=True,
+            weight_decay=cfg.weight_decay,
+        )
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(train_ds) // cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
+    aug = AugmentConfig()
+    weights = class_weights(train_ds.labels, cfg.class_weight_power).to(device)
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    start_epoch, best_acc, history = 0, -1.0, []
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if args.resume and last_path.exists():
+        ck = load_checkpoint(last_path, map_location=device)
+        if ck["model_config"] != mcfg.to_dict():
+            print(f"error: {last_path} was trained with a different model config", file=sys.stderr)
+            return 2
+        model.load_state_dict(ck["state_dict"])
+        ts = ck["train_state"]
+        optimizer.load_state_dict(ts["optimizer"])
+        scheduler.load_state_dict(ts["scheduler"])
+        generator.set_state(ts["generator"])
+        torch.set_rng_state(ts["rng"]["torch"])
+        start_epoch, best_acc, history = ck["epoch"], ts["best_acc"], ts["history"]
+        print(f"resumed from {last_path} at epoch {start_epoch}", file=sys.stderr)
+    elif args.resume:
+        print(f"--resume: no {last_path} yet, starting fresh", file=sys.stderr)
+
+    imgs = torch.from_numpy(train_ds.images)
+    labs = torch.from_numpy(train_ds.labels)
+    command = "python -m ml train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    recipe = {
+        "command": command,
+        "train_config": asdict(cfg),
+        "augment": aug.to_dict(),
+        "train_data": str(args.data),
+        "val_data": str(args.val),
+        "n_train": len(train_ds),
+        "device": device.type,
+        "torch": str(torch.__version__),
+    }
+    print(f"model {mcfg.name}: {count_parameters(model):,} params on {device}", file=sys.stderr)
+    t_start = time.monotonic()
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.monotonic()
+        row = {"epoch": epoch + 1}
+        row.update(
+            train_one_epoch(
+                model,
+                optimizer,
+                scheduler,
+                imgs,
+                labs,
+                cfg,
+                weights,
+                aug,
+                generator,
+                device,
+                amp,
+                progress,
+            )
+        )
+        row["lr"] = optimizer.param_groups[0]["lr"]
+        summary = None
+        if val_ds is not None:
+            summary = evaluate(model, val_ds, device)
+            row.update(
+                val_acc=summary["accuracy"],
+                val_macro_f1=summary["macro_f1"],
+                val_nll=summary["nll"],
+                val_ece=summary["ece"],
+            )
+        row["seconds"] = round(time.monotonic() - t0, 1)
+        history.append(row)
+        print(json.dumps(row), file=sys.stderr)
+        score = row.get("val_acc", -row["train_loss"])
+        base = {
+            "model_config": mcfg.to_dict(),
+            "class_names": list(EMOTIONS),
+            "preprocessing": DEFAULT_PREPROCESSING.to_dict(),
+            "recipe": recipe,
+            "epoch": epoch + 1,
+        }
+        if score > best_acc:
+            best_acc = score
+            metrics = {"epoch": epoch + 1, "val": summary} if summary else {"epoch": epoch + 1}
+            save_checkpoint(
+                best_path,
+                {
+                    **base,
+                    "metrics": metrics,
+                    "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                },
+            )
+        save_checkpoint(
+            last_path,
+            {
+                **base,
+                "metrics": {"last": row},
+                "state_dict": model.state_dict(),
+                "train_state": {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                    "rng": {"torch": torch.get_rng_state()},
+                    "best_acc": best_acc,
+                    "history": history,
+                },
+            },
+        )
+        _write_logs(out, history)
+        if (
+            args.max_minutes
+            and (time.monotonic() - t_start) / 60 > args.max_minutes
+            and epoch + 1 < cfg.epochs
+        ):
+            print(
+                f"time budget reached after epoch {epoch + 1}; continue with --resume",
+                file=sys.stderr,
+            )
+            return 0
+    print(
+        f"done: best {'val acc' if val_ds is not None else 'score'} {best_acc:.4f} -> {best_path}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _write_logs(out: Path, history: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    tmp = out / ".metrics.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+    tmp.replace(out / "metrics.csv")
+    tmp = out / ".metrics.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
+    tmp.replace(out / "metrics.jsonl")

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Serve the product. Embedded default: SQLite under .data/, in-memory channel layer, tasks
+# in-process. Set DATABASE_URL / REDIS_URL (and run workers) for PostgreSQL + Redis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+export DATA_DIR=${DATA_DIR:-$PWD/.data}
+mkdir -p "$DATA_DIR/static"
+if [ -z "${SECRET_KEY:-}" ]; then
+  # a per-installation key, generated once and kept out of git
+  [ -s "$DATA_DIR/secret_key" ] || "$BIN/python" -c "import secrets; print(secrets.token_urlsafe(50))" > "$DATA_DIR/secret_key"
+  export SECRET_KEY=$(cat "$DATA_DIR/secret_key")
+fi
+HOST=${HOST:-127.0.0.1}
+PORT=${PORT:-8000}
+"$BIN/python" manage.py migrate --noinput
+"$BIN/python" manage.py seed_demo --base-url "http://$HOST:$PORT"
+echo "Serving on http://$HOST:$PORT/  (health: http://$HOST:$PORT/healthz)"
+exec "$BIN/daphne" -b "$HOST" -p "$PORT" config.asgi:application

@@ -1,0 +1,143 @@
+"""Suite-wide fixtures.
+
+Every test runs its database work on the DATABASE_URL database (PostgreSQL under
+``make test``). By default a test sees the embedded wiring (in-memory channel layer, Celery
+eager); a test marked ``redis`` gets channels-redis and a Redis-backed Celery on
+``TEST_REDIS_URL`` instead, and the ``celery_worker`` fixture starts a real worker process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import pytest
+
+from tests.services import require_service, tcp_reachable, test_redis_url
+
+ROOT = Path(__file__).resolve().parent.parent
+FER_ROOT = Path(os.environ.get("FER2013_ROOT", ROOT.parent / "shared" / "datasets" / "fer2013"))
+
+
+def redis_layers(url: str) -> dict:
+    return {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [url], "capacity": 1000, "expiry": 30},
+        }
+    }
+
+
+@pytest.fixture(autouse=True)
+def _service_mode(request, settings):
+    from config.celery import app
+
+    if request.node.get_closest_marker("redis"):
+        url = test_redis_url()
+        require_service("Redis", tcp_reachable(url, 6379), url)
+        settings.REDIS_URL = url
+        settings.CHANNEL_LAYERS = redis_layers(url)
+        eager = False
+    else:
+        settings.REDIS_URL = ""
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+        eager = True
+    old = app.conf.task_always_eager
+    app.conf.task_always_eager = eager
+    yield
+    app.conf.task_always_eager = old
+
+
+@pytest.fixture(scope="session")
+def fer_root() -> Path:
+    require_service("FER2013 dataset", (FER_ROOT / "validation").is_dir(), str(FER_ROOT))
+    return FER_ROOT
+
+
+def _test_database_url() -> str:
+    """DATABASE_URL pointing at the test database pytest-django created."""
+    from django.db import connection
+
+    u = urlparse(os.environ["DATABASE_URL"])
+    return urlunparse(u._replace(path="/" + str(connection.settings_dict["NAME"])))
+
+
+class WorkerProcess:
+    def __init__(self, env: dict, queues: str, log: Path):
+        self.env, self.queues, self.log = env, queues, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        from config.celery import app
+
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            self.queues,
+            "-P",
+            "solo",
+            "-n",
+            f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "info",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
+            replies = app.control.ping(timeout=0.5)
+            if any(str(self.proc.pid) in str(r) or r for r in replies):
+                return
+        raise RuntimeError(
+            f"worker did not answer ping in {timeout}s: {self.log.read_text()[-3000:]}"
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def celery_worker(request, django_db_setup, settings, tmp_path):
+    """A real Celery worker process on Redis, using the test database. Needs ``redis`` mark
+    and a ``django_db(transaction=True)`` test (the worker sees only committed rows)."""
+    assert request.node.get_closest_marker("redis"), "celery_worker needs @pytest.mark.redis"
+    env = dict(
+        os.environ,
+        DATABASE_URL=_test_database_url(),
+        REDIS_URL=test_redis_url(),
+        CELERY_GPU_QUEUE=settings.CELERY_GPU_QUEUE,
+        PYTHONUNBUFFERED="1",
+    )
+    worker = WorkerProcess(env, f"default,{settings.CELERY_GPU_QUEUE}", tmp_path / "worker.log")
+    worker.start()
+    yield worker
+    worker.stop()
