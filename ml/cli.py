@@ -25,5 +25,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if out is sys.stdout else 2
     import importlib
 
+    from ml.checkpoint import CheckpointError
+    from ml.data import DatasetError
+
     module = importlib.import_module(COMMANDS[argv[0]][0])
-    return module.main(argv[1:])
+    try:
+        return module.main(argv[1:])
+    except (DatasetError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

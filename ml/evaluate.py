@@ -7,7 +7,13 @@ import torch
 
 from ml.classes import EMOTIONS
 from ml.metrics import classification_summary
-from ml.preprocessing import DEFAULT_PREPROCESSING, Preprocessing, crops_to_tensor
+from ml.preprocessing import (
+    DEFAULT_PREPROCESSING,
+    Preprocessing,
+    crops_to_tensor,
+    resize_crop,
+    to_gray,
+)
 
 
 @torch.no_grad()
@@ -24,6 +30,8 @@ def predict_probs(
 ) -> np.ndarray:
     """Softmax probabilities (N×7) for uint8 crops; ``tta`` averages with the mirrored face."""
     model.eval()
+    if isinstance(images, list | tuple):
+        images = np.stack([resize_crop(to_gray(np.asarray(c)), pre.input_size) for c in images])
     images = torch.as_tensor(images)
     out = []
     rng = range(0, len(images), batch_size)

@@ -1,0 +1,99 @@
+"""``python -m ml benchmark``: classification faces/s and full-frame frames/s, at 1 and 2 threads.
+
+Faces/s: batched classification of 48×48 crops (``--batch``), the worker's hot path.
+Frames/s: 640×480 BGR frames holding one real face (a FER2013 validation image pasted at
+160 px), detect + crop + classify one frame at a time, the live pipeline's per-frame cost.
+Peak memory is the process's max RSS. Timings are medians of repeated runs of ``--seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import platform
+import resource
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ml.predictor import Predictor
+
+DEFAULT_FACES = Path(__file__).resolve().parents[2] / "shared/datasets/fer2013/validation"
+
+
+def _rate(fn, units: int, seconds: float) -> float:
+    fn()  # warm-up
+    rates = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(rates) < 3:
+        t0 = time.perf_counter()
+        fn()
+        rates.append(units / (time.perf_counter() - t0))
+    return float(np.median(rates))
+
+
+def faces_per_second(pred, crops: np.ndarray, seconds: float) -> float:
+    return _rate(lambda: pred.predict_faces(crops), len(crops), seconds)
+
+
+def frames_per_second(pred, frames: list[np.ndarray], seconds: float) -> float:
+    it = itertools.cycle(frames)
+    return _rate(lambda: pred.predict_frame(next(it)), 1, seconds)
+
+
+def sample_frames(n: int, faces_root: Path) -> tuple[list[np.ndarray], str]:
+    from ml.synth import scene
+
+    if faces_root.is_dir():
+        from ml.data import load_image_folder
+
+        ds = load_image_folder(faces_root)
+        idx = np.random.default_rng(0).choice(len(ds), n, replace=False)
+        return [scene([ds.images[i]], seed=k)[0] for k, i in enumerate(idx)], "one FER2013 face"
+    return [scene([], seed=k)[0] for k in range(n)], "no face (dataset not found)"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ml benchmark", description=__doc__.split("\n")[0])
+    p.add_argument("--weights", action="append", help="checkpoint(s) to compare (default: shipped)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    p.add_argument("--seconds", type=float, default=3.0, help="measuring time per figure")
+    p.add_argument("--faces", default=str(DEFAULT_FACES), help="image folder of real faces")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    threads = [int(t) for t in args.threads.split(",")]
+    frames, what = sample_frames(16, Path(args.faces))
+    crops = np.random.default_rng(0).integers(0, 256, (args.batch, 48, 48), dtype=np.uint8)
+    print(
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads "
+        f"available, torch {torch.__version__}, OpenCV {cv2.__version__}"
+    )
+    print(
+        f"faces/s: batch {args.batch} of 48×48 crops; frames/s: 640×480 frames with {what}, "
+        "detect + classify"
+    )
+    print(
+        f"{'model':<28}{'params':>10}{'threads':>8}{'faces/s':>10}{'frames/s':>10}{'ms/frame':>10}"
+    )
+    for w in args.weights or [None]:
+        pred = Predictor(w, device=args.device)
+        n_params = sum(t.numel() for t in pred.model.parameters())
+        for t in threads:
+            torch.set_num_threads(t)
+            cv2.setNumThreads(t)
+            fps_faces = faces_per_second(pred, crops, args.seconds)
+            fps_frames = frames_per_second(pred, frames, args.seconds)
+            print(
+                f"{pred.path.name:<28}{n_params:>10,}{t:>8}{fps_faces:>10.0f}{fps_frames:>10.1f}"
+                f"{1000 / fps_frames:>10.1f}"
+            )
+    print(f"peak memory (max RSS): {peak_rss_mb():.0f} MB")
+    return 0

@@ -1,0 +1,153 @@
+"""The ``python -m ml`` commands as a user runs them (subprocesses, exit codes, JSON)."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from ml.synth import background, scene
+from tests.conftest import ROOT
+from tests.ml.conftest import write_image_folder
+
+
+def ml(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "ml", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_shipped_weights_reach_the_bar_on_fer2013_validation(fer_root, tmp_path):
+    r = ml("evaluate", fer_root / "validation", "--json", "-", "--plot", tmp_path / "cm.png")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    print(
+        f"shipped weights on FER2013 validation: accuracy {s['accuracy']:.4f}, "
+        f"macro-F1 {s['macro_f1']:.4f}, ECE {s['ece']:.4f}"
+    )
+    assert s["n"] == 3589
+    assert s["accuracy"] >= 0.66
+    assert set(s["per_class"]) == {
+        "angry",
+        "disgust",
+        "fear",
+        "happy",
+        "sad",
+        "surprise",
+        "neutral",
+    }
+    assert np.array(s["confusion_matrix"]).sum() == 3589
+    assert 0 <= s["ece"] < 0.2
+    assert cv2.imread(str(tmp_path / "cm.png")) is not None
+
+
+def test_evaluate_subset_of_classes_and_files(tmp_path):
+    root = write_image_folder(tmp_path / "d", per_class=4, classes=("happy", "surprise", "fear"))
+    out = tmp_path / "m.json"
+    r = ml("evaluate", root, "--json", out)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(out.read_text())
+    assert s["n"] == 12 and s["classes_present"] == ["fear", "happy", "surprise"]
+    assert set(s["per_class"]) == {"fear", "happy", "surprise"}
+    assert "accuracy=" in r.stdout
+
+
+def test_evaluate_bad_input(tmp_path):
+    r = ml("evaluate", tmp_path / "missing")
+    assert r.returncode == 2 and "dataset folder not found" in r.stderr
+    bad = tmp_path / "w.pt"
+    bad.write_bytes(b"nope")
+    r = ml("evaluate", tmp_path, "--weights", bad)
+    assert r.returncode == 2 and "corrupt" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.fixture
+def photos(tmp_path, fer_val):
+    happy = int(np.flatnonzero(fer_val.labels == 3)[0])
+    frame, _ = scene([fer_val.images[happy]], side=200, seed=1)
+    face = tmp_path / "face.jpg"
+    cv2.imwrite(str(face), frame)
+    empty = tmp_path / "empty.png"
+    cv2.imwrite(str(empty), background(seed=5))
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff garbage")
+    return face, empty, corrupt
+
+
+def test_predict_images(photos, tmp_path):
+    face, empty, corrupt = photos
+    r = ml("predict", face, empty, "--annotate", tmp_path / "ann")
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert recs[0]["file"] == str(face) and recs[0]["face"] is True
+    assert set(recs[0]) >= {"file", "frame", "t", "box", "label", "confidence", "probs"}
+    assert recs[1] == {
+        "file": str(empty),
+        "frame": 0,
+        "t": 0.0,
+        "face": False,
+        "box": None,
+        "label": None,
+        "confidence": None,
+        "probs": None,
+    }
+    assert cv2.imread(str(tmp_path / "ann" / "face.annotated.jpg")).shape == (480, 640, 3)
+
+
+def test_predict_real_photo():
+    skd = pytest.importorskip("skimage.data")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = f"{d}/astronaut.png"
+        cv2.imwrite(p, cv2.cvtColor(skd.astronaut(), cv2.COLOR_RGB2BGR))
+        r = ml("predict", p)
+    rec = json.loads(r.stdout.splitlines()[0])
+    assert rec["face"] is True and rec["label"] == "happy"  # she is smiling
+
+
+def test_predict_missing_and_corrupt_files_fail_but_report_the_rest(photos, tmp_path):
+    face, _, corrupt = photos
+    r = ml("predict", tmp_path / "nope.jpg", corrupt, face)
+    assert r.returncode == 1
+    assert "nope.jpg: no such file" in r.stderr and "corrupt.jpg: not a readable image" in r.stderr
+    assert json.loads(r.stdout.splitlines()[0])["file"] == str(face)
+
+
+def test_predict_video_sampling(fer_val, tmp_path):
+    video = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 480))
+    for k in range(20):
+        frame = scene([fer_val.images[k % 5]], side=200, seed=0)[0] if k < 10 else background()
+        w.write(frame)
+    w.release()
+    r = ml("predict", video, "--every-n", "5", "--annotate", tmp_path / "out.mp4")
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [x["frame"] for x in recs if x["frame"] >= 10] == [10, 15]
+    assert all(not x["face"] for x in recs if x["frame"] >= 10)
+    assert recs[0]["t"] == 0.0 and {x["frame"] for x in recs} == {0, 5, 10, 15}
+    cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    r = ml("predict", video, "--fps", "0")
+    assert r.returncode == 2
+
+
+def test_export_and_benchmark_commands(tmp_path, fer_root):
+    r = ml("export", "--format", "onnx", "--out", tmp_path / "m.onnx")
+    assert r.returncode == 0 and (tmp_path / "m.onnx").stat().st_size > 100_000
+    r = ml("benchmark", "--seconds", "0.2", "--threads", "1", "--faces", fer_root / "validation")
+    assert r.returncode == 0, r.stderr
+    assert "faces/s" in r.stdout and "peak memory" in r.stdout
+
+
+def test_unknown_command():
+    r = ml("frobnicate")
+    assert r.returncode == 2 and "unknown command" in r.stderr

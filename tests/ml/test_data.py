@@ -1,0 +1,131 @@
+import os
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from ml.classes import CLASS_INDEX, EMOTIONS
+from ml.data import DatasetError, load_dataset, load_fer_csv, load_image_folder
+from tests.ml.conftest import write_image_folder
+
+
+def test_image_folder_uses_canonical_label_order(pattern_folder):
+    ds = load_image_folder(pattern_folder)
+    assert len(ds) == 7 * 12
+    assert ds.images.shape == (84, 48, 48) and ds.images.dtype == np.uint8
+    # folders are listed alphabetically on disk, labels must still be FER2013's order
+    for path, label in zip(ds.paths, ds.labels, strict=True):
+        assert CLASS_INDEX[path.split("/")[0]] == label
+    assert ds.class_counts == {e: 12 for e in EMOTIONS}
+
+
+def test_subset_of_classes_and_other_sizes_and_colour(tmp_path):
+    root = write_image_folder(tmp_path / "d", per_class=3, classes=("happy", "sad"))
+    cv2.imwrite(str(root / "happy" / "big_colour.jpg"), np.full((100, 80, 3), 128, np.uint8))
+    ds = load_image_folder(root)
+    assert sorted(set(ds.labels.tolist())) == [CLASS_INDEX["happy"], CLASS_INDEX["sad"]]
+    assert ds.images.shape[1:] == (48, 48) and len(ds) == 7
+
+
+def test_unknown_class_folder_is_named(tmp_path):
+    root = write_image_folder(tmp_path / "d", per_class=2, classes=("happy",))
+    (root / "contempt").mkdir()
+    with pytest.raises(DatasetError, match="unknown class folder .*contempt"):
+        load_image_folder(root)
+
+
+def test_empty_class_folder_is_named(tmp_path):
+    root = write_image_folder(tmp_path / "d", per_class=2, classes=("happy",))
+    (root / "sad").mkdir()
+    with pytest.raises(DatasetError, match="empty class folder .*sad"):
+        load_image_folder(root)
+
+
+def test_missing_root_and_root_without_classes(tmp_path):
+    with pytest.raises(DatasetError, match="not found"):
+        load_image_folder(tmp_path / "nope")
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(DatasetError, match="no class folders"):
+        load_image_folder(tmp_path / "flat")
+
+
+def test_unreadable_file_raises_with_path_or_is_counted(tmp_path):
+    root = write_image_folder(tmp_path / "d", per_class=3, classes=("fear",))
+    bad = root / "fear" / "broken.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    with pytest.raises(DatasetError, match="broken.jpg"):
+        load_image_folder(root, cache=False)
+    ds = load_image_folder(root, on_error="skip", cache=False)
+    assert len(ds) == 3
+    assert [p for p, _ in ds.skipped] == [str(bad)]
+
+
+def test_non_image_files_are_reported_not_loaded(tmp_path):
+    root = write_image_folder(tmp_path / "d", per_class=2, classes=("angry",))
+    (root / "angry" / "notes.txt").write_text("hello")
+    ds = load_image_folder(root)
+    assert len(ds) == 2
+    assert ds.skipped[0][0].endswith("notes.txt")
+
+
+def test_cache_is_reused_and_invalidated_by_changes(tmp_path):
+    root = write_image_folder(tmp_path / "d", per_class=4, classes=("happy", "sad"))
+    a = load_image_folder(root)
+    cache_files = list((tmp_path / "cache").glob("*.npz"))
+    assert len(cache_files) == 1
+    b = load_image_folder(root)
+    np.testing.assert_array_equal(a.images, b.images)
+    f = root / "sad" / "sad_000.png"
+    cv2.imwrite(str(f), np.zeros((48, 48), np.uint8))
+    os.utime(f, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    c = load_image_folder(root)
+    assert c.images[c.paths.index("sad/sad_000.png")].max() == 0
+
+
+def _csv(path, rows, header="emotion,pixels,Usage"):
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_fer_csv_rows_usage_and_errors(tmp_path):
+    px = " ".join(["7"] * 2304)
+    f = _csv(tmp_path / "fer.csv", [f"3,{px},Training", f"6,{px},PublicTest", f"0,{px},Training"])
+    ds = load_fer_csv(f)
+    assert ds.labels.tolist() == [3, 6, 0] and ds.images.shape == (3, 48, 48)
+    assert load_dataset(f"{f}:PublicTest").labels.tolist() == [6]
+    bad = _csv(tmp_path / "bad.csv", [f"3,{px},Training", "2,1 2 3,Training"])
+    with pytest.raises(DatasetError, match=r"bad.csv:3: 3 pixels, expected 2304"):
+        load_fer_csv(bad)
+    assert len(load_fer_csv(bad, on_error="skip")) == 1
+    with pytest.raises(DatasetError, match="out of range"):
+        load_fer_csv(_csv(tmp_path / "lab.csv", [f"9,{px},Training"]))
+    with pytest.raises(DatasetError, match="missing column"):
+        load_fer_csv(_csv(tmp_path / "col.csv", ["3"], header="emotion"))
+    with pytest.raises(DatasetError, match="unknown usage"):
+        load_fer_csv(f, usage="Test")
+
+
+def test_real_fer2013_validation_split_counts(fer_val):
+    assert len(fer_val) == 3589
+    assert fer_val.class_counts == {
+        "angry": 467,
+        "disgust": 56,
+        "fear": 496,
+        "happy": 895,
+        "sad": 653,
+        "surprise": 415,
+        "neutral": 607,
+    }
+
+
+def test_fer2013_train_split_loads_in_seconds(fer_root):
+    t0 = time.perf_counter()
+    ds = load_image_folder(fer_root / "train")
+    print(f"decoded 28,709 images: {time.perf_counter() - t0:.2f}s")
+    assert len(ds) == 28709
+    assert ds.class_counts["disgust"] == 436
+    t0 = time.perf_counter()
+    again = load_image_folder(fer_root / "train")
+    print(f"cached reload of 28,709 images: {time.perf_counter() - t0:.2f}s")
+    assert len(again) == 28709
