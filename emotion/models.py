@@ -1,0 +1,58 @@
+from django.db import models
+
+from ml.classes import EMOTIONS
+
+EMOTION_CHOICES = [(e, e) for e in EMOTIONS]
+
+
+class ModelVersion(models.Model):
+    """A checkpoint that produced readings (identified by its file hash)."""
+
+    name = models.CharField(max_length=100)
+    checkpoint_sha256 = models.CharField(max_length=64, unique=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.checkpoint_sha256[:12]})"
+
+
+class Reading(models.Model):
+    """The analysis of one frame of a learner session. The raw frame is never stored here."""
+
+    session = models.ForeignKey(
+        "tutoring.LearnerSession", on_delete=models.CASCADE, related_name="readings"
+    )
+    sequence = models.PositiveIntegerField()
+    captured_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    analysed_at = models.DateTimeField(null=True, blank=True)
+    face_found = models.BooleanField(default=False)
+    box = models.JSONField(null=True, blank=True)  # [x, y, w, h] in frame pixels
+    cues = models.JSONField(default=dict, blank=True)  # attention cues (centre offset, area…)
+    attentive = models.BooleanField(default=False)
+    # Emotion fields stay NULL in engagement-only sessions.
+    probs = models.JSONField(null=True, blank=True)
+    label = models.CharField(max_length=16, choices=EMOTION_CHOICES, null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="readings"
+    )
+    # Only when the course opts in (keep_face_crops): the 48×48 grayscale crop as PNG bytes.
+    face_crop = models.BinaryField(null=True, blank=True)
+    # Label review (admin): what a human says the expression is.
+    reviewed_label = models.CharField(max_length=16, choices=EMOTION_CHOICES, null=True, blank=True)
+    reviewed_by = models.ForeignKey(
+        "tutoring.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["session_id", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "sequence"], name="unique_session_sequence")
+        ]
+        indexes = [models.Index(fields=["session", "captured_at"])]
+
+    def __str__(self) -> str:
+        return f"reading {self.session_id}#{self.sequence}"

@@ -1,6 +1,12 @@
-import factory
+"""Factories for the domain models (factory_boy)."""
 
-from tutoring.models import User
+from datetime import timedelta
+
+import factory
+from django.utils import timezone
+
+from emotion.models import Reading
+from tutoring.models import Consent, Course, Enrollment, LearnerSession, User
 
 PASSWORD = "pw-123456"
 
@@ -16,3 +22,104 @@ class UserFactory(factory.django.DjangoModelFactory):
     @classmethod
     def _create(cls, model_class, *args, password=PASSWORD, **kwargs):
         return model_class.objects.create_user(*args, password=password, **kwargs)
+
+
+class InstructorFactory(UserFactory):
+    username = factory.Sequence(lambda n: f"instructor{n}")
+    role = User.Role.INSTRUCTOR
+
+
+class AdminFactory(UserFactory):
+    username = factory.Sequence(lambda n: f"admin{n}")
+    role = User.Role.ADMIN
+
+
+class CourseFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Course
+        skip_postgeneration_save = True
+
+    title = factory.Sequence(lambda n: f"Course {n}")
+
+    @factory.post_generation
+    def instructors(self, create, extracted, **kwargs):
+        if create and extracted:
+            self.instructors.set(extracted)
+
+
+class EnrollmentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Enrollment
+
+    course = factory.SubFactory(CourseFactory)
+    learner = factory.SubFactory(UserFactory)
+
+
+class ConsentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Consent
+
+    learner = factory.SubFactory(UserFactory)
+    course = factory.SubFactory(CourseFactory)
+    engagement = True
+    emotion = factory.LazyAttribute(lambda o: o.course.emotion_inference_enabled)
+    policy_version = "2026-11"
+    granted_at = factory.LazyFunction(timezone.now)
+
+
+class LearnerSessionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = LearnerSession
+
+    learner = factory.SubFactory(UserFactory)
+    course = factory.SubFactory(CourseFactory)
+    consent = factory.SubFactory(
+        ConsentFactory,
+        learner=factory.SelfAttribute("..learner"),
+        course=factory.SelfAttribute("..course"),
+    )
+    started_at = factory.LazyFunction(timezone.now)
+    emotion_enabled = factory.LazyAttribute(
+        lambda o: o.course.emotion_inference_enabled and o.consent.emotion
+    )
+
+
+def probs_for(label: str, p: float = 1.0) -> dict:
+    from ml.classes import EMOTIONS
+
+    rest = (1 - p) / (len(EMOTIONS) - 1)
+    return {e: (p if e == label else rest) for e in EMOTIONS}
+
+
+class ReadingFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Reading
+
+    session = factory.SubFactory(LearnerSessionFactory)
+    sequence = factory.Sequence(int)
+    captured_at = factory.LazyAttribute(
+        lambda o: o.session.started_at + timedelta(seconds=o.sequence)
+    )
+    received_at = factory.LazyAttribute(lambda o: o.captured_at)
+    analysed_at = factory.LazyAttribute(lambda o: o.captured_at)
+    face_found = True
+    cues = factory.LazyAttribute(
+        lambda o: {"center_offset": 0.0, "area_fraction": 0.05} if o.face_found else {}
+    )
+    attentive = factory.LazyAttribute(lambda o: o.face_found)
+    probs = factory.LazyAttribute(
+        lambda o: probs_for("neutral") if o.face_found and o.session.emotion_enabled else None
+    )
+    label = factory.LazyAttribute(lambda o: max(o.probs, key=o.probs.get) if o.probs else None)
+    confidence = factory.LazyAttribute(lambda o: max(o.probs.values()) if o.probs else None)
+
+
+def enroll(course, *learners, consent=True, emotion=None):
+    for learner in learners:
+        EnrollmentFactory(course=course, learner=learner)
+        if consent:
+            ConsentFactory(
+                course=course,
+                learner=learner,
+                emotion=course.emotion_inference_enabled if emotion is None else emotion,
+            )

@@ -1,5 +1,8 @@
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 
 
 class User(AbstractUser):
@@ -23,3 +26,120 @@ class User(AbstractUser):
     @property
     def is_platform_admin(self) -> bool:
         return self.role == self.Role.ADMIN or self.is_superuser
+
+
+class Course(models.Model):
+    """A course and its data policy."""
+
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    instructors = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, related_name="teaching", limit_choices_to={"role": "instructor"}
+    )
+    learners = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Enrollment", related_name="enrolled_courses"
+    )
+    # Off = engagement-only mode (e.g. EU AI Act Art. 5(1)(f): no emotion inference in education).
+    emotion_inference_enabled = models.BooleanField(default=True)
+    # Off by default: no face image is kept after inference.
+    keep_face_crops = models.BooleanField(default=False)
+    retention_days = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1), MaxValueValidator(3650)]
+    )
+    consent_policy_version = models.CharField(max_length=32, default="2026-11")
+    capture_fps = models.FloatField(
+        default=2.0, validators=[MinValueValidator(0.2), MaxValueValidator(10)]
+    )
+    alert_absent_seconds = models.PositiveIntegerField(default=30)
+    alert_disengaged_seconds = models.PositiveIntegerField(default=60)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Enrollment(models.Model):
+    course = models.ForeignKey(Course, on_delete=models.CASCADE, related_name="enrollments")
+    learner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="enrollments"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["course", "learner"], name="unique_enrollment")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.learner} in {self.course}"
+
+
+class Consent(models.Model):
+    """One grant of consent; revoking stamps ``revoked_at``. Rows are never edited otherwise,
+    so the table is the history."""
+
+    learner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="consents"
+    )
+    course = models.ForeignKey(Course, on_delete=models.CASCADE, related_name="consents")
+    engagement = models.BooleanField(default=True)
+    emotion = models.BooleanField(default=False)
+    policy_version = models.CharField(max_length=32)
+    granted_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-granted_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["learner", "course"],
+                condition=Q(revoked_at__isnull=True),
+                name="one_active_consent_per_learner_course",
+            )
+        ]
+
+    def __str__(self) -> str:
+        state = "active" if self.active else "revoked"
+        return f"{self.learner} / {self.course}: {','.join(self.scopes)} ({state})"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    @property
+    def scopes(self) -> list[str]:
+        return [s for s in ("engagement", "emotion") if getattr(self, s)]
+
+
+class LearnerSession(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        ENDED = "ended", "Ended"
+
+    learner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="learner_sessions"
+    )
+    course = models.ForeignKey(Course, on_delete=models.CASCADE, related_name="sessions")
+    consent = models.ForeignKey(Consent, on_delete=models.PROTECT, related_name="sessions")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=32, blank=True)
+    # emotion inference for this session: the course allows it AND the consent covers it
+    emotion_enabled = models.BooleanField(default=False)
+    client_info = models.JSONField(default=dict, blank=True)
+    last_frame_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["course", "status"]), models.Index(fields=["learner"])]
+
+    def __str__(self) -> str:
+        return f"session {self.pk} of {self.learner} in {self.course}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == self.Status.ACTIVE

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from tutoring.models import User
+from tutoring.models import Consent, Course, Enrollment, LearnerSession, User
 
 DEMO_PASSWORD = "demo-pass-123"
-DEMO_USERS = [
-    ("admin", User.Role.ADMIN),
-    ("instructor1", User.Role.INSTRUCTOR),
-    ("instructor2", User.Role.INSTRUCTOR),
-    ("learner1", User.Role.LEARNER),
-    ("learner2", User.Role.LEARNER),
-    ("learner3", User.Role.LEARNER),
-]
 
 
 @transaction.atomic
@@ -28,13 +24,193 @@ def user_create(*, username: str, password: str, role: str, **fields) -> User:
 
 
 @transaction.atomic
+def course_create(*, title: str, instructors, learners=(), **policy) -> Course:
+    course = Course(title=title, **policy)
+    course.full_clean()
+    course.save()
+    for u in instructors:
+        if not u.is_instructor:
+            raise ValidationError(f"{u.username} is not an instructor")
+    course.instructors.set(instructors)
+    for learner in learners:
+        course_enroll(course=course, learner=learner)
+    return course
+
+
+@transaction.atomic
+def course_enroll(*, course: Course, learner: User) -> Enrollment:
+    if not learner.is_learner:
+        raise ValidationError(f"{learner.username} is not a learner")
+    enrollment, _ = Enrollment.objects.get_or_create(course=course, learner=learner)
+    return enrollment
+
+
+@transaction.atomic
+def consent_grant(
+    *, learner: User, course: Course, engagement: bool = True, emotion: bool = False
+) -> Consent:
+    """Grant consent for ``course``; an earlier active grant is superseded (revoked now)."""
+    if not Enrollment.objects.filter(course=course, learner=learner).exists():
+        raise PermissionDenied("only learners enrolled in the course can consent")
+    if not engagement:
+        raise ValidationError({"scope": "the engagement scope is required for any capture"})
+    if emotion and not course.emotion_inference_enabled:
+        raise ValidationError(
+            {"scope": "this course runs in engagement-only mode: emotion consent is not asked"}
+        )
+    now = timezone.now()
+    Consent.objects.select_for_update().filter(
+        learner=learner, course=course, revoked_at__isnull=True
+    ).update(revoked_at=now)
+    return Consent.objects.create(
+        learner=learner,
+        course=course,
+        engagement=engagement,
+        emotion=emotion,
+        policy_version=course.consent_policy_version,
+        granted_at=now,
+    )
+
+
+@transaction.atomic
+def consent_revoke(*, learner: User, course: Course) -> Consent:
+    """Revoke the active consent and end the learner's open sessions in the course."""
+    consent = (
+        Consent.objects.select_for_update()
+        .filter(learner=learner, course=course, revoked_at__isnull=True)
+        .first()
+    )
+    if consent is None:
+        raise ValidationError("there is no active consent to revoke")
+    consent.revoked_at = timezone.now()
+    consent.save(update_fields=["revoked_at"])
+    for s in LearnerSession.objects.filter(
+        learner=learner, course=course, status=LearnerSession.Status.ACTIVE
+    ):
+        session_end(session=s, reason="consent_revoked")
+    return consent
+
+
+@transaction.atomic
+def session_start(
+    *, learner: User, course: Course, client_info: dict | None = None
+) -> LearnerSession:
+    if not Enrollment.objects.filter(course=course, learner=learner).exists():
+        raise PermissionDenied("you are not enrolled in this course")
+    consent = Consent.objects.filter(
+        learner=learner, course=course, revoked_at__isnull=True, engagement=True
+    ).first()
+    if consent is None:
+        raise PermissionDenied("no active consent for this course: grant consent first")
+    for s in LearnerSession.objects.select_for_update().filter(
+        learner=learner, course=course, status=LearnerSession.Status.ACTIVE
+    ):
+        session_end(session=s, reason="superseded")
+    return LearnerSession.objects.create(
+        learner=learner,
+        course=course,
+        consent=consent,
+        started_at=timezone.now(),
+        emotion_enabled=course.emotion_inference_enabled and consent.emotion,
+        client_info=_clean_client_info(client_info or {}),
+    )
+
+
+def _clean_client_info(info: dict) -> dict:
+    allowed = ("user_agent", "screen", "camera", "timezone", "app_version")
+    return {k: str(info[k])[:300] for k in allowed if k in info}
+
+
+@transaction.atomic
+def session_end(*, session: LearnerSession, reason: str = "ended") -> LearnerSession:
+    session = LearnerSession.objects.select_for_update().get(pk=session.pk)
+    if session.status != LearnerSession.Status.ENDED:
+        session.status = LearnerSession.Status.ENDED
+        session.ended_at = timezone.now()
+        session.end_reason = reason
+        session.save(update_fields=["status", "ended_at", "end_reason"])
+        from config.broadcast import group_send
+
+        transaction.on_commit(
+            lambda: group_send(
+                f"course-{session.course_id}",
+                "session.ended",
+                {"session": session.pk, "learner": session.learner_id, "reason": reason},
+            )
+        )
+    return session
+
+
+@transaction.atomic
+def learner_data_erase(*, learner: User) -> dict:
+    """Erase a learner's sessions and readings (and any kept face crops).
+
+    Consent records are kept as the legal record of what was agreed (active ones are revoked).
+    Course reports are computed from readings on request, so aggregates that included this
+    learner change with the next request; nothing precomputed needs rebuilding.
+    """
+    from emotion.models import Reading
+
+    now = timezone.now()
+    readings = Reading.objects.filter(session__learner=learner)
+    n_readings = readings.count()
+    readings.delete()
+    sessions = LearnerSession.objects.filter(learner=learner)
+    n_sessions = sessions.count()
+    sessions.delete()
+    revoked = Consent.objects.filter(learner=learner, revoked_at__isnull=True).update(
+        revoked_at=now
+    )
+    return {"readings": n_readings, "sessions": n_sessions, "consents_revoked": revoked}
+
+
+def readings_purge_expired(*, now=None) -> dict[int, int]:
+    """Delete readings older than each course's retention; returns {course_id: deleted}."""
+    from emotion.models import Reading
+
+    now = now or timezone.now()
+    deleted = {}
+    for course in Course.objects.all().only("id", "retention_days"):
+        cutoff = now - timedelta(days=course.retention_days)
+        n, _ = Reading.objects.filter(session__course=course, captured_at__lt=cutoff).delete()
+        if n:
+            deleted[course.pk] = n
+    return deleted
+
+
+DEMO_USERS = [
+    ("admin", User.Role.ADMIN),
+    ("instructor1", User.Role.INSTRUCTOR),
+    ("instructor2", User.Role.INSTRUCTOR),
+    ("learner1", User.Role.LEARNER),
+    ("learner2", User.Role.LEARNER),
+    ("learner3", User.Role.LEARNER),
+]
+DEMO_COURSES = [
+    # title, instructor, learners, policy
+    ("Algebra I", "instructor1", ["learner1", "learner2"], {"emotion_inference_enabled": True}),
+    (
+        "Biology (engagement-only)",
+        "instructor2",
+        ["learner2", "learner3"],
+        {"emotion_inference_enabled": False},
+    ),
+]
+
+
+@transaction.atomic
 def demo_seed() -> dict:
-    """Idempotent: existing demo users are kept (and their password reset to the demo one)."""
-    users = []
+    """Idempotent demo data; existing demo users keep their rows (password reset to the demo one)."""
+    users, by_name = [], {}
     for username, role in DEMO_USERS:
         user = User.objects.filter(username=username).first()
         if user is None:
-            user = user_create(username=username, password=DEMO_PASSWORD, role=role)
+            user = user_create(
+                username=username,
+                password=DEMO_PASSWORD,
+                role=role,
+                first_name=username.rstrip("0123456789").title(),
+            )
         else:
             user.set_password(DEMO_PASSWORD)
             user.save(update_fields=["password"])
@@ -42,13 +218,33 @@ def demo_seed() -> dict:
             user.is_staff = user.is_superuser = True
             user.save(update_fields=["is_staff", "is_superuser"])
         token, _ = Token.objects.get_or_create(user=user)
+        by_name[username] = user
         users.append(
-            {
-                "username": username,
-                "role": role,
-                "password": DEMO_PASSWORD,
-                "token": token.key,
-                "user": user,
-            }
+            {"username": username, "role": role, "password": DEMO_PASSWORD, "token": token.key}
         )
-    return {"users": users, "courses": []}
+    courses = []
+    for title, instructor, learners, policy in DEMO_COURSES:
+        course = Course.objects.filter(title=title).first()
+        if course is None:
+            course = course_create(
+                title=title,
+                instructors=[by_name[instructor]],
+                learners=[by_name[n] for n in learners],
+                **policy,
+            )
+        for name in learners:
+            learner = by_name[name]
+            course_enroll(course=course, learner=learner)
+            if not Consent.objects.filter(
+                learner=learner, course=course, revoked_at__isnull=True
+            ).exists():
+                consent_grant(
+                    learner=learner,
+                    course=course,
+                    engagement=True,
+                    emotion=course.emotion_inference_enabled,
+                )
+        courses.append(
+            {"id": course.pk, "title": course.title, "instructor": instructor, "learners": learners}
+        )
+    return {"users": users, "courses": courses}

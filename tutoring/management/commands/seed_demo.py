@@ -18,6 +18,9 @@ class Command(BaseCommand):
         w(f"{'role':<12}{'username':<14}{'password':<18}token")
         for u in result["users"]:
             w(f"{u['role']:<12}{u['username']:<14}{u['password']:<18}{u['token']}")
-        for c in result.get("courses", []):
-            w(f"course #{c['id']}: {c['title']}")
+        for c in result["courses"]:
+            w(
+                f"course #{c['id']} {c['title']!r}: instructor {c['instructor']}, "
+                f"learners {', '.join(c['learners'])}"
+            )
         w(f"Open {base_url}/ (admin: {base_url}/admin/, API docs: {base_url}/api/docs/)")

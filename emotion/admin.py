@@ -1,0 +1,95 @@
+from django.contrib import admin
+from django.utils import timezone
+from django.utils.html import format_html
+
+from emotion.models import ModelVersion, Reading
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ("name", "checkpoint_sha256", "created_at")
+    search_fields = ("name", "checkpoint_sha256")
+
+
+class ReviewedFilter(admin.SimpleListFilter):
+    title = "review"
+    parameter_name = "review"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("todo", "not reviewed"),
+            ("agree", "reviewer agrees"),
+            ("disagree", "reviewer disagrees"),
+        ]
+
+    def queryset(self, request, qs):
+        from django.db.models import F
+
+        if self.value() == "todo":
+            return qs.filter(face_found=True, reviewed_label__isnull=True)
+        if self.value() == "agree":
+            return qs.filter(reviewed_label=F("label"))
+        if self.value() == "disagree":
+            return qs.exclude(reviewed_label__isnull=True).exclude(reviewed_label=F("label"))
+        return qs
+
+
+@admin.register(Reading)
+class ReadingAdmin(admin.ModelAdmin):
+    """Label review: reviewers set ``reviewed_label`` (list-editable) on readings."""
+
+    list_display = (
+        "id",
+        "session",
+        "sequence",
+        "captured_at",
+        "face_found",
+        "label",
+        "confidence",
+        "reviewed_label",
+        "crop",
+    )
+    list_editable = ("reviewed_label",)
+    list_filter = (ReviewedFilter, "face_found", "label", "session__course", "model_version")
+    search_fields = ("session__learner__username", "session__course__title")
+    date_hierarchy = "captured_at"
+    raw_id_fields = ("session",)
+    readonly_fields = (
+        "session",
+        "sequence",
+        "captured_at",
+        "received_at",
+        "analysed_at",
+        "face_found",
+        "box",
+        "cues",
+        "attentive",
+        "probs",
+        "label",
+        "confidence",
+        "model_version",
+        "reviewed_by",
+        "reviewed_at",
+        "crop",
+    )
+    exclude = ("face_crop",)
+
+    @admin.display(description="face crop")
+    def crop(self, obj):
+        if not obj.face_crop:
+            return "—"
+        import base64
+
+        data = base64.b64encode(bytes(obj.face_crop)).decode()
+        return format_html(
+            '<img src="data:image/png;base64,{}" width="48" height="48" alt="">', data
+        )
+
+    def save_model(self, request, obj, form, change):
+        if "reviewed_label" in form.changed_data:
+            obj.reviewed_by = request.user
+            obj.reviewed_at = timezone.now()
+        super().save_model(request, obj, form, change)
+
+    def has_add_permission(self, request):
+        return False

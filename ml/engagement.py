@@ -1,0 +1,383 @@
+"""Per-frame attention and windowed engagement scores from face cues and emotion probabilities.
+
+Pure Python + NumPy (no Django, no torch), so it can run in the web process, a worker or a
+notebook alike.
+
+Source and adaptation
+---------------------
+The score follows the *concentration index* (CI) of Sharma et al. 2019, "Student Engagement
+Detection Using Emotion Analysis, Eye Tracking and Head Movement with Machine Learning"
+(arXiv:1909.12913): ``CI = emotion_weight × gaze_weight``, banded as *highly engaged*
+(CI ≥ 0.65), *engaged* / "nominally engaged" (0.25 ≤ CI < 0.65) and *disengaged* (CI < 0.25),
+with dominant-emotion weights neutral 0.9, happy 0.6, surprise 0.6, sad 0.3, fear 0.3,
+angry 0.25, disgust 0.2.
+
+This module is an **adaptation**, not a reproduction:
+
+* The paper derives the gaze weight from eye tracking and head movement. Here there is no eye
+  tracker: the only gaze cue is the webcam's frontal-only Haar face detector (``ml/faces.py``),
+  so "a face was detected" already means the learner roughly faces the screen, and the gaze
+  weight is graded by how far the face box sits from the frame centre.
+* The paper weights the *dominant* (argmax) emotion; here the *expected* weight under the
+  classifier's probabilities is used, which is smoother and less brittle on ambiguous faces.
+* The CI is divided by the largest emotion weight (0.9) so that a fully attentive, centred,
+  neutral learner scores 1.0, and it is averaged over a time window in which frames without a
+  face count as 0. The paper's band thresholds are then applied to that normalised score.
+
+Formulas (exactly as implemented)
+---------------------------------
+Per frame, with ``off`` = ``center_offset``, ``area`` = ``area_fraction``,
+``M`` = ``max_center_offset`` (default 0.35) and ``A`` = ``min_area_fraction`` (default 0.01)::
+
+    attentive = face and (off is None or off <= M) and (area is None or area >= A)
+
+    gaze_weight = 0                              if no face, or area is known and area < A
+                = 1                              if off is None (cue unknown)
+                = max(0, 1 - off / (2 * M))      otherwise
+
+    emotion_weight = Σ_c p_c × W_c               W = EMOTION_WEIGHTS (neutral 0.9 … disgust 0.2)
+
+    frame_score = gaze_weight                                  if probs is None
+                = clip(gaze_weight × emotion_weight / 0.9, 0, 1)  otherwise
+
+So the gaze weight is 1 for a centred face, 0.5 at the attention threshold ``M`` and 0 at
+``2M``; a face between ``M`` and ``2M`` is *not attentive* (it does not count towards
+``attention_ratio``) but still earns partial gaze weight, which avoids a cliff in the score.
+
+Per window ``[start, end)`` with ``n`` frames::
+
+    engagement = (1 / n) Σ_frames frame_score     (0 when n == 0; absent frames score 0)
+    band       = "highly engaged" if engagement >= 0.65
+                 else "engaged" if engagement >= 0.25 else "disengaged"
+
+Engagement-only mode (emotion inference disabled, every ``probs`` is None) therefore gives the
+mean gaze weight over *all* frames, presence included; with probabilities the same mean is
+taken over the emotion-weighted frame scores. A frame with a face but no probabilities (mixed
+input) contributes its gaze weight alone. The same bands apply in both modes.
+
+Emotion summaries (distribution, dominant emotion, valence) are means over the frames that have
+a face *and* probabilities; they are ``None`` when there are none.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ml.classes import EMOTIONS, VALENCE
+
+#: Dominant-emotion weights of Sharma et al. 2019, used here as per-class weights.
+EMOTION_WEIGHTS: dict[str, float] = {
+    "angry": 0.25,
+    "disgust": 0.2,
+    "fear": 0.3,
+    "happy": 0.6,
+    "sad": 0.3,
+    "surprise": 0.6,
+    "neutral": 0.9,
+}
+#: The largest emotion weight; frame scores are divided by it so a neutral, attentive face is 1.
+MAX_EMOTION_WEIGHT: float = max(EMOTION_WEIGHTS.values())
+
+MAX_CENTER_OFFSET: float = 0.35
+MIN_AREA_FRACTION: float = 0.01
+
+#: Band thresholds (inclusive lower bounds).
+ENGAGED_THRESHOLD: float = 0.25
+HIGHLY_ENGAGED_THRESHOLD: float = 0.65
+DISENGAGED, ENGAGED, HIGHLY_ENGAGED = "disengaged", "engaged", "highly engaged"
+BANDS: tuple[str, ...] = (DISENGAGED, ENGAGED, HIGHLY_ENGAGED)
+
+#: How far the probabilities may sum from 1 (covers softmax outputs rounded to a few decimals).
+PROBS_SUM_TOLERANCE: float = 1e-2
+EMOTION_KEYS: tuple[str, ...] = ("emotion_distribution", "dominant_emotion", "valence")
+
+_EPS = 1e-9
+
+
+def validate_probs(probs: Mapping[str, float]) -> dict[str, float]:
+    """Check a class → probability mapping; return it as a dict over all of ``EMOTIONS``.
+
+    Missing classes count as 0. Raises ``ValueError`` on unknown classes, negative or non-finite
+    values, or a sum further than ``PROBS_SUM_TOLERANCE`` from 1.
+    """
+    unknown = sorted(set(probs) - set(EMOTIONS))
+    if unknown:
+        raise ValueError(f"unknown emotion class(es) {unknown}; expected a subset of {EMOTIONS}")
+    out = {name: float(probs.get(name, 0.0)) for name in EMOTIONS}
+    bad = {k: v for k, v in out.items() if not math.isfinite(v) or v < 0}
+    if bad:
+        raise ValueError(f"probabilities must be finite and non-negative, got {bad}")
+    total = sum(out.values())
+    if abs(total - 1.0) > PROBS_SUM_TOLERANCE:
+        raise ValueError(f"probabilities must sum to 1 (±{PROBS_SUM_TOLERANCE}), got {total:.4f}")
+    return out
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One analysed frame: time, whether a face was found, its cues and emotion probabilities."""
+
+    t: float
+    face: bool
+    center_offset: float | None = None
+    area_fraction: float | None = None
+    probs: Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.t):
+            raise ValueError(f"t must be finite, got {self.t}")
+        if not self.face and (
+            self.probs is not None
+            or self.center_offset is not None
+            or self.area_fraction is not None
+        ):
+            raise ValueError("an observation without a face cannot carry cues or probs")
+        if self.center_offset is not None and not (
+            math.isfinite(self.center_offset) and self.center_offset >= 0
+        ):
+            raise ValueError(f"center_offset must be >= 0, got {self.center_offset}")
+        if self.area_fraction is not None and not (0.0 <= self.area_fraction <= 1.0):
+            raise ValueError(f"area_fraction must be in [0, 1], got {self.area_fraction}")
+        if self.probs is not None:
+            object.__setattr__(self, "probs", validate_probs(self.probs))
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Observation:
+        """Build from ``{"t": ..., "face": ..., "cues": {...}, "probs": {...}}``.
+
+        ``cues`` may hold ``center_offset`` and ``area_fraction`` (other keys are ignored);
+        ``cues`` and ``probs`` may be missing or None. Without ``face``, a face is assumed
+        when cues or probs are given.
+        """
+        cues = d.get("cues") or {}
+        probs = d.get("probs")
+        face = bool(d["face"]) if "face" in d else bool(cues or probs)
+        off, area = cues.get("center_offset"), cues.get("area_fraction")
+        return cls(
+            t=float(d["t"]),
+            face=face,
+            center_offset=None if off is None else float(off),
+            area_fraction=None if area is None else float(area),
+            probs=probs,
+        )
+
+
+def attentive(
+    obs: Observation,
+    *,
+    max_center_offset: float = MAX_CENTER_OFFSET,
+    min_area_fraction: float = MIN_AREA_FRACTION,
+) -> bool:
+    """A face is present and oriented to the screen: centred enough and not too far away.
+
+    Unknown cues are not held against the frame: then face presence alone decides.
+    """
+    if not obs.face:
+        return False
+    if obs.center_offset is not None and obs.center_offset > max_center_offset:
+        return False
+    return not (obs.area_fraction is not None and obs.area_fraction < min_area_fraction)
+
+
+def gaze_weight(
+    obs: Observation,
+    *,
+    max_center_offset: float = MAX_CENTER_OFFSET,
+    min_area_fraction: float = MIN_AREA_FRACTION,
+) -> float:
+    """Gaze weight in [0, 1]: ``max(0, 1 - offset / (2 × max_center_offset))``; 0 without a face
+    or with a face smaller than ``min_area_fraction``; 1 when the offset is unknown."""
+    if max_center_offset <= 0:
+        raise ValueError(f"max_center_offset must be > 0, got {max_center_offset}")
+    if not obs.face:
+        return 0.0
+    if obs.area_fraction is not None and obs.area_fraction < min_area_fraction:
+        return 0.0
+    if obs.center_offset is None:
+        return 1.0
+    return max(0.0, 1.0 - obs.center_offset / (2.0 * max_center_offset))
+
+
+def emotion_weight(probs: Mapping[str, float]) -> float:
+    """Expected emotion weight ``Σ p_c × EMOTION_WEIGHTS[c]`` (in [0.2, 0.9])."""
+    p = validate_probs(probs)
+    return float(sum(p[c] * EMOTION_WEIGHTS[c] for c in EMOTIONS))
+
+
+def expected_valence(probs: Mapping[str, float]) -> float:
+    """Expected valence ``Σ p_c × VALENCE[c]`` (in [-1, 1])."""
+    p = validate_probs(probs)
+    return float(sum(p[c] * VALENCE[c] for c in EMOTIONS))
+
+
+def concentration_index(
+    obs: Observation,
+    *,
+    max_center_offset: float = MAX_CENTER_OFFSET,
+    min_area_fraction: float = MIN_AREA_FRACTION,
+) -> float | None:
+    """Sharma et al.'s raw ``emotion_weight × gaze_weight`` (max 0.9); None without probs."""
+    if obs.probs is None:
+        return None
+    g = gaze_weight(obs, max_center_offset=max_center_offset, min_area_fraction=min_area_fraction)
+    return g * emotion_weight(obs.probs)
+
+
+def frame_score(
+    obs: Observation,
+    *,
+    max_center_offset: float = MAX_CENTER_OFFSET,
+    min_area_fraction: float = MIN_AREA_FRACTION,
+) -> float:
+    """Per-frame engagement in [0, 1]: the gaze weight, times ``emotion_weight / 0.9`` if probs."""
+    g = gaze_weight(obs, max_center_offset=max_center_offset, min_area_fraction=min_area_fraction)
+    if obs.probs is None:
+        return g
+    return min(1.0, max(0.0, g * emotion_weight(obs.probs) / MAX_EMOTION_WEIGHT))
+
+
+def band(score: float) -> str:
+    """``"highly engaged"`` (≥ 0.65), ``"engaged"`` (≥ 0.25) or ``"disengaged"``."""
+    if not math.isfinite(score):
+        raise ValueError(f"score must be finite, got {score}")
+    if score >= HIGHLY_ENGAGED_THRESHOLD:
+        return HIGHLY_ENGAGED
+    if score >= ENGAGED_THRESHOLD:
+        return ENGAGED
+    return DISENGAGED
+
+
+@dataclass
+class WindowSummary:
+    start: float
+    end: float
+    n_frames: int
+    presence_ratio: float
+    attention_ratio: float
+    engagement: float
+    band: str
+    emotion_distribution: dict[str, float] | None = None
+    dominant_emotion: str | None = None
+    valence: float | None = None
+
+    def to_dict(self, include_emotion: bool = True) -> dict:
+        """All fields; with ``include_emotion=False`` the emotion keys are left out entirely."""
+        d = asdict(self)
+        if not include_emotion:
+            for key in EMOTION_KEYS:
+                del d[key]
+        return d
+
+
+def summarize_window(
+    observations: Iterable[Observation],
+    start: float,
+    end: float,
+    *,
+    max_center_offset: float = MAX_CENTER_OFFSET,
+    min_area_fraction: float = MIN_AREA_FRACTION,
+) -> WindowSummary:
+    """Summarise the observations with ``start <= t < end`` (others are ignored)."""
+    if not end > start:
+        raise ValueError(f"end must be after start, got [{start}, {end})")
+    th = {"max_center_offset": max_center_offset, "min_area_fraction": min_area_fraction}
+    frames = [o for o in observations if start <= o.t < end]
+    n = len(frames)
+    if n == 0:
+        return WindowSummary(start, end, 0, 0.0, 0.0, 0.0, DISENGAGED)
+    presence = sum(o.face for o in frames) / n
+    attention = sum(attentive(o, **th) for o in frames) / n
+    engagement = float(np.mean([frame_score(o, **th) for o in frames]))
+
+    with_probs = [o.probs for o in frames if o.face and o.probs is not None]
+    dist = dominant = valence = None
+    if with_probs:
+        mean = np.array([[p[c] for c in EMOTIONS] for p in with_probs]).mean(axis=0)
+        dist = {c: float(v) for c, v in zip(EMOTIONS, mean, strict=True)}
+        dominant = EMOTIONS[int(np.argmax(mean))]  # ties go to the earlier class
+        # the mean of per-frame expected valences equals the expected valence of the mean
+        valence = float(sum(dist[c] * VALENCE[c] for c in EMOTIONS))
+    return WindowSummary(
+        start=start,
+        end=end,
+        n_frames=n,
+        presence_ratio=presence,
+        attention_ratio=attention,
+        engagement=engagement,
+        band=band(engagement),
+        emotion_distribution=dist,
+        dominant_emotion=dominant,
+        valence=valence,
+    )
+
+
+def windows(
+    observations: Iterable[Observation],
+    window_s: float = 10.0,
+    start: float | None = None,
+    end: float | None = None,
+    *,
+    max_center_offset: float = MAX_CENTER_OFFSET,
+    min_area_fraction: float = MIN_AREA_FRACTION,
+) -> list[WindowSummary]:
+    """Consecutive ``window_s``-second summaries ``[start + i·w, start + (i+1)·w)``.
+
+    Input may be unsorted. ``start`` defaults to the first time floored to a multiple of
+    ``window_s``; ``end`` defaults to the end of the window holding the last observation. A
+    given ``end`` that is not on the grid shortens the last window. Windows without frames are
+    returned (engagement 0, ``"disengaged"``) so gaps show on a timeline; observations outside
+    ``[start, end)`` are ignored. Returns ``[]`` when there is nothing to cover.
+    """
+    if not (math.isfinite(window_s) and window_s > 0):
+        raise ValueError(f"window_s must be > 0, got {window_s}")
+    obs = sorted(observations, key=lambda o: o.t)
+    if start is None:
+        if not obs:
+            return []
+        start = math.floor(obs[0].t / window_s) * window_s
+    if end is None:
+        if not obs or obs[-1].t < start:
+            return []
+        n_windows = math.floor((obs[-1].t - start) / window_s) + 1
+        end = start + n_windows * window_s
+    else:
+        n_windows = math.ceil((end - start) / window_s - _EPS)
+    if n_windows <= 0:
+        return []
+    bounds = [start + i * window_s for i in range(n_windows)] + [end]
+    buckets: list[list[Observation]] = [[] for _ in range(n_windows)]
+    for o in obs:
+        if start <= o.t < end:
+            i = min(bisect_right(bounds, o.t) - 1, n_windows - 1)
+            buckets[i].append(o)
+    th = {"max_center_offset": max_center_offset, "min_area_fraction": min_area_fraction}
+    return [summarize_window(buckets[i], bounds[i], bounds[i + 1], **th) for i in range(n_windows)]
+
+
+def absent_for(observations: Iterable[Observation], now: float) -> float:
+    """Seconds since the last frame with a face at or before ``now``; ``inf`` if there is none."""
+    last = max((o.t for o in observations if o.face and o.t <= now), default=None)
+    return math.inf if last is None else now - last
+
+
+def disengaged_for(summaries: Sequence[WindowSummary], now: float) -> float:
+    """Seconds the trailing run of contiguous ``"disengaged"`` windows has lasted, up to ``now``.
+
+    Windows starting after ``now`` are ignored; the run stops at the first window in another
+    band or at a gap between windows. Time after the last window's end is not counted (no data:
+    see :func:`absent_for`). Returns 0 when the latest window is not disengaged.
+    """
+    past = sorted((s for s in summaries if s.start <= now), key=lambda s: s.start)
+    if not past or past[-1].band != DISENGAGED:
+        return 0.0
+    run_start, run_end = past[-1].start, past[-1].end
+    for prev in reversed(past[:-1]):
+        if prev.band != DISENGAGED or abs(prev.end - run_start) > 1e-6:
+            break
+        run_start = prev.start
+    return max(0.0, min(now, run_end) - run_start)

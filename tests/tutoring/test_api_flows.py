@@ -1,0 +1,118 @@
+"""What users do through the API: tokens, consent, sessions, exports, erasure."""
+
+import pytest
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from emotion.models import Reading
+from tests.factories import ReadingFactory
+from tutoring.models import Consent, LearnerSession
+
+
+@pytest.mark.django_db
+def test_seed_demo_is_idempotent_and_tokens_work(capsys):
+    call_command("seed_demo")
+    call_command("seed_demo")
+    out = capsys.readouterr().out
+    assert "instructor1" in out and "demo-pass-123" in out
+    c = APIClient()
+    r = c.post("/api/auth/token/", {"username": "instructor1", "password": "demo-pass-123"})
+    assert r.status_code == 200
+    c.credentials(HTTP_AUTHORIZATION=f"Token {r.json()['token']}")
+    titles = [x["title"] for x in c.get("/api/courses/").json()["results"]]
+    assert titles == ["Algebra I"]  # instructor1 teaches only this one
+    bad = APIClient().post("/api/auth/token/", {"username": "instructor1", "password": "nope"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid"
+
+
+def test_learner_cannot_read_another_learners_session_by_token(world):
+    from rest_framework.authtoken.models import Token
+
+    c = APIClient()
+    c.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=world.learner_b).key}")
+    assert c.get(f"/api/sessions/{world.session_a.pk}/").status_code == 404
+    assert c.get(f"/api/sessions/{world.session_b.pk}/").status_code == 200
+    assert APIClient().get("/api/courses/").status_code == 401
+
+
+def test_consent_revocation_blocks_new_sessions_and_ends_open_ones(world, api):
+    c = api(world.learner_a)
+    url = f"/api/courses/{world.course.pk}/consent/"
+    assert c.delete(url).status_code == 200
+    world.session_a.refresh_from_db()
+    assert world.session_a.status == "ended" and world.session_a.end_reason == "consent_revoked"
+    r = c.post("/api/sessions/", {"course": world.course.pk}, format="json")
+    assert r.status_code == 403 and "consent" in r.json()["error"]["message"]
+    assert c.delete(url).status_code == 400  # nothing left to revoke
+    # granting again works, and the history is kept
+    assert c.post(url, {"scope": ["engagement", "emotion"]}, format="json").status_code == 201
+    assert c.post("/api/sessions/", {"course": world.course.pk}, format="json").status_code == 201
+    history = Consent.objects.filter(learner=world.learner_a, course=world.course)
+    assert history.count() == 2 and history.filter(revoked_at__isnull=True).count() == 1
+
+
+def test_emotion_scope_refused_in_engagement_only_course(world, api):
+    world.course.emotion_inference_enabled = False
+    world.course.save()
+    r = api(world.learner_a).post(
+        f"/api/courses/{world.course.pk}/consent/",
+        {"scope": ["engagement", "emotion"]},
+        format="json",
+    )
+    assert r.status_code == 400 and "engagement-only" in r.json()["error"]["message"]
+    r = api(world.learner_a).post(
+        f"/api/courses/{world.course.pk}/consent/", {"scope": ["engagement"]}, format="json"
+    )
+    assert r.status_code == 201
+    s = api(world.learner_a).post("/api/sessions/", {"course": world.course.pk}, format="json")
+    assert s.json()["emotion_enabled"] is False
+
+
+def test_session_start_supersedes_an_open_one_and_validates_input(world, api):
+    c = api(world.learner_a)
+    r = c.post(
+        "/api/sessions/",
+        {"course": world.course.pk, "client_info": {"user_agent": "x" * 1000, "secret": "drop"}},
+        format="json",
+    )
+    assert r.status_code == 201
+    assert r.json()["client_info"] == {"user_agent": "x" * 300}
+    world.session_a.refresh_from_db()
+    assert world.session_a.status == "ended" and world.session_a.end_reason == "superseded"
+    bad = c.post("/api/sessions/", {"course": "abc"}, format="json")
+    assert bad.status_code == 400 and bad.json()["error"]["details"]["course"]
+    assert c.post("/api/sessions/", {"course": 999999}, format="json").status_code == 404
+
+
+def test_session_list_filters(world, api):
+    api(world.learner_b).post(f"/api/sessions/{world.session_b.pk}/end/")
+    c = api(world.instructor)
+    base = f"/api/courses/{world.course.pk}/sessions/"
+    assert [s["id"] for s in c.get(f"{base}?status=ended").json()["results"]] == [
+        world.session_b.pk
+    ]
+    by_learner = c.get(f"{base}?learner={world.learner_a.pk}").json()["results"]
+    assert [s["id"] for s in by_learner] == [world.session_a.pk]
+    assert c.get(f"{base}?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z").json()["count"] == 0
+    assert c.get(f"{base}?from=yesterday").status_code == 400
+
+
+def test_export_and_erase_touch_only_the_caller(world, api):
+    for i in range(3):
+        ReadingFactory(session=world.session_a, sequence=i)
+        ReadingFactory(session=world.session_b, sequence=i)
+    export = api(world.learner_a).get("/api/me/export/").json()
+    assert export["user"]["username"] == "learner_a"
+    assert {r["session"] for r in export["readings"]} == {world.session_a.pk}
+    assert len(export["readings"]) == 3 and export["consents"][0]["scopes"]
+    before = api(world.instructor).get(f"/api/courses/{world.course.pk}/report/").json()
+    assert [r["learner"] for r in before["learners"]] == ["learner_a", "learner_b"]
+
+    r = api(world.learner_a).delete("/api/me/data/")
+    assert r.json() == {"readings": 3, "sessions": 1, "consents_revoked": 1}
+    assert not Reading.objects.filter(session__learner=world.learner_a).exists()
+    assert not LearnerSession.objects.filter(learner=world.learner_a).exists()
+    assert Reading.objects.filter(session=world.session_b).count() == 3
+    after = api(world.instructor).get(f"/api/courses/{world.course.pk}/report/").json()
+    assert [r["learner"] for r in after["learners"]] == ["learner_b"]
+    assert after["overall"]["n_frames"] == 3

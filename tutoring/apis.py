@@ -1,0 +1,392 @@
+"""Thin REST views: parse input, call a selector or service, serialise output."""
+
+from __future__ import annotations
+
+from django.utils.dateparse import parse_date, parse_datetime
+from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.api import CSVRenderer, Pagination
+from tutoring import selectors, services
+from tutoring.models import Consent, Course, LearnerSession
+
+# --- shared output serializers -----------------------------------------------------------------
+
+
+class ConsentOutput(serializers.ModelSerializer):
+    scopes = serializers.ListField(child=serializers.CharField(), read_only=True)
+    active = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Consent
+        fields = ["id", "course", "scopes", "policy_version", "granted_at", "revoked_at", "active"]
+
+
+class SessionOutput(serializers.ModelSerializer):
+    learner = serializers.CharField(source="learner.username")
+
+    class Meta:
+        model = LearnerSession
+        fields = [
+            "id",
+            "course",
+            "learner",
+            "learner_id",
+            "status",
+            "started_at",
+            "ended_at",
+            "end_reason",
+            "emotion_enabled",
+            "last_frame_at",
+            "client_info",
+        ]
+
+
+def paginated(request, view, queryset, serializer_class, context=None):
+    paginator = Pagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    data = serializer_class(page, many=True, context=context or {"request": request}).data
+    return paginator.get_paginated_response(data)
+
+
+def parse_when(value: str | None, name: str):
+    if not value:
+        return None
+    dt = parse_datetime(value)
+    if dt is None:
+        d = parse_date(value)
+        if d is None:
+            raise ValidationError({name: f"not a date or datetime: {value!r}"})
+        from datetime import datetime, time
+
+        from django.utils import timezone
+
+        dt = datetime.combine(d, time.min)
+    if dt.tzinfo is None:
+        from django.utils import timezone
+
+        dt = timezone.make_aware(dt)
+    return dt
+
+
+# --- auth ----------------------------------------------------------------------------------------
+
+
+class TokenApi(ObtainAuthToken):
+    """Exchange username + password for an API token (scripts; browsers use the session)."""
+
+    throttle_scope = "auth"
+    renderer_classes = [JSONRenderer]
+
+
+# --- courses -----------------------------------------------------------------------------------
+
+
+class CourseOutput(serializers.ModelSerializer):
+    instructors = serializers.SlugRelatedField(slug_field="username", many=True, read_only=True)
+    learner_count = serializers.SerializerMethodField()
+    my_consent = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Course
+        fields = [
+            "id",
+            "title",
+            "description",
+            "instructors",
+            "learner_count",
+            "emotion_inference_enabled",
+            "keep_face_crops",
+            "retention_days",
+            "consent_policy_version",
+            "capture_fps",
+            "alert_absent_seconds",
+            "alert_disengaged_seconds",
+            "my_consent",
+        ]
+
+    def get_learner_count(self, course) -> int | None:
+        user = self.context["request"].user
+        if selectors.course_is_managed_by(course=course, user=user):
+            return course.enrollments.count()
+        return None
+
+    def get_my_consent(self, course) -> dict | None:
+        user = self.context["request"].user
+        if not user.is_learner:
+            return None
+        c = selectors.consent_active(learner=user, course=course)
+        return ConsentOutput(c).data if c else None
+
+
+class CourseListApi(APIView):
+    @extend_schema(responses=CourseOutput(many=True))
+    def get(self, request):
+        qs = selectors.course_list(user=request.user).prefetch_related("instructors")
+        return paginated(request, self, qs, CourseOutput)
+
+
+class CourseDetailApi(APIView):
+    @extend_schema(responses=CourseOutput)
+    def get(self, request, course_id: int):
+        course = selectors.course_get(user=request.user, course_id=course_id)
+        return Response(CourseOutput(course, context={"request": request}).data)
+
+
+class CourseConsentApi(APIView):
+    @extend_schema_serializer(component_name="ConsentInput")
+    class InputSerializer(serializers.Serializer):
+        scope = serializers.ListField(
+            child=serializers.ChoiceField(choices=["engagement", "emotion"]),
+            allow_empty=False,
+            default=["engagement"],
+        )
+
+    def _course(self, request, course_id):
+        course = selectors.course_get(user=request.user, course_id=course_id)
+        if not request.user.is_learner:
+            raise PermissionDenied("only learners give or revoke consent")
+        return course
+
+    @extend_schema(responses=ConsentOutput)
+    def get(self, request, course_id: int):
+        course = self._course(request, course_id)
+        c = selectors.consent_active(learner=request.user, course=course)
+        if c is None:
+            from django.http import Http404
+
+            raise Http404("no active consent")
+        return Response(ConsentOutput(c).data)
+
+    @extend_schema(request=InputSerializer, responses={201: ConsentOutput})
+    def post(self, request, course_id: int):
+        course = self._course(request, course_id)
+        s = self.InputSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        scopes = set(s.validated_data["scope"])
+        consent = services.consent_grant(
+            learner=request.user,
+            course=course,
+            engagement="engagement" in scopes,
+            emotion="emotion" in scopes,
+        )
+        return Response(ConsentOutput(consent).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=ConsentOutput)
+    def delete(self, request, course_id: int):
+        course = self._course(request, course_id)
+        consent = services.consent_revoke(learner=request.user, course=course)
+        return Response(ConsentOutput(consent).data)
+
+
+# --- sessions ------------------------------------------------------------------------------------
+
+
+class SessionCreateApi(APIView):
+    @extend_schema_serializer(component_name="SessionStartInput")
+    class InputSerializer(serializers.Serializer):
+        course = serializers.IntegerField(min_value=1)
+        client_info = serializers.DictField(required=False, default=dict)
+
+    @extend_schema(request=InputSerializer, responses={201: SessionOutput})
+    def post(self, request):
+        s = self.InputSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        course = selectors.course_get(user=request.user, course_id=s.validated_data["course"])
+        if not request.user.is_learner:
+            raise PermissionDenied("only learners start sessions")
+        session = services.session_start(
+            learner=request.user, course=course, client_info=s.validated_data["client_info"]
+        )
+        return Response(SessionOutput(session).data, status=status.HTTP_201_CREATED)
+
+
+class SessionDetailApi(APIView):
+    @extend_schema(responses=SessionOutput)
+    def get(self, request, session_id: int):
+        session = selectors.session_get(user=request.user, session_id=session_id)
+        return Response(SessionOutput(session).data)
+
+
+class SessionEndApi(APIView):
+    @extend_schema(request=None, responses=SessionOutput)
+    def post(self, request, session_id: int):
+        session = selectors.session_get(user=request.user, session_id=session_id)
+        if session.learner_id != request.user.pk and not selectors.course_is_managed_by(
+            course=session.course, user=request.user
+        ):
+            raise PermissionDenied("only the learner or the course's instructors end a session")
+        session = services.session_end(session=session, reason="ended")
+        return Response(SessionOutput(session).data)
+
+
+class SessionFilter(filters.FilterSet):
+    learner = filters.NumberFilter(field_name="learner_id")
+    status = filters.ChoiceFilter(choices=LearnerSession.Status.choices)
+
+    class Meta:
+        model = LearnerSession
+        fields = ["learner", "status"]
+
+
+SessionFilter.base_filters["from"] = filters.IsoDateTimeFilter(
+    field_name="started_at", lookup_expr="gte"
+)
+SessionFilter.base_filters["to"] = filters.IsoDateTimeFilter(
+    field_name="started_at", lookup_expr="lt"
+)
+
+
+class CourseSessionListApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("learner", int),
+            OpenApiParameter("status", str, enum=["active", "ended"]),
+            OpenApiParameter("from", OpenApiTypes.DATETIME),
+            OpenApiParameter("to", OpenApiTypes.DATETIME),
+        ],
+        responses=SessionOutput(many=True),
+    )
+    def get(self, request, course_id: int):
+        course = selectors.course_get(user=request.user, course_id=course_id)
+        qs = selectors.session_list(user=request.user, course=course)
+        f = SessionFilter(request.query_params, queryset=qs)
+        if not f.is_valid():
+            raise ValidationError(f.errors)
+        return paginated(request, self, f.qs, SessionOutput)
+
+
+WINDOW_PARAM = OpenApiParameter("window", float, description="window length in seconds (5–3600)")
+
+
+class SessionTimelineApi(APIView):
+    @extend_schema(
+        parameters=[WINDOW_PARAM],
+        responses=inline_serializer(
+            "Timeline",
+            {
+                "session": serializers.IntegerField(),
+                "window_s": serializers.FloatField(),
+                "emotion_enabled": serializers.BooleanField(),
+                "windows": serializers.ListField(child=serializers.DictField()),
+            },
+        ),
+    )
+    def get(self, request, session_id: int):
+        session = selectors.session_get(user=request.user, session_id=session_id)
+        window = _window_param(request)
+        return Response(
+            {
+                "session": session.pk,
+                "window_s": window,
+                "emotion_enabled": selectors.session_emotion_visible(session),
+                "windows": selectors.session_timeline(session=session, window_s=window),
+            }
+        )
+
+
+def _window_param(request) -> float:
+    raw = request.query_params.get("window", "10")
+    try:
+        window = float(raw)
+    except ValueError:
+        raise ValidationError({"window": f"not a number: {raw!r}"}) from None
+    if not 5 <= window <= 3600:
+        raise ValidationError({"window": "must be between 5 and 3600 seconds"})
+    return window
+
+
+def flatten(row: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in row.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}_"))
+        else:
+            out[key] = v
+    return out
+
+
+class SessionReportApi(APIView):
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer, CSVRenderer]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=["json", "csv"])],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request, session_id: int):
+        session = selectors.session_get(user=request.user, session_id=session_id)
+        report = selectors.session_report(session=session)
+        if request.accepted_renderer.format == "csv":
+            return Response([flatten(report)], headers=_attachment(f"session-{session.pk}.csv"))
+        return Response(report)
+
+
+class CourseReportApi(APIView):
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer, CSVRenderer]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("from", OpenApiTypes.DATETIME),
+            OpenApiParameter("to", OpenApiTypes.DATETIME),
+            OpenApiParameter("format", str, enum=["json", "csv"]),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request, course_id: int):
+        course = selectors.course_get(user=request.user, course_id=course_id)
+        if not selectors.course_is_managed_by(course=course, user=request.user):
+            raise PermissionDenied("course reports are for the course's instructors")
+        report = selectors.course_report(
+            course=course,
+            date_from=parse_when(request.query_params.get("from"), "from"),
+            date_to=parse_when(request.query_params.get("to"), "to"),
+        )
+        if request.accepted_renderer.format == "csv":
+            rows = [flatten(r) for r in report["learners"]]
+            return Response(rows, headers=_attachment(f"course-{course.pk}-report.csv"))
+        return Response(report)
+
+
+def _attachment(name: str) -> dict:
+    return {"Content-Disposition": f'attachment; filename="{name}"'}
+
+
+# --- the learner's own data ----------------------------------------------------------------------
+
+
+class MeExportApi(APIView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        return Response(
+            selectors.learner_export(learner=request.user),
+            headers=_attachment(f"{request.user.username}-data.json"),
+        )
+
+
+class MeDataApi(APIView):
+    @extend_schema(
+        request=None,
+        responses=inline_serializer(
+            "Erased",
+            {
+                "readings": serializers.IntegerField(),
+                "sessions": serializers.IntegerField(),
+                "consents_revoked": serializers.IntegerField(),
+            },
+        ),
+    )
+    def delete(self, request):
+        return Response(services.learner_data_erase(learner=request.user))

@@ -1,0 +1,250 @@
+"""Reads for the tutoring domain: visibility rules, timelines and reports.
+
+Visibility is the one place object-level permissions live: admins see everything,
+instructors their own courses (and those courses' sessions), learners the courses they are
+enrolled in and only their own sessions. Views turn "not visible" into 404.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+
+from django.db.models import QuerySet
+from django.http import Http404
+
+from ml.engagement import Observation, summarize_window, windows
+from tutoring.models import Consent, Course, LearnerSession, User
+
+READING_FIELDS = ("session_id", "sequence", "captured_at", "face_found", "cues", "probs")
+
+
+def course_list(*, user: User) -> QuerySet[Course]:
+    qs = Course.objects.all()
+    if user.is_platform_admin:
+        return qs
+    if user.is_instructor:
+        return qs.filter(instructors=user).distinct()
+    return qs.filter(enrollments__learner=user).distinct()
+
+
+def course_get(*, user: User, course_id: int) -> Course:
+    course = course_list(user=user).filter(pk=course_id).first()
+    if course is None:
+        raise Http404("no such course")
+    return course
+
+
+def course_is_managed_by(*, course: Course, user: User) -> bool:
+    return user.is_platform_admin or course.instructors.filter(pk=user.pk).exists()
+
+
+def consent_active(*, learner: User, course: Course) -> Consent | None:
+    return Consent.objects.filter(learner=learner, course=course, revoked_at__isnull=True).first()
+
+
+def session_list(*, user: User, course: Course | None = None) -> QuerySet[LearnerSession]:
+    qs = LearnerSession.objects.select_related("learner", "course")
+    if course is not None:
+        qs = qs.filter(course=course)
+    if user.is_platform_admin:
+        return qs
+    if user.is_instructor:
+        return qs.filter(course__instructors=user).distinct()
+    return qs.filter(learner=user)
+
+
+def session_get(*, user: User, session_id: int) -> LearnerSession:
+    session = session_list(user=user).filter(pk=session_id).first()
+    if session is None:
+        raise Http404("no such session")
+    return session
+
+
+def session_emotion_visible(session: LearnerSession) -> bool:
+    """Emotion data is shown only if the session recorded it and the course still allows it."""
+    return session.emotion_enabled and session.course.emotion_inference_enabled
+
+
+def _observations(readings, started_at: datetime, emotion: bool) -> list[Observation]:
+    out = []
+    for r in readings:
+        cues = (r["cues"] or {}) if r["face_found"] else {}
+        out.append(
+            Observation(
+                t=(r["captured_at"] - started_at).total_seconds(),
+                face=r["face_found"],
+                center_offset=cues.get("center_offset"),
+                area_fraction=cues.get("area_fraction"),
+                probs=r["probs"] if (emotion and r["face_found"] and r["probs"]) else None,
+            )
+        )
+    return out
+
+
+def _session_readings(session: LearnerSession, date_from=None, date_to=None):
+    qs = session.readings.filter(analysed_at__isnull=False)
+    if date_from:
+        qs = qs.filter(captured_at__gte=date_from)
+    if date_to:
+        qs = qs.filter(captured_at__lt=date_to)
+    return list(qs.order_by("captured_at").values(*READING_FIELDS))
+
+
+def session_timeline(*, session: LearnerSession, window_s: float = 10.0) -> list[dict]:
+    emotion = session_emotion_visible(session)
+    obs = _observations(_session_readings(session), session.started_at, emotion)
+    end = None
+    if session.ended_at:
+        end = max((session.ended_at - session.started_at).total_seconds(), 0.0)
+    if not obs and end is None:
+        return []
+    result = []
+    for w in windows(obs, window_s=window_s, start=0.0, end=end):
+        d = w.to_dict(include_emotion=emotion)
+        d["start_at"] = session.started_at.timestamp() + w.start
+        result.append(d)
+    return result
+
+
+def _summary(obs: list[Observation], emotion: bool) -> dict:
+    if not obs:
+        base = {
+            "n_frames": 0,
+            "presence_ratio": None,
+            "attention_ratio": None,
+            "engagement": None,
+            "band": None,
+        }
+        if emotion:
+            base.update(emotion_distribution=None, dominant_emotion=None, valence=None)
+        return base
+    w = summarize_window(obs, start=min(o.t for o in obs), end=max(o.t for o in obs) + 1e-6)
+    d = w.to_dict(include_emotion=emotion)
+    for k in ("start", "end"):
+        d.pop(k, None)
+    return d
+
+
+def session_report(*, session: LearnerSession, window_s: float = 10.0) -> dict:
+    emotion = session_emotion_visible(session)
+    obs = _observations(_session_readings(session), session.started_at, emotion)
+    timeline = session_timeline(session=session, window_s=window_s)
+    bands = Counter(w["band"] for w in timeline if w["n_frames"])
+    n_windows = sum(bands.values())
+    end = session.ended_at or (session.last_frame_at or session.started_at)
+    report = {
+        "session": session.pk,
+        "learner": session.learner.username,
+        "course": session.course_id,
+        "status": session.status,
+        "started_at": session.started_at,
+        "ended_at": session.ended_at,
+        "duration_s": round(max((end - session.started_at).total_seconds(), 0.0), 1),
+        "emotion_enabled": emotion,
+        **_summary(obs, emotion),
+        "band_share": {b: round(n / n_windows, 4) for b, n in sorted(bands.items())},
+    }
+    return report
+
+
+def course_report(*, course: Course, date_from=None, date_to=None) -> dict:
+    emotion = course.emotion_inference_enabled
+    sessions = course.sessions.select_related("learner").order_by("learner__username", "started_at")
+    if date_from:
+        sessions = sessions.filter(started_at__gte=date_from)
+    if date_to:
+        sessions = sessions.filter(started_at__lt=date_to)
+    per_learner: dict[int, dict] = {}
+    all_obs: list[Observation] = []
+    for s in sessions:
+        row = per_learner.setdefault(
+            s.learner_id,
+            {
+                "learner": s.learner.username,
+                "learner_id": s.learner_id,
+                "sessions": 0,
+                "duration_s": 0.0,
+                "_obs": [],
+            },
+        )
+        row["sessions"] += 1
+        end = s.ended_at or s.last_frame_at or s.started_at
+        row["duration_s"] += max((end - s.started_at).total_seconds(), 0.0)
+        obs = _observations(_session_readings(s), s.started_at, emotion and s.emotion_enabled)
+        row["_obs"] += obs
+        all_obs += obs
+    learners = []
+    for row in per_learner.values():
+        obs = row.pop("_obs")
+        row["duration_s"] = round(row["duration_s"], 1)
+        learners.append({**row, **_summary(obs, emotion)})
+    return {
+        "course": course.pk,
+        "title": course.title,
+        "from": date_from,
+        "to": date_to,
+        "emotion_enabled": emotion,
+        "sessions": sum(r["sessions"] for r in learners),
+        "learners": learners,
+        "overall": _summary(all_obs, emotion),
+    }
+
+
+def learner_export(*, learner: User) -> dict:
+    """Everything stored about a learner, for a data-access request (GDPR Art. 15/20)."""
+    from emotion.models import Reading
+
+    sessions = LearnerSession.objects.filter(learner=learner).order_by("started_at")
+    readings = Reading.objects.filter(session__learner=learner).order_by("session_id", "sequence")
+    return {
+        "user": {
+            "username": learner.username,
+            "first_name": learner.first_name,
+            "last_name": learner.last_name,
+            "email": learner.email,
+            "role": learner.role,
+            "date_joined": learner.date_joined,
+        },
+        "enrollments": [
+            {"course": e.course_id, "title": e.course.title, "since": e.created_at}
+            for e in learner.enrollments.select_related("course")
+        ],
+        "consents": [
+            {
+                "course": c.course_id,
+                "scopes": c.scopes,
+                "policy_version": c.policy_version,
+                "granted_at": c.granted_at,
+                "revoked_at": c.revoked_at,
+            }
+            for c in learner.consents.order_by("granted_at")
+        ],
+        "sessions": [
+            {
+                "id": s.pk,
+                "course": s.course_id,
+                "status": s.status,
+                "started_at": s.started_at,
+                "ended_at": s.ended_at,
+                "emotion_enabled": s.emotion_enabled,
+                "client_info": s.client_info,
+            }
+            for s in sessions
+        ],
+        "readings": [
+            {
+                "session": r.session_id,
+                "sequence": r.sequence,
+                "captured_at": r.captured_at,
+                "face_found": r.face_found,
+                "box": r.box,
+                "cues": r.cues,
+                "label": r.label,
+                "confidence": r.confidence,
+                "probs": r.probs,
+                "face_crop_kept": r.face_crop is not None,
+            }
+            for r in readings
+        ],
+    }
