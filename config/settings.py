@@ -216,3 +216,22 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# --- frame ingestion and inference ----------------------------------------------------------
+EMOTION_LIMITS = {
+    "max_frame_bytes": env.int("FRAME_MAX_BYTES", default=2 * 1024 * 1024),
+    "max_request_bytes": env.int("FRAME_MAX_REQUEST_BYTES", default=24 * 1024 * 1024),
+    "max_frames_per_request": env.int("FRAME_MAX_PER_REQUEST", default=50),
+    "max_side": env.int("FRAME_MAX_SIDE", default=4096),
+    "max_clock_skew_s": env.int("FRAME_MAX_CLOCK_SKEW_SECONDS", default=300),
+}
+DATA_UPLOAD_MAX_MEMORY_SIZE = EMOTION_LIMITS["max_request_bytes"]
+FILE_UPLOAD_MAX_MEMORY_SIZE = EMOTION_LIMITS["max_frame_bytes"]
+DATA_UPLOAD_MAX_NUMBER_FILES = EMOTION_LIMITS["max_frames_per_request"] + 10
+FRAME_TTL_SECONDS = env.int("FRAME_TTL_SECONDS", default=300)  # raw bytes never outlive this
+INFERENCE_BATCH_SIZE = env.int("INFERENCE_BATCH_SIZE", default=32)  # frames per task (N)
+INFERENCE_BATCH_WAIT_MS = env.int("INFERENCE_BATCH_WAIT_MS", default=200)  # or T ms
+STREAM_MAX_IN_FLIGHT = env.int("STREAM_MAX_IN_FLIGHT", default=8)  # credit window per socket
+LIVE_WINDOW_SECONDS = env.float("LIVE_WINDOW_SECONDS", default=10.0)
+# Failure-injection for tests only: sleep inside a batch before it commits.
+INFERENCE_TEST_DELAY_SECONDS = env.float("INFERENCE_TEST_DELAY_SECONDS", default=0.0)

@@ -26,7 +26,9 @@ class Reading(models.Model):
     sequence = models.PositiveIntegerField()
     captured_at = models.DateTimeField()
     received_at = models.DateTimeField()
-    analysed_at = models.DateTimeField(null=True, blank=True)
+    analysed_at = models.DateTimeField(null=True, blank=True)  # NULL = waiting for inference
+    # why a frame could not be analysed ("frame_expired", "undecodable"); empty when it was
+    error = models.CharField(max_length=32, blank=True, default="")
     face_found = models.BooleanField(default=False)
     box = models.JSONField(null=True, blank=True)  # [x, y, w, h] in frame pixels
     cues = models.JSONField(default=dict, blank=True)  # attention cues (centre offset, area…)
@@ -52,7 +54,10 @@ class Reading(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["session", "sequence"], name="unique_session_sequence")
         ]
-        indexes = [models.Index(fields=["session", "captured_at"])]
+        indexes = [
+            models.Index(fields=["session", "captured_at"]),
+            models.Index(fields=["session", "received_at"]),
+        ]
 
     def __str__(self) -> str:
         return f"reading {self.session_id}#{self.sequence}"

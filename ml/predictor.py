@@ -34,9 +34,10 @@ def resolve_device(device: str = "auto") -> torch.device:
 class FacePrediction:
     box: tuple[int, int, int, int]
     probs: dict[str, float]
-    label: str
-    confidence: float
+    label: str | None
+    confidence: float | None
     cues: dict = field(default_factory=dict)
+    crop: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         return {
@@ -101,15 +102,36 @@ class Predictor:
     def predict_frame(self, image: np.ndarray) -> list[FacePrediction]:
         return self.predict_frames([image])[0]
 
-    def predict_frames(self, images: list[np.ndarray]) -> list[list[FacePrediction]]:
-        """Detect faces in every frame, then classify all crops in one batch."""
+    def predict_frames(
+        self, images: list[np.ndarray], classify: list[bool] | None = None
+    ) -> list[list[FacePrediction]]:
+        """Detect faces in every frame, then classify all crops in one batch.
+
+        ``classify[i] = False`` skips the classifier for frame ``i`` (engagement-only use):
+        its faces come back with ``probs`` empty and ``label``/``confidence`` None, and no
+        emotion is ever computed for them.
+        """
+        if classify is None:
+            classify = [True] * len(images)
         detected = [detect_faces(img, self.detector) for img in images]
-        crops = [f.crop for faces in detected for f in faces]
+        crops = [f.crop for faces, c in zip(detected, classify, strict=True) if c for f in faces]
         probs = self.predict_faces(crops)
         out, k = [], 0
-        for faces in detected:
+        for faces, c in zip(detected, classify, strict=True):
             preds = []
             for f in faces:
+                if not c:
+                    preds.append(
+                        FacePrediction(
+                            box=f.box,
+                            probs={},
+                            label=None,
+                            confidence=None,
+                            cues=f.cues,
+                            crop=f.crop,
+                        )
+                    )
+                    continue
                 p = probs[k]
                 k += 1
                 i = int(p.argmax())
@@ -120,6 +142,7 @@ class Predictor:
                         label=EMOTIONS[i],
                         confidence=round(float(p[i]), 5),
                         cues=f.cues,
+                        crop=f.crop,
                     )
                 )
             out.append(preds)

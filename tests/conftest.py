@@ -58,6 +58,14 @@ def fer_root() -> Path:
     return FER_ROOT
 
 
+@pytest.fixture(scope="session")
+def fer_val(fer_root):
+    """FER2013's validation split (PublicTest), decoded once per test run."""
+    from ml.data import load_image_folder
+
+    return load_image_folder(fer_root / "validation")
+
+
 def _test_database_url() -> str:
     """DATABASE_URL pointing at the test database pytest-django created."""
     from django.db import connection
@@ -141,3 +149,15 @@ def celery_worker(request, django_db_setup, settings, tmp_path):
     worker.start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def api_client_for():
+    from rest_framework.test import APIClient
+
+    def make(user):
+        c = APIClient()
+        c.force_authenticate(user)
+        return c
+
+    return make

@@ -37,10 +37,3 @@ def pattern_folder(tmp_path) -> Path:
 def _isolated_cache(tmp_path, monkeypatch):
     """Tests that build their own folders get a private decode cache."""
     monkeypatch.setenv("ML_CACHE_DIR", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="session")
-def fer_val(fer_root):
-    from ml.data import load_image_folder
-
-    return load_image_folder(fer_root / "validation")

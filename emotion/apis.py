@@ -1,0 +1,179 @@
+"""REST: frame upload and the readings of a session."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from emotion.models import Reading
+from emotion.services import IncomingFrame, SessionClosed, frames_accept
+from tutoring import selectors
+from tutoring.apis import paginated, parse_when
+
+
+class FrameUploadApi(APIView):
+    """Upload webcam frames (multipart, field ``frames``, one or many JPEG/PNG files).
+
+    Optional ``sequence`` and ``captured_at`` fields, repeated in the same order as the files.
+    All frames accepted → 202. If any file is rejected the status is 4xx (413 when all
+    rejections are size, 415 when all are type, else 400) with a reason per file — and the
+    frames listed under ``accepted`` are still processed.
+    """
+
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        request={
+            "multipart/form-data": inline_serializer(
+                "FrameUpload",
+                {
+                    "frames": serializers.ListField(child=serializers.FileField()),
+                    "sequence": serializers.ListField(
+                        child=serializers.IntegerField(), required=False
+                    ),
+                    "captured_at": serializers.ListField(
+                        child=serializers.DateTimeField(), required=False
+                    ),
+                },
+            )
+        },
+        responses={
+            202: OpenApiTypes.OBJECT,
+            400: OpenApiTypes.OBJECT,
+            409: OpenApiTypes.OBJECT,
+            413: OpenApiTypes.OBJECT,
+            415: OpenApiTypes.OBJECT,
+        },
+    )
+    def post(self, request, session_id: int):
+        limits = settings.EMOTION_LIMITS
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        session = selectors.session_get(user=request.user, session_id=session_id)
+        if session.learner_id != request.user.pk:
+            raise PermissionDenied("only the session's learner uploads frames")
+        if length > limits["max_request_bytes"]:
+            return _error(
+                413,
+                "request_too_large",
+                f"request of {length} bytes exceeds {limits['max_request_bytes']}",
+            )
+        files = request.FILES.getlist("frames")
+        seqs = request.data.getlist("sequence")
+        times = request.data.getlist("captured_at")
+        if not files:
+            raise ValidationError({"frames": "no files in the multipart field 'frames'"})
+        if len(files) > limits["max_frames_per_request"]:
+            raise ValidationError(
+                {"frames": f"at most {limits['max_frames_per_request']} frames per request"}
+            )
+        for name, values in (("sequence", seqs), ("captured_at", times)):
+            if values and len(values) != len(files):
+                raise ValidationError(
+                    {
+                        name: f"give one {name} per file or none ({len(values)} for {len(files)} files)"
+                    }
+                )
+        frames = []
+        for i, f in enumerate(files):
+            seq = _int_or_error(seqs[i], "sequence") if seqs else None
+            when = parse_when(times[i], "captured_at") if times else None
+            data = b"" if f.size > limits["max_frame_bytes"] else f.read()  # never read a huge file
+            frames.append(
+                IncomingFrame(data=data, sequence=seq, captured_at=when, name=f.name, size=f.size)
+            )
+        try:
+            result = frames_accept(session=session, frames=frames)
+        except SessionClosed as e:
+            return _error(409, "session_ended", str(e))
+        body = {
+            "accepted": [a["sequence"] for a in result.accepted],
+            "duplicates": result.duplicates,
+            "rejected": result.rejected,
+        }
+        if not result.rejected:
+            return Response(body, status=status.HTTP_202_ACCEPTED)
+        codes = {r["code"] for r in result.rejected}
+        http = 413 if codes == {"too_large"} else 415 if codes == {"unsupported_type"} else 400
+        msg = f"{len(result.rejected)} of {len(files)} frame(s) rejected; {len(result.accepted)} accepted"
+        return Response(
+            {
+                "error": {
+                    "status": http,
+                    "code": "frames_rejected",
+                    "message": msg,
+                    "details": result.rejected,
+                },
+                **body,
+            },
+            status=http,
+        )
+
+
+def _int_or_error(value, name):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValidationError({name: f"not an integer: {value!r}"}) from None
+
+
+def _error(http: int, code: str, message: str) -> Response:
+    return Response(
+        {"error": {"status": http, "code": code, "message": message, "details": None}}, status=http
+    )
+
+
+class ReadingOutput(serializers.ModelSerializer):
+    model_version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Reading
+        fields = [
+            "sequence",
+            "captured_at",
+            "received_at",
+            "analysed_at",
+            "error",
+            "face_found",
+            "box",
+            "attentive",
+            "cues",
+            "label",
+            "confidence",
+            "probs",
+            "model_version",
+        ]
+
+    def get_model_version(self, r) -> str | None:
+        return r.model_version.checkpoint_sha256[:12] if r.model_version_id else None
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if not self.context.get("emotion"):
+            for k in ("label", "confidence", "probs"):
+                data.pop(k, None)
+        return data
+
+
+class SessionReadingsApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("from", OpenApiTypes.DATETIME),
+            OpenApiParameter("to", OpenApiTypes.DATETIME),
+        ],
+        responses=ReadingOutput(many=True),
+    )
+    def get(self, request, session_id: int):
+        session = selectors.session_get(user=request.user, session_id=session_id)
+        qs = session.readings.select_related("model_version").order_by("sequence")
+        if since := parse_when(request.query_params.get("from"), "from"):
+            qs = qs.filter(captured_at__gte=since)
+        if until := parse_when(request.query_params.get("to"), "to"):
+            qs = qs.filter(captured_at__lt=until)
+        ctx = {"request": request, "emotion": selectors.session_emotion_visible(session)}
+        return paginated(request, self, qs, ReadingOutput, context=ctx)

@@ -1,0 +1,262 @@
+"""WebSockets: a learner's frame stream, and an instructor's live view of a course."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.utils.dateparse import parse_datetime
+
+from emotion.batcher import get_batcher
+from emotion.live import course_group, course_snapshot, session_group
+from emotion.services import IncomingFrame, SessionClosed, frames_accept, session_check_ingest
+from tutoring.models import Course, LearnerSession
+
+CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_ENDED = 4401, 4403, 4404, 4409
+IN_FLIGHT_TIMEOUT_S = 30.0  # a frame never reported analysed stops holding credit after this
+MAX_HEADER_BYTES = 1024
+
+
+class JsonSender:
+    async def send_json(self, content: dict) -> None:
+        await self.send(text_data=json.dumps(content, default=str))
+
+
+class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
+    """``ws/sessions/<id>/stream/``: the learner's browser sends frames, gets acks and credit.
+
+    A frame is a binary message: 4-byte big-endian header length, a JSON header
+    ``{"sequence": n, "captured_at": iso}``, then the JPEG/PNG bytes — or a text message
+    ``{"type": "frame", ...header}`` followed by a binary message with the bytes alone.
+    Every frame gets an ack ``{"type": "ack", "sequence", "status": accepted | duplicate |
+    dropped | rejected, "credit"}``; ``credit`` is how many more frames may be in flight.
+    A frame sent without credit is dropped (and said so), never queued without bound.
+    """
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return await self.close(code=CLOSE_UNAUTHENTICATED)
+        session_id = int(self.scope["url_route"]["kwargs"]["session_id"])
+        self.session = await self._own_session(user, session_id)
+        if self.session is None:
+            return await self.close(code=CLOSE_NOT_FOUND)
+        try:
+            await database_sync_to_async(session_check_ingest)(session=self.session)
+        except SessionClosed:
+            return await self.close(code=CLOSE_ENDED)
+        except PermissionDenied:
+            return await self.close(code=CLOSE_FORBIDDEN)
+        self.group = session_group(self.session.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.in_flight: dict[int, float] = {}
+        self.pending_header: dict | None = None
+        self.max_in_flight = settings.STREAM_MAX_IN_FLIGHT
+        await self.accept()
+        await self.send_json(
+            {
+                "type": "ready",
+                "session": self.session.pk,
+                "credit": self.credit(),
+                "next_sequence": await self._next_sequence(),
+                "capture_fps": self.session.course.capture_fps,
+                "max_frame_bytes": settings.EMOTION_LIMITS["max_frame_bytes"],
+                "emotion_enabled": self.session.emotion_enabled,
+            }
+        )
+
+    @database_sync_to_async
+    def _own_session(self, user, session_id):
+        return (
+            LearnerSession.objects.select_related("course")
+            .filter(pk=session_id, learner=user)
+            .first()
+        )
+
+    @database_sync_to_async
+    def _next_sequence(self) -> int:
+        last = (
+            self.session.readings.order_by("-sequence").values_list("sequence", flat=True).first()
+        )
+        return 0 if last is None else last + 1
+
+    async def disconnect(self, code):
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    def credit(self) -> int:
+        now = time.monotonic()
+        for seq in [s for s, t in self.in_flight.items() if now - t > IN_FLIGHT_TIMEOUT_S]:
+            del self.in_flight[seq]
+        return max(0, self.max_in_flight - len(self.in_flight))
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if text_data is not None:
+            return await self._receive_text(text_data)
+        header, data = self._split(bytes_data or b"")
+        await self._frame(header, data)
+
+    async def _receive_text(self, text: str):
+        try:
+            msg = json.loads(text)
+            kind = msg.get("type")
+        except (ValueError, AttributeError):
+            return await self.send_json(
+                {"type": "error", "reason": "messages must be JSON objects"}
+            )
+        if kind == "frame":
+            self.pending_header = msg
+        elif kind == "ping":
+            await self.send_json({"type": "pong", "credit": self.credit()})
+        else:
+            await self.send_json({"type": "error", "reason": f"unknown message type {kind!r}"})
+
+    def _split(self, raw: bytes) -> tuple[dict, bytes]:
+        if self.pending_header is not None:
+            header, self.pending_header = self.pending_header, None
+            return header, raw
+        if len(raw) > 4:
+            n = int.from_bytes(raw[:4], "big")
+            if 0 < n <= MAX_HEADER_BYTES and len(raw) >= 4 + n:
+                try:
+                    header = json.loads(raw[4 : 4 + n])
+                    if isinstance(header, dict):
+                        return header, raw[4 + n :]
+                except ValueError:
+                    pass
+        return {}, raw
+
+    async def _frame(self, header: dict, data: bytes):
+        seq = header.get("sequence")
+        ack = {"type": "ack", "sequence": seq}
+        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
+            return await self.send_json(
+                {
+                    **ack,
+                    "status": "rejected",
+                    "code": "bad_sequence",
+                    "reason": "sequence must be an integer ≥ 0",
+                    "credit": self.credit(),
+                }
+            )
+        if self.credit() <= 0:
+            return await self.send_json(
+                {**ack, "status": "dropped", "reason": "no credit", "credit": 0}
+            )
+        captured = header.get("captured_at")
+        captured_at = _parse_time(captured)
+        if captured is not None and captured_at is None:
+            return await self.send_json(
+                {
+                    **ack,
+                    "status": "rejected",
+                    "code": "bad_timestamp",
+                    "reason": "captured_at is not an ISO 8601 time or epoch ms",
+                    "credit": self.credit(),
+                }
+            )
+        frame = IncomingFrame(data=data, sequence=seq, captured_at=captured_at)
+        try:
+            result = await database_sync_to_async(frames_accept)(
+                session=self.session, frames=[frame], enqueue=False
+            )
+        except SessionClosed:
+            await self.send_json({"type": "closed", "reason": "session ended"})
+            return await self.close(code=CLOSE_ENDED)
+        except PermissionDenied as e:
+            await self.send_json({"type": "closed", "reason": str(e)})
+            return await self.close(code=CLOSE_FORBIDDEN)
+        if result.accepted:
+            a = result.accepted[0]
+            self.in_flight[a["sequence"]] = time.monotonic()
+            await self.send_json(
+                {**ack, "sequence": a["sequence"], "status": "accepted", "credit": self.credit()}
+            )
+            await get_batcher().add(a["reading"])
+        elif result.duplicates:
+            await self.send_json({**ack, "status": "duplicate", "credit": self.credit()})
+        else:
+            r = result.rejected[0]
+            await self.send_json(
+                {
+                    **ack,
+                    "status": "rejected",
+                    "code": r["code"],
+                    "reason": r["reason"],
+                    "credit": self.credit(),
+                }
+            )
+
+    # --- group events -------------------------------------------------------------------------
+    async def session_summary(self, event):
+        payload = dict(event["payload"])
+        for seq in payload.pop("analysed_sequences", []):
+            self.in_flight.pop(seq, None)
+        await self.send_json({"type": "summary", **payload, "credit": self.credit()})
+
+    async def session_ended(self, event):
+        await self.send_json({"type": "closed", "reason": event["payload"].get("reason", "ended")})
+        await self.close(code=CLOSE_ENDED)
+
+
+def _parse_time(value) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        from datetime import UTC
+
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        except (OverflowError, ValueError, OSError):
+            return None
+    if isinstance(value, str):
+        dt = parse_datetime(value)
+        if dt is not None and dt.tzinfo is not None:
+            return dt
+    return None
+
+
+class CourseLiveConsumer(JsonSender, AsyncWebsocketConsumer):
+    """``ws/courses/<id>/live/``: the course's instructors (and admins) get a snapshot on
+    connect, then every summary the workers push for the course."""
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return await self.close(code=CLOSE_UNAUTHENTICATED)
+        course_id = int(self.scope["url_route"]["kwargs"]["course_id"])
+        course = await self._managed_course(user, course_id)
+        if course is None:
+            return await self.close(code=CLOSE_FORBIDDEN)
+        self.group = course_group(course.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        snapshot = await database_sync_to_async(course_snapshot)(course)
+        await self.send_json({"type": "snapshot", **snapshot})
+
+    @database_sync_to_async
+    def _managed_course(self, user, course_id):
+        course = Course.objects.filter(pk=course_id).first()
+        if course is None:
+            return None
+        if user.is_platform_admin or course.instructors.filter(pk=user.pk).exists():
+            return course
+        return None
+
+    async def disconnect(self, code):
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def course_summary(self, event):
+        await self.send_json({"type": "summary", **event["payload"]})
+
+    async def session_started(self, event):
+        await self.send_json({"type": "session_started", **event["payload"]})
+
+    async def session_ended(self, event):
+        await self.send_json({"type": "session_ended", **event["payload"]})

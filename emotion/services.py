@@ -1,0 +1,242 @@
+"""Writes for the frames → readings pipeline."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import cv2
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from emotion.framestore import get_frame_store
+from emotion.models import ModelVersion, Reading
+from emotion.validation import FrameRejection, check_frame, decode_frame
+from ml.engagement import Observation, attentive
+from tutoring.models import Consent, LearnerSession
+
+logger = logging.getLogger(__name__)
+
+
+class SessionClosed(Exception):
+    """Frames for a session that has ended (HTTP 409)."""
+
+
+@dataclass
+class IncomingFrame:
+    data: bytes
+    sequence: int | None = None
+    captured_at: datetime | None = None
+    name: str = ""
+    size: int | None = None  # declared size, when the bytes were not read (too large)
+
+
+@dataclass
+class AcceptResult:
+    accepted: list[dict] = field(default_factory=list)  # {"sequence", "reading"}
+    duplicates: list[int] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)  # {"file", "sequence", "code", "reason"}
+
+    @property
+    def reading_ids(self) -> list[int]:
+        return [a["reading"] for a in self.accepted]
+
+
+def session_check_ingest(*, session: LearnerSession) -> None:
+    """Raise unless frames may be ingested now: session open and consent still active."""
+    if session.status != LearnerSession.Status.ACTIVE:
+        raise SessionClosed(f"session {session.pk} has ended")
+    if not Consent.objects.filter(pk=session.consent_id, revoked_at__isnull=True).exists():
+        raise PermissionDenied("consent for this course was revoked")
+
+
+def frames_accept(
+    *, session: LearnerSession, frames: list[IncomingFrame], enqueue: bool = True
+) -> AcceptResult:
+    """Validate frames, create pending readings, hold the bytes for inference, queue it.
+
+    A bad frame is rejected with its reason; the others are accepted. A sequence number that
+    already has a reading is a duplicate (a client retry): reported, not stored twice.
+    """
+    session_check_ingest(session=session)
+    result = AcceptResult()
+    now = timezone.now()
+    skew = timedelta(seconds=settings.EMOTION_LIMITS["max_clock_skew_s"])
+    valid: list[IncomingFrame] = []
+    for f in frames:
+        try:
+            check_frame(f.data, size=f.size)
+            if f.captured_at is not None and not (
+                session.started_at - skew <= f.captured_at <= now + skew
+            ):
+                raise FrameRejection(
+                    "bad_timestamp", "captured_at is too far from the session's time"
+                )
+            if f.sequence is not None and f.sequence < 0:
+                raise FrameRejection("bad_sequence", "sequence must be ≥ 0")
+        except FrameRejection as e:
+            result.rejected.append(
+                {"file": f.name, "sequence": f.sequence, "code": e.code, "reason": e.reason}
+            )
+            continue
+        valid.append(f)
+    if not valid:
+        return result
+    store = get_frame_store()
+    with transaction.atomic():
+        locked = LearnerSession.objects.select_for_update().get(pk=session.pk)
+        if locked.status != LearnerSession.Status.ACTIVE:
+            raise SessionClosed(f"session {session.pk} has ended")
+        wanted = {f.sequence for f in valid if f.sequence is not None}
+        existing = set(
+            Reading.objects.filter(session=locked, sequence__in=wanted).values_list(
+                "sequence", flat=True
+            )
+        )
+        next_seq = (
+            Reading.objects.filter(session=locked).aggregate(m=Max("sequence"))["m"] or -1
+        ) + 1
+        new, seen = [], set()
+        for f in valid:
+            seq = f.sequence
+            if seq is None:
+                seq = max(next_seq, max(seen, default=-1) + 1)
+            if seq in existing or seq in seen:
+                result.duplicates.append(seq)
+                continue
+            seen.add(seq)
+            new.append(
+                (
+                    f,
+                    Reading(
+                        session=locked,
+                        sequence=seq,
+                        captured_at=f.captured_at or now,
+                        received_at=now,
+                    ),
+                )
+            )
+        created = Reading.objects.bulk_create([r for _, r in new])
+        for (f, _), reading in zip(new, created, strict=True):
+            store.put(reading.pk, f.data, settings.FRAME_TTL_SECONDS)
+            result.accepted.append({"sequence": reading.sequence, "reading": reading.pk})
+        locked.last_frame_at = now
+        locked.save(update_fields=["last_frame_at"])
+        if enqueue and result.accepted:
+            ids = result.reading_ids
+            transaction.on_commit(lambda: readings_enqueue(reading_ids=ids))
+    return result
+
+
+def readings_enqueue(*, reading_ids: list[int]) -> None:
+    """Queue inference in batches of at most INFERENCE_BATCH_SIZE frames."""
+    from emotion.tasks import analyse_batch
+
+    n = settings.INFERENCE_BATCH_SIZE
+    for i in range(0, len(reading_ids), n):
+        analyse_batch.delay(reading_ids[i : i + n])
+
+
+def _model_version(predictor) -> ModelVersion:
+    d = predictor.describe()
+    mv, _ = ModelVersion.objects.get_or_create(
+        checkpoint_sha256=predictor.sha256,
+        defaults={"name": d["name"], "metrics": {"val_accuracy": d["val_accuracy"]}},
+    )
+    return mv
+
+
+def _png(crop) -> bytes:
+    ok, buf = cv2.imencode(".png", crop)
+    return buf.tobytes() if ok else b""
+
+
+def readings_analyse(*, reading_ids: list[int]) -> dict:
+    """Run the CNN on pending readings; idempotent (analysed readings are skipped).
+
+    All results of a batch are written in one transaction; the raw frames are deleted only
+    after it commits, so a worker killed mid-batch leaves everything for the redelivery.
+    """
+    from emotion.inference import get_predictor
+    from emotion.live import broadcast_after_batch
+
+    store = get_frame_store()
+    pending = list(
+        Reading.objects.filter(pk__in=reading_ids, analysed_at__isnull=True)
+        .select_related("session__course")
+        .order_by("pk")
+    )
+    if not pending:
+        store.delete_many(reading_ids)
+        return {"analysed": 0, "skipped": len(reading_ids)}
+    predictor = get_predictor()
+    frames = store.get_many([r.pk for r in pending])
+    images, classify, rows = [], [], []
+    now = timezone.now()
+    for r in pending:
+        data = frames.get(r.pk)
+        img = decode_frame(data) if data is not None else None
+        r.analysed_at = now
+        if img is None:
+            r.error = "frame_expired" if data is None else "undecodable"
+            continue
+        rows.append(r)
+        images.append(img)
+        course = r.session.course
+        classify.append(r.session.emotion_enabled and course.emotion_inference_enabled)
+    t0 = time.perf_counter()
+    preds = predictor.predict_frames(images, classify) if images else []
+    infer_s = time.perf_counter() - t0
+    mv = _model_version(predictor) if rows else None
+    for r, faces, emo in zip(rows, preds, classify, strict=True):
+        r.model_version = mv
+        r.face_found = bool(faces)
+        if not faces:
+            continue
+        face = faces[0]  # the most certain face is the learner's
+        r.box = list(face.box)
+        r.cues = {**face.cues, "n_faces": len(faces)}
+        r.attentive = attentive(
+            Observation(
+                t=0.0,
+                face=True,
+                center_offset=face.cues.get("center_offset"),
+                area_fraction=face.cues.get("area_fraction"),
+            )
+        )
+        if emo:
+            r.probs, r.label, r.confidence = face.probs, face.label, face.confidence
+        if r.session.course.keep_face_crops and face.crop is not None:
+            r.face_crop = _png(face.crop)
+    if settings.INFERENCE_TEST_DELAY_SECONDS:
+        time.sleep(settings.INFERENCE_TEST_DELAY_SECONDS)
+    with transaction.atomic():
+        Reading.objects.bulk_update(
+            pending,
+            [
+                "analysed_at",
+                "error",
+                "face_found",
+                "box",
+                "cues",
+                "attentive",
+                "probs",
+                "label",
+                "confidence",
+                "model_version",
+                "face_crop",
+            ],
+        )
+    store.delete_many(reading_ids)
+    broadcast_after_batch(pending)
+    return {
+        "analysed": len(pending),
+        "skipped": len(reading_ids) - len(pending),
+        "faces": sum(r.face_found for r in pending),
+        "inference_s": round(infer_s, 4),
+    }

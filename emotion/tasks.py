@@ -1,0 +1,13 @@
+from celery import shared_task
+
+from emotion.services import readings_analyse
+
+
+@shared_task(name="emotion.tasks.analyse_batch", acks_late=True, reject_on_worker_lost=True)
+def analyse_batch(reading_ids: list[int]) -> dict:
+    """Analyse a batch of pending readings (routed to the GPU queue).
+
+    Takes ids only and re-fetches; readings already analysed are skipped, so a redelivered
+    batch (worker killed, broker restart) completes exactly once.
+    """
+    return readings_analyse(reading_ids=[int(i) for i in reading_ids])

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from emotion import apis
+
+urlpatterns = [
+    path("sessions/<int:session_id>/frames/", apis.FrameUploadApi.as_view(), name="session-frames"),
+    path(
+        "sessions/<int:session_id>/readings/",
+        apis.SessionReadingsApi.as_view(),
+        name="session-readings",
+    ),
+]

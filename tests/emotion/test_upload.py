@@ -1,0 +1,213 @@
+"""REST frame upload, in-process inference (embedded wiring) on PostgreSQL."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.test import APIClient
+
+from emotion.framestore import get_frame_store
+from emotion.inference import get_predictor
+from emotion.models import Reading
+
+
+def upload(user, session, files, **fields):
+    c = APIClient()
+    c.force_authenticate(user)
+    data = {"frames": [SimpleUploadedFile(name, content, "image/jpeg") for name, content in files]}
+    data.update(fields)
+    return c.post(f"/api/sessions/{session.pk}/frames/", data, format="multipart")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_real_faces_get_the_predictors_labels(classroom, face_frames, empty_frame):
+    frames = face_frames[:6]
+    r = upload(
+        classroom.learner,
+        classroom.session,
+        [(f"f{i}.jpg", d) for i, d in enumerate(frames)] + [("empty.jpg", empty_frame)],
+    )
+    assert r.status_code == 202, r.content
+    assert r.json()["accepted"] == list(range(7)) and r.json()["rejected"] == []
+    readings = list(Reading.objects.filter(session=classroom.session).order_by("sequence"))
+    assert len(readings) == 7 and all(x.analysed_at for x in readings)
+    predictor = get_predictor()
+    for reading, data in zip(readings, frames, strict=False):
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        direct = predictor.predict_frame(img)[0]
+        assert reading.face_found and reading.label == direct.label
+        assert reading.confidence == pytest.approx(direct.confidence, abs=1e-4)
+        assert reading.box == list(direct.box) and reading.model_version is not None
+    assert readings[-1].face_found is False and readings[-1].label is None
+    # nothing of the raw frames remains: not in the frame store, not on disk, not in the DB
+    assert get_frame_store().keys() == []
+    media = Path(settings.MEDIA_ROOT)
+    assert not media.exists() or not any(p.is_file() for p in media.rglob("*"))
+    assert not Reading.objects.filter(face_crop__isnull=False).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bad_files_are_rejected_with_reasons_and_good_ones_processed(
+    classroom, face_frames, settings
+):
+    settings.EMOTION_LIMITS = {**settings.EMOTION_LIMITS, "max_frame_bytes": 200_000}
+    png = cv2.imencode(".png", np.full((480, 640, 3), 90, np.uint8))[1].tobytes()
+    files = [
+        ("good.jpg", face_frames[0]),
+        ("corrupt.jpg", b"\xff\xd8\xff\xe0" + b"\x00" * 500),
+        ("huge.jpg", b"\xff\xd8\xff" + b"\x01" * 300_000),
+        ("notes.txt", b"hello, I am not an image"),
+        ("fake.jpg", b"GIF89a" + b"\x00" * 100),
+        ("good.png", png),
+    ]
+    r = upload(classroom.learner, classroom.session, files)
+    assert r.status_code == 400
+    body = r.json()
+    assert body["accepted"] == [0, 1]
+    reasons = {x["file"]: x["code"] for x in body["rejected"]}
+    assert reasons == {
+        "corrupt.jpg": "undecodable",
+        "huge.jpg": "too_large",
+        "notes.txt": "unsupported_type",
+        "fake.jpg": "unsupported_type",
+    }
+    assert all(x["reason"] for x in body["rejected"]) and body["error"]["code"] == "frames_rejected"
+    assert Reading.objects.filter(session=classroom.session, analysed_at__isnull=False).count() == 2
+    # a request made only of too-large files is a 413, only of wrong types a 415
+    assert upload(classroom.learner, classroom.session, [files[2]]).status_code == 413
+    assert upload(classroom.learner, classroom.session, [files[3], files[4]]).status_code == 415
+
+
+@pytest.mark.django_db(transaction=True)
+def test_request_limits_and_field_errors(classroom, face_frames, settings):
+    c = APIClient()
+    c.force_authenticate(classroom.learner)
+    url = f"/api/sessions/{classroom.session.pk}/frames/"
+    r = c.post(url, {}, format="multipart")
+    assert r.status_code == 400 and "frames" in r.json()["error"]["message"]
+    r = upload(
+        classroom.learner, classroom.session, [("a.jpg", face_frames[0])], sequence=["1", "2"]
+    )
+    assert r.status_code == 400 and "one sequence per file" in r.json()["error"]["message"]
+    r = upload(classroom.learner, classroom.session, [("a.jpg", face_frames[0])], sequence=["x"])
+    assert r.status_code == 400
+    settings.EMOTION_LIMITS = {**settings.EMOTION_LIMITS, "max_request_bytes": 1000}
+    r = upload(classroom.learner, classroom.session, [("a.jpg", face_frames[0])])
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert not Reading.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sequences_timestamps_and_duplicates(classroom, face_frames):
+    from django.utils import timezone
+
+    now = timezone.now().isoformat()
+    r = upload(
+        classroom.learner,
+        classroom.session,
+        [("a.jpg", face_frames[0]), ("b.jpg", face_frames[1])],
+        sequence=["10", "11"],
+        captured_at=[now, now],
+    )
+    assert r.json()["accepted"] == [10, 11]
+    again = upload(
+        classroom.learner, classroom.session, [("a.jpg", face_frames[0])], sequence=["10"]
+    )
+    assert again.status_code == 202 and again.json() == {
+        "accepted": [],
+        "duplicates": [10],
+        "rejected": [],
+    }
+    nxt = upload(classroom.learner, classroom.session, [("c.jpg", face_frames[2])])
+    assert nxt.json()["accepted"] == [12]
+    old = upload(
+        classroom.learner,
+        classroom.session,
+        [("d.jpg", face_frames[3])],
+        captured_at=["2001-01-01T00:00:00Z"],
+    )
+    assert old.status_code == 400 and old.json()["rejected"][0]["code"] == "bad_timestamp"
+    assert Reading.objects.filter(session=classroom.session).count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_who_may_upload(classroom, face_frames, api_client_for):
+    files = [("a.jpg", face_frames[0])]
+    assert upload(classroom.other_learner, classroom.session, files).status_code == 404
+    assert upload(classroom.instructor, classroom.session, files).status_code == 403
+    assert upload(classroom.other_instructor, classroom.session, files).status_code == 404
+    anon = APIClient().post(f"/api/sessions/{classroom.session.pk}/frames/", {}, format="multipart")
+    assert anon.status_code == 401
+    learner = api_client_for(classroom.learner)
+    assert learner.delete(f"/api/courses/{classroom.course.pk}/consent/").status_code == 200
+    r = upload(classroom.learner, classroom.session, files)
+    assert r.status_code == 409  # revoking consent ended the session
+    assert not Reading.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_consent_revoked_without_ending_session_blocks_ingestion(classroom, face_frames):
+    from django.utils import timezone
+
+    consent = classroom.session.consent
+    consent.revoked_at = timezone.now()
+    consent.save()
+    r = upload(classroom.learner, classroom.session, [("a.jpg", face_frames[0])])
+    assert r.status_code == 403 and "consent" in r.json()["error"]["message"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_engagement_only_course_stores_no_emotion(classroom, face_frames):
+    classroom.course.emotion_inference_enabled = False
+    classroom.course.save()
+    classroom.session.emotion_enabled = False
+    classroom.session.save()
+    r = upload(
+        classroom.learner,
+        classroom.session,
+        [(f"{i}.jpg", d) for i, d in enumerate(face_frames[:4])],
+    )
+    assert r.status_code == 202
+    rs = Reading.objects.filter(session=classroom.session)
+    assert rs.count() == 4 and all(x.face_found for x in rs)
+    assert (
+        not rs.filter(probs__isnull=False).exists() and not rs.filter(label__isnull=False).exists()
+    )
+    c = APIClient()
+    c.force_authenticate(classroom.instructor)
+    body = c.get(f"/api/sessions/{classroom.session.pk}/readings/").json()
+    assert (
+        body["count"] == 4
+        and "probs" not in body["results"][0]
+        and "label" not in body["results"][0]
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_keep_face_crops_keeps_only_the_crop(classroom, face_frames):
+    classroom.course.keep_face_crops = True
+    classroom.course.save()
+    upload(classroom.learner, classroom.session, [("a.jpg", face_frames[0])])
+    reading = Reading.objects.get(session=classroom.session)
+    crop = cv2.imdecode(np.frombuffer(bytes(reading.face_crop), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert crop.shape == (48, 48)
+    assert get_frame_store().keys() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_readings_api_filters_and_permissions(classroom, face_frames, api_client_for):
+    upload(
+        classroom.learner,
+        classroom.session,
+        [(f"{i}.jpg", d) for i, d in enumerate(face_frames[:3])],
+    )
+    url = f"/api/sessions/{classroom.session.pk}/readings/"
+    body = api_client_for(classroom.instructor).get(url).json()
+    assert body["count"] == 3 and body["results"][0]["label"] is not None
+    assert api_client_for(classroom.learner).get(url).status_code == 200
+    assert api_client_for(classroom.other_learner).get(url).status_code == 404
+    assert api_client_for(classroom.other_instructor).get(url).status_code == 404
+    assert api_client_for(classroom.instructor).get(f"{url}?from=2999-01-01").json()["count"] == 0
