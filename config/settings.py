@@ -120,13 +120,18 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
+# Unacknowledged messages (a worker died mid-task) return to the queue after
+# visibility_timeout; the Redis transport scans for them every interval × throttle seconds.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600)
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
+    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
+    "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=6),
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_GPU_QUEUE = env.str("CELERY_GPU_QUEUE", default="gpu")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
+    "requeue-stale-readings": {"task": "emotion.tasks.requeue_stale_readings", "schedule": 60.0},
     "purge-expired-readings": {
         "task": "tutoring.tasks.purge_expired_readings",
         "schedule": env.float("PURGE_INTERVAL_SECONDS", default=3600.0),

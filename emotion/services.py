@@ -240,3 +240,21 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
         "faces": sum(r.face_found for r in pending),
         "inference_s": round(infer_s, 4),
     }
+
+
+def readings_requeue_stale(*, older_than_s: float = 60.0) -> int:
+    """Re-queue readings still waiting for inference after ``older_than_s`` seconds.
+
+    Covers a web process that died holding a partly filled batch, or a lost broker message.
+    The task is idempotent, so re-queuing a reading that is merely slow costs one no-op.
+    Frames whose bytes have expired meanwhile are recorded as ``frame_expired``.
+    """
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    ids = list(
+        Reading.objects.filter(analysed_at__isnull=True, received_at__lt=cutoff)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:10_000]
+    )
+    if ids:
+        readings_enqueue(reading_ids=ids)
+    return len(ids)

@@ -11,3 +11,11 @@ def analyse_batch(reading_ids: list[int]) -> dict:
     batch (worker killed, broker restart) completes exactly once.
     """
     return readings_analyse(reading_ids=[int(i) for i in reading_ids])
+
+
+@shared_task(name="emotion.tasks.requeue_stale_readings")
+def requeue_stale_readings() -> int:
+    """Periodic safety net (beat): pending readings older than a minute are queued again."""
+    from emotion.services import readings_requeue_stale
+
+    return readings_requeue_stale(older_than_s=60)

@@ -48,6 +48,11 @@ def _service_mode(request, settings):
         eager = True
     old = app.conf.task_always_eager
     app.conf.task_always_eager = eager
+    # Celery's "inside a task" flag is a process global that eager tasks run concurrently in
+    # threads (sockets of earlier tests) can leave set; it only guards result.get().
+    from celery._state import _set_task_join_will_block
+
+    _set_task_join_will_block(False)
     yield
     app.conf.task_always_eager = old
 
@@ -77,11 +82,15 @@ def _test_database_url() -> str:
 class WorkerProcess:
     def __init__(self, env: dict, queues: str, log: Path):
         self.env, self.queues, self.log = env, queues, log
+        log.touch()
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> None:
+        import socket
+
         from config.celery import app
 
+        self.node = f"test-{os.getpid()}-{time.monotonic_ns()}@{socket.gethostname()}"
         cmd = [
             sys.executable,
             "-m",
@@ -94,7 +103,7 @@ class WorkerProcess:
             "-P",
             "solo",
             "-n",
-            f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+            self.node,
             "--without-gossip",
             "--without-mingle",
             "-l",
@@ -107,8 +116,8 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
-            replies = app.control.ping(timeout=0.5)
-            if any(str(self.proc.pid) in str(r) or r for r in replies):
+            replies = app.control.ping(destination=[self.node], timeout=0.5)
+            if any(self.node in r for r in replies):
                 return
         raise RuntimeError(
             f"worker did not answer ping in {timeout}s: {self.log.read_text()[-3000:]}"
@@ -134,21 +143,35 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def celery_worker(request, django_db_setup, settings, tmp_path):
-    """A real Celery worker process on Redis, using the test database. Needs ``redis`` mark
-    and a ``django_db(transaction=True)`` test (the worker sees only committed rows)."""
-    assert request.node.get_closest_marker("redis"), "celery_worker needs @pytest.mark.redis"
-    env = dict(
-        os.environ,
-        DATABASE_URL=_test_database_url(),
-        REDIS_URL=test_redis_url(),
-        CELERY_GPU_QUEUE=settings.CELERY_GPU_QUEUE,
-        PYTHONUNBUFFERED="1",
-    )
-    worker = WorkerProcess(env, f"default,{settings.CELERY_GPU_QUEUE}", tmp_path / "worker.log")
-    worker.start()
-    yield worker
-    worker.stop()
+def worker_factory(request, django_db_setup, settings, tmp_path):
+    """Start real Celery worker processes on Redis, using the test database. Needs the
+    ``redis`` mark and a ``django_db(transaction=True)`` test (workers see committed rows)."""
+    assert request.node.get_closest_marker("redis"), "workers need @pytest.mark.redis"
+    started = []
+
+    def start(name: str = "worker", **extra_env) -> WorkerProcess:
+        env = dict(
+            os.environ,
+            DATABASE_URL=_test_database_url(),
+            REDIS_URL=test_redis_url(),
+            CELERY_GPU_QUEUE=settings.CELERY_GPU_QUEUE,
+            PYTHONUNBUFFERED="1",
+            **{k: str(v) for k, v in extra_env.items()},
+        )
+        w = WorkerProcess(env, f"default,{settings.CELERY_GPU_QUEUE}", tmp_path / f"{name}.log")
+        started.append(w)
+        w.start()
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+@pytest.fixture
+def celery_worker(worker_factory):
+    """One real Celery worker process (see ``worker_factory``)."""
+    return worker_factory()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from config.broadcast import group_send
 from tutoring.models import Consent, Course, Enrollment, LearnerSession, User
 
 DEMO_PASSWORD = "demo-pass-123"
@@ -106,7 +107,7 @@ def session_start(
         learner=learner, course=course, status=LearnerSession.Status.ACTIVE
     ):
         session_end(session=s, reason="superseded")
-    return LearnerSession.objects.create(
+    session = LearnerSession.objects.create(
         learner=learner,
         course=course,
         consent=consent,
@@ -114,6 +115,13 @@ def session_start(
         emotion_enabled=course.emotion_inference_enabled and consent.emotion,
         client_info=_clean_client_info(client_info or {}),
     )
+    payload = {
+        "session": session.pk,
+        "learner": learner.pk,
+        "learner_name": learner.get_full_name() or learner.username,
+    }
+    transaction.on_commit(lambda: group_send(f"course-{course.pk}", "session.started", payload))
+    return session
 
 
 def _clean_client_info(info: dict) -> dict:
@@ -129,15 +137,13 @@ def session_end(*, session: LearnerSession, reason: str = "ended") -> LearnerSes
         session.ended_at = timezone.now()
         session.end_reason = reason
         session.save(update_fields=["status", "ended_at", "end_reason"])
-        from config.broadcast import group_send
+        payload = {"session": session.pk, "learner": session.learner_id, "reason": reason}
 
-        transaction.on_commit(
-            lambda: group_send(
-                f"course-{session.course_id}",
-                "session.ended",
-                {"session": session.pk, "learner": session.learner_id, "reason": reason},
-            )
-        )
+        def notify():
+            group_send(f"course-{session.course_id}", "session.ended", payload)
+            group_send(f"session-{session.pk}", "session.ended", payload)
+
+        transaction.on_commit(notify)
     return session
 
 

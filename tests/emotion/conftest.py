@@ -43,6 +43,16 @@ def empty_frame():
     return jpeg(background(seed=11))
 
 
+@pytest.fixture(autouse=True)
+def _empty_memory_frame_store():
+    """Each test starts with an empty in-process frame store (sockets of earlier tests may
+    have left frames in a batch that their closed event loop never flushed)."""
+    from emotion.framestore import _memory
+
+    with _memory._lock:
+        _memory._data.clear()
+
+
 @dataclass
 class Classroom:
     learner: object

@@ -1,0 +1,185 @@
+"""WebSocket ingestion and the instructor live view, end to end."""
+
+import asyncio
+import time
+
+import pytest
+from channels.db import database_sync_to_async
+
+from emotion.framestore import get_frame_store
+from emotion.models import Reading
+from tests.emotion.stream_client import StreamClient, connect, drain, frame_message
+
+
+@database_sync_to_async
+def analysed_count(session) -> int:
+    return Reading.objects.filter(session=session, analysed_at__isnull=False).count()
+
+
+@database_sync_to_async
+def reading_count(session) -> int:
+    return Reading.objects.filter(session=session).count()
+
+
+async def wait_analysed(session, n, timeout=120):
+    deadline = time.monotonic() + timeout
+    while await analysed_count(session) < n:
+        assert time.monotonic() < deadline, f"{await analysed_count(session)} of {n} analysed"
+        await asyncio.sleep(0.2)
+
+
+async def stream_50_frames(classroom, face_frames):
+    live, ok, _ = await connect(f"/ws/courses/{classroom.course.pk}/live/", classroom.instructor)
+    assert ok
+    snap = await live.receive_json_from(timeout=10)
+    assert snap["type"] == "snapshot"
+    assert [x["learner_name"] for x in snap["learners"]] == ["ana", "ben"]
+
+    comm, ok, _ = await connect(f"/ws/sessions/{classroom.session.pk}/stream/", classroom.learner)
+    assert ok
+    client = StreamClient(comm)
+    ready = await client.ready()
+    assert ready["next_sequence"] == 0 and ready["credit"] > 0
+    frames = [face_frames[i % len(face_frames)] for i in range(50)]
+    await client.send_all(frames)
+    assert len(client.acks) == 50
+    assert [a["status"] for a in client.acks] == ["accepted"] * 50
+    assert [a["sequence"] for a in client.acks] == list(range(50))
+    await wait_analysed(classroom.session, 50)
+    assert await reading_count(classroom.session) == 50
+
+    msgs = await drain(live, 3)
+    summaries = [m for m in msgs if m["type"] == "summary"]
+    assert summaries, msgs
+    last = summaries[-1]
+    mine = [s for s in last["sessions"] if s["session"] == classroom.session.pk][0]
+    assert mine["present"] is True and mine["band"] in ("engaged", "highly engaged", "disengaged")
+    assert mine["dominant_emotion"] in (
+        "angry",
+        "disgust",
+        "fear",
+        "happy",
+        "sad",
+        "surprise",
+        "neutral",
+    )
+    assert last["summary"]["present"] == 1 and last["summary"]["emotion_distribution"]
+    # the learner's own socket got summaries that returned the credit
+    await drain(comm, 1)
+    await comm.disconnect()
+    await live.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_stream_embedded(classroom, face_frames):
+    await stream_50_frames(classroom, face_frames)
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+async def test_stream_over_redis_with_a_real_worker(classroom, face_frames, celery_worker):
+    await stream_50_frames(classroom, face_frames)
+    keys = await database_sync_to_async(lambda: get_frame_store().keys())()
+    assert keys == []  # no raw frame left in Redis
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_who_may_connect(classroom):
+    path = f"/ws/sessions/{classroom.session.pk}/stream/"
+    assert (await connect(path))[1:] == (False, 4401)
+    assert (await connect(path, classroom.other_learner))[1:] == (False, 4404)
+    assert (await connect(path, classroom.instructor))[1:] == (False, 4404)
+    live = f"/ws/courses/{classroom.course.pk}/live/"
+    assert (await connect(live))[1:] == (False, 4401)
+    assert (await connect(live, classroom.other_instructor))[1:] == (False, 4403)
+    assert (await connect(live, classroom.learner))[1:] == (False, 4403)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_credit_window_drops_frames_beyond_capacity(classroom, face_frames, settings):
+    settings.STREAM_MAX_IN_FLIGHT = 5
+    settings.INFERENCE_BATCH_WAIT_MS = 3000  # nothing is analysed during the burst
+    comm, ok, _ = await connect(f"/ws/sessions/{classroom.session.pk}/stream/", classroom.learner)
+    client = StreamClient(comm)
+    await client.ready()
+    for i in range(12):
+        await comm.send_to(bytes_data=frame_message(i, face_frames[i]))
+    while len(client.acks) < 12:
+        assert await client.pump(timeout=10)
+    statuses = [a["status"] for a in client.acks]
+    assert statuses == ["accepted"] * 5 + ["dropped"] * 7
+    assert client.acks[4]["credit"] == 0 and client.acks[-1]["reason"] == "no credit"
+    await wait_analysed(classroom.session, 5, timeout=30)
+    assert await reading_count(classroom.session) == 5  # dropped frames left no trace
+    # credit comes back with the summary once the batch is analysed
+    while not client.summaries:
+        assert await client.pump(timeout=10)
+    assert client.summaries[-1]["credit"] == 5
+    await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_bad_stream_messages(classroom, face_frames):
+    comm, _, _ = await connect(f"/ws/sessions/{classroom.session.pk}/stream/", classroom.learner)
+    client = StreamClient(comm)
+    await client.ready()
+    await comm.send_to(text_data="not json")
+    assert (await comm.receive_json_from())["type"] == "error"
+    await comm.send_to(bytes_data=frame_message(0, b"this is not a jpeg"))
+    ack = await comm.receive_json_from()
+    assert ack["status"] == "rejected" and ack["code"] == "unsupported_type"
+    # the text-header form
+    await comm.send_to(text_data='{"type": "frame", "sequence": 7}')
+    await comm.send_to(bytes_data=face_frames[0])
+    ack = await comm.receive_json_from()
+    assert ack == {"type": "ack", "sequence": 7, "status": "accepted", "credit": ack["credit"]}
+    await comm.send_to(bytes_data=frame_message(7, face_frames[0]))
+    assert (await comm.receive_json_from())["status"] == "duplicate"
+    await comm.send_to(bytes_data=frame_message(-3, face_frames[0]))
+    assert (await comm.receive_json_from())["code"] == "bad_sequence"
+    await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_engagement_only_sends_no_emotion(classroom, face_frames):
+    @database_sync_to_async
+    def engagement_only():
+        classroom.course.emotion_inference_enabled = False
+        classroom.course.save()
+        classroom.session.emotion_enabled = False
+        classroom.session.save()
+
+    await engagement_only()
+    live, _, _ = await connect(f"/ws/courses/{classroom.course.pk}/live/", classroom.instructor)
+    snap = await live.receive_json_from()
+    comm, _, _ = await connect(f"/ws/sessions/{classroom.session.pk}/stream/", classroom.learner)
+    client = StreamClient(comm)
+    await client.ready()
+    await client.send_all(face_frames[:6])
+    await wait_analysed(classroom.session, 6)
+    msgs = [snap] + await drain(live, 2) + await drain(comm, 1) + client.summaries
+    text = str(msgs)
+    assert any(m["type"] == "summary" for m in msgs)
+    for word in ("emotion_distribution", "dominant_emotion", "happy", "neutral", "probs"):
+        assert word not in text
+    stored = await database_sync_to_async(
+        lambda: Reading.objects.filter(session=classroom.session, probs__isnull=False).count()
+    )()
+    assert stored == 0
+    await comm.disconnect()
+    await live.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_ending_the_session_closes_the_stream(classroom, api_client_for):
+    comm, _, _ = await connect(f"/ws/sessions/{classroom.session.pk}/stream/", classroom.learner)
+    await StreamClient(comm).ready()
+    live, _, _ = await connect(f"/ws/courses/{classroom.course.pk}/live/", classroom.instructor)
+    await live.receive_json_from()
+    r = await database_sync_to_async(
+        lambda: api_client_for(classroom.learner).post(f"/api/sessions/{classroom.session.pk}/end/")
+    )()
+    assert r.status_code == 200
+    assert (await comm.receive_json_from(timeout=5))["type"] == "closed"
+    ended = await live.receive_json_from(timeout=5)
+    assert ended["type"] == "session_ended" and ended["session"] == classroom.session.pk
