@@ -236,7 +236,9 @@ DATA_UPLOAD_MAX_NUMBER_FILES = EMOTION_LIMITS["max_frames_per_request"] + 10
 FRAME_TTL_SECONDS = env.int("FRAME_TTL_SECONDS", default=300)  # raw bytes never outlive this
 INFERENCE_BATCH_SIZE = env.int("INFERENCE_BATCH_SIZE", default=32)  # frames per task (N)
 INFERENCE_BATCH_WAIT_MS = env.int("INFERENCE_BATCH_WAIT_MS", default=200)  # or T ms
-STREAM_MAX_IN_FLIGHT = env.int("STREAM_MAX_IN_FLIGHT", default=8)  # credit window per socket
+STREAM_MAX_IN_FLIGHT = env.int("STREAM_MAX_IN_FLIGHT", default=4)  # credit window per socket
+# all sockets of one server process together: about 1–2 s of one CPU worker's throughput
+STREAM_MAX_IN_FLIGHT_TOTAL = env.int("STREAM_MAX_IN_FLIGHT_TOTAL", default=48)
 LIVE_WINDOW_SECONDS = env.float("LIVE_WINDOW_SECONDS", default=10.0)
 # Failure-injection for tests only: sleep inside a batch before it commits.
 INFERENCE_TEST_DELAY_SECONDS = env.float("INFERENCE_TEST_DELAY_SECONDS", default=0.0)

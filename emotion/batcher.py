@@ -20,6 +20,9 @@ class FrameBatcher:
         self.ids: list[int] = []
         self.timer: asyncio.TimerHandle | None = None
         self.sends: set[asyncio.Task] = set()
+        # frames accepted by this process's sockets and not yet reported analysed: the
+        # process-wide admission budget (STREAM_MAX_IN_FLIGHT_TOTAL) that bounds queueing
+        self.in_flight_total = 0
 
     async def add(self, reading_id: int) -> None:
         self.ids.append(reading_id)

@@ -87,13 +87,22 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
 
     async def disconnect(self, code):
         if hasattr(self, "group"):
+            self._release(list(self.in_flight))
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     def credit(self) -> int:
+        """Frames this socket may send now: its own window, capped by what is left of the
+        server process's total budget, so overload drops frames instead of queueing them."""
         now = time.monotonic()
-        for seq in [s for s, t in self.in_flight.items() if now - t > IN_FLIGHT_TIMEOUT_S]:
-            del self.in_flight[seq]
-        return max(0, self.max_in_flight - len(self.in_flight))
+        self._release([s for s, t in self.in_flight.items() if now - t > IN_FLIGHT_TIMEOUT_S])
+        left_total = settings.STREAM_MAX_IN_FLIGHT_TOTAL - get_batcher().in_flight_total
+        return max(0, min(self.max_in_flight - len(self.in_flight), left_total))
+
+    def _release(self, sequences) -> None:
+        batcher = get_batcher()
+        for seq in sequences:
+            if self.in_flight.pop(seq, None) is not None:
+                batcher.in_flight_total -= 1
 
     async def receive(self, text_data=None, bytes_data=None):
         if text_data is not None:
@@ -174,6 +183,7 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
         if result.accepted:
             a = result.accepted[0]
             self.in_flight[a["sequence"]] = time.monotonic()
+            get_batcher().in_flight_total += 1
             await self.send_json(
                 {**ack, "sequence": a["sequence"], "status": "accepted", "credit": self.credit()}
             )
@@ -195,8 +205,7 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
     # --- group events -------------------------------------------------------------------------
     async def session_summary(self, event):
         payload = dict(event["payload"])
-        for seq in payload.pop("analysed_sequences", []):
-            self.in_flight.pop(seq, None)
+        self._release(payload.pop("analysed_sequences", []))
         await self.send_json({"type": "summary", **payload, "credit": self.credit()})
 
     async def session_ended(self, event):

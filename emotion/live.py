@@ -211,11 +211,8 @@ def broadcast_after_batch(readings: list[Reading]) -> None:
     for s in sessions:
         summary = session_summary(s, s.course, now)
         cache.set(_cache_key(s.pk), summary, timeout=3600)
-        group_send(
-            session_group(s.pk),
-            "session.summary",
-            {**summary, "analysed_sequences": sorted(by_session[s.pk])},
-        )
+        summary = {**summary, "analysed_sequences": sorted(by_session[s.pk])}
+        group_send(session_group(s.pk), "session.summary", summary)
         by_course[s.course_id].append(summary)
         courses[s.course_id] = s.course
     for course_id, summaries in by_course.items():

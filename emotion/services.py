@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -165,6 +166,7 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
     from emotion.inference import get_predictor
     from emotion.live import broadcast_after_batch
 
+    t_start = time.perf_counter()
     store = get_frame_store()
     pending = list(
         Reading.objects.filter(pk__in=reading_ids, analysed_at__isnull=True)
@@ -176,6 +178,7 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
         return {"analysed": 0, "skipped": len(reading_ids)}
     predictor = get_predictor()
     frames = store.get_many([r.pk for r in pending])
+    t_fetched = time.perf_counter()
     images, classify, rows = [], [], []
     now = timezone.now()
     for r in pending:
@@ -189,9 +192,9 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
         images.append(img)
         course = r.session.course
         classify.append(r.session.emotion_enabled and course.emotion_inference_enabled)
-    t0 = time.perf_counter()
-    preds = predictor.predict_frames(images, classify) if images else []
-    infer_s = time.perf_counter() - t0
+    t_decoded = time.perf_counter()
+    timings: dict = {}
+    preds = predictor.predict_frames(images, classify, timings) if images else []
     mv = _model_version(predictor) if rows else None
     for r, faces, emo in zip(rows, preds, classify, strict=True):
         r.model_version = mv
@@ -215,6 +218,7 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
             r.face_crop = _png(face.crop)
     if settings.INFERENCE_TEST_DELAY_SECONDS:
         time.sleep(settings.INFERENCE_TEST_DELAY_SECONDS)
+    t_db = time.perf_counter()
     with transaction.atomic():
         Reading.objects.bulk_update(
             pending,
@@ -233,13 +237,23 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
             ],
         )
     store.delete_many(reading_ids)
+    t_broadcast = time.perf_counter()
     broadcast_after_batch(pending)
-    return {
+    t_end = time.perf_counter()
+    stats = {
         "analysed": len(pending),
         "skipped": len(reading_ids) - len(pending),
         "faces": sum(r.face_found for r in pending),
-        "inference_s": round(infer_s, 4),
+        "fetch_s": round(t_fetched - t_start, 5),
+        "decode_s": round(t_decoded - t_fetched, 5),
+        "detect_s": round(timings.get("detect_s", 0.0), 5),
+        "classify_s": round(timings.get("classify_s", 0.0), 5),
+        "db_s": round(t_broadcast - t_db, 5),
+        "broadcast_s": round(t_end - t_broadcast, 5),
+        "total_s": round(t_end - t_start, 5),
     }
+    logger.info("batch analysed %s", json.dumps(stats))
+    return stats
 
 
 def readings_requeue_stale(*, older_than_s: float = 60.0) -> int:

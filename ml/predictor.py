@@ -103,7 +103,10 @@ class Predictor:
         return self.predict_frames([image])[0]
 
     def predict_frames(
-        self, images: list[np.ndarray], classify: list[bool] | None = None
+        self,
+        images: list[np.ndarray],
+        classify: list[bool] | None = None,
+        timings: dict | None = None,
     ) -> list[list[FacePrediction]]:
         """Detect faces in every frame, then classify all crops in one batch.
 
@@ -113,9 +116,14 @@ class Predictor:
         """
         if classify is None:
             classify = [True] * len(images)
+        t0 = time.perf_counter()
         detected = [detect_faces(img, self.detector) for img in images]
         crops = [f.crop for faces, c in zip(detected, classify, strict=True) if c for f in faces]
+        t1 = time.perf_counter()
         probs = self.predict_faces(crops)
+        if timings is not None:
+            timings["detect_s"] = t1 - t0
+            timings["classify_s"] = time.perf_counter() - t1
         out, k = [], 0
         for faces, c in zip(detected, classify, strict=True):
             preds = []
