@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install run test lint format worker worker-gpu migrate clean
+.PHONY: install run test lint format worker worker-gpu vendor clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ worker: install       ## default-queue worker (needs REDIS_URL)
 
 worker-gpu: install   ## inference worker: one process, model loaded once (needs REDIS_URL)
 	$(BIN)/celery -A config worker -Q $${CELERY_GPU_QUEUE:-gpu} -P solo -l info
+
+vendor:               ## refresh the vendored Chart.js from the npm registry
+	cd /tmp && rm -rf chartjs-vendor && mkdir chartjs-vendor && cd chartjs-vendor && npm pack chart.js@4 >/dev/null && tar xzf chart.js-*.tgz
+	cp /tmp/chartjs-vendor/package/dist/chart.umd.min.js static/vendor/chart.js/
+	cp /tmp/chartjs-vendor/package/LICENSE.md static/vendor/chart.js/
+	node -e "console.log(require('/tmp/chartjs-vendor/package/package.json').version)" > static/vendor/chart.js/VERSION
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache

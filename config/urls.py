@@ -11,4 +11,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("tutoring.urls")),
     path("api/", include("emotion.urls")),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("tutoring.page_urls")),
 ]

@@ -1,0 +1,193 @@
+"""Real-browser tests: Debian's Chromium driven by Playwright, against the product served by
+daphne (the same ASGI app `make run` serves, embedded wiring) on the test database.
+
+The learner's webcam is Chromium's fake capture device fed from a Y4M file the tests build
+from real FER2013 faces; screenshots go to ``artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ml.synth import scene
+from tests.conftest import ROOT, _test_database_url
+from tests.services import require_service
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+BASE_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def asgi_server(django_db_setup, tmp_path_factory):
+    """daphne serving config.asgi on the test database, embedded channel layer and tasks."""
+    port = _free_port()
+    data = tmp_path_factory.mktemp("server-data")
+    (data / "static").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
+    env.update(
+        DATABASE_URL=_test_database_url(),
+        DATA_DIR=str(data),
+        DB_CONN_MAX_AGE="0",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        SECRET_KEY="browser-tests",
+        PYTHONUNBUFFERED="1",
+        INFERENCE_BATCH_WAIT_MS="100",
+    )
+    log = (data / "daphne.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "config.asgi:application",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/accounts/login/", timeout=2)
+            break
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((data / "daphne.log").read_text()[-3000:]) from None
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def write_y4m(path: Path, faces: list[np.ndarray], seconds_each: float = 3, fps: int = 10) -> Path:
+    """An I420 Y4M clip (640×480) showing each face in turn: what the fake webcam plays."""
+    with path.open("wb") as f:
+        f.write(f"YUV4MPEG2 W640 H480 F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for k, face in enumerate(faces):
+            frame, _ = scene([face], side=220, seed=k)
+            yuv = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)
+            for _ in range(int(seconds_each * fps)):
+                f.write(b"FRAME\n")
+                f.write(yuv.tobytes())
+    return path
+
+
+@pytest.fixture(scope="session")
+def fake_camera(fer_val, tmp_path_factory) -> Path:
+    """Real faces with changing expressions (happy → surprise → neutral), each one the
+    detector finds."""
+    from ml.classes import EMOTIONS
+    from ml.faces import detect_faces
+
+    chosen = []
+    for emotion in ("happy", "surprise", "neutral"):
+        for i in np.flatnonzero(fer_val.labels == EMOTIONS.index(emotion)):
+            frame, _ = scene([fer_val.images[i]], side=220, seed=len(chosen))
+            small = cv2.resize(frame, (480, 360))
+            if len(detect_faces(small)) == 1:
+                chosen.append(fer_val.images[i])
+                break
+    return write_y4m(tmp_path_factory.mktemp("camera") / "faces.y4m", chosen)
+
+
+@pytest.fixture(scope="module")
+def playwright_instance():
+    """Module-scoped: Playwright's sync API runs an event loop in this thread until it is
+    closed, which would break every async test that runs after it."""
+    require_service("Chromium", Path(CHROMIUM).exists(), CHROMIUM)
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop running in this thread; Django then refuses
+    # ORM calls from test code (fixtures) unless told the loop is not ours to worry about.
+    old = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as p:
+            yield p
+    finally:
+        if old is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = old
+
+
+@pytest.fixture(scope="module")
+def browser(playwright_instance, fake_camera):
+    b = playwright_instance.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=BASE_ARGS
+        + [
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={fake_camera}",
+        ],
+    )
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def browser_without_camera_permission(playwright_instance):
+    b = playwright_instance.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=BASE_ARGS + ["--use-fake-device-for-media-stream"],
+    )
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _screenshot_dir():
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+
+def login(page, base: str, username: str, password: str) -> None:
+    page.goto(f"{base}/accounts/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_load_state()
+
+
+def shot(page, name: str) -> Path:
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+__all__ = ["login", "shot", "shutil"]

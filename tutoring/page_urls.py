@@ -1,0 +1,17 @@
+from django.urls import path
+
+from tutoring import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("learn/", views.learn_home, name="learn-home"),
+    path("learn/courses/<int:course_id>/", views.learn_course, name="learn-course"),
+    path("learn/courses/<int:course_id>/consent/", views.learn_consent, name="learn-consent"),
+    path("learn/courses/<int:course_id>/revoke/", views.learn_revoke, name="learn-revoke"),
+    path("learn/courses/<int:course_id>/start/", views.learn_start, name="learn-start"),
+    path("learn/sessions/<int:session_id>/", views.learn_session, name="learn-session"),
+    path("teach/", views.teach_home, name="teach-home"),
+    path("teach/courses/<int:course_id>/live/", views.teach_live, name="teach-live"),
+    path("teach/courses/<int:course_id>/reports/", views.teach_reports, name="teach-reports"),
+    path("teach/sessions/<int:session_id>/", views.teach_session, name="teach-session"),
+]
