@@ -55,22 +55,9 @@ class ReadingAdmin(admin.ModelAdmin):
     date_hierarchy = "captured_at"
     raw_id_fields = ("session",)
     readonly_fields = (
-        "session",
-        "sequence",
-        "captured_at",
-        "received_at",
-        "analysed_at",
-        "face_found",
-        "box",
-        "cues",
-        "attentive",
-        "probs",
-        "label",
-        "confidence",
-        "model_version",
-        "reviewed_by",
-        "reviewed_at",
-        "crop",
+        ("session", "sequence", "captured_at", "received_at")
+        + tuple(f for f in Reading.ANALYSIS_FIELDS if f != "face_crop")
+        + ("reviewed_by", "reviewed_at", "crop")
     )
     exclude = ("face_crop",)
 

@@ -20,6 +20,21 @@ class ModelVersion(models.Model):
 class Reading(models.Model):
     """The analysis of one frame of a learner session. The raw frame is never stored here."""
 
+    #: what inference writes (everything else is set when the frame is accepted)
+    ANALYSIS_FIELDS = (
+        "analysed_at",
+        "error",
+        "face_found",
+        "box",
+        "cues",
+        "attentive",
+        "probs",
+        "label",
+        "confidence",
+        "model_version",
+        "face_crop",
+    )
+
     session = models.ForeignKey(
         "tutoring.LearnerSession", on_delete=models.CASCADE, related_name="readings"
     )

@@ -220,22 +220,7 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
         time.sleep(settings.INFERENCE_TEST_DELAY_SECONDS)
     t_db = time.perf_counter()
     with transaction.atomic():
-        Reading.objects.bulk_update(
-            pending,
-            [
-                "analysed_at",
-                "error",
-                "face_found",
-                "box",
-                "cues",
-                "attentive",
-                "probs",
-                "label",
-                "confidence",
-                "model_version",
-                "face_crop",
-            ],
-        )
+        Reading.objects.bulk_update(pending, Reading.ANALYSIS_FIELDS)
     store.delete_many(reading_ids)
     t_broadcast = time.perf_counter()
     broadcast_after_batch(pending)

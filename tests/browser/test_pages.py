@@ -5,8 +5,10 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from emotion.models import Reading
 from tests.browser.conftest import login, shot
 from tests.factories import CourseFactory, InstructorFactory, UserFactory, enroll
+from tutoring.models import LearnerSession
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 PW = "pw-123456"
@@ -57,6 +59,18 @@ def test_learner_streams_and_instructor_sees_it_live(browser, asgi_server, cours
     assert int(learner_page.locator("#sent").inner_text()) > 0
     shot(learner_page, "learner-recording")
     shot(teacher_page, "instructor-live")
+
+    # a dropped connection: the page reconnects by itself and carries on numbering
+    before = learner_page.evaluate("window.affectRecorder.nextSeq")
+    learner_page.evaluate("window.affectRecorder.ws.close()")
+    learner_page.wait_for_function(
+        f"window.affectRecorder.ready && window.affectRecorder.nextSeq > {before + 2}",
+        timeout=20_000,
+    )
+    expect(status).to_have_attribute("data-state", "sending")
+    session = LearnerSession.objects.get(learner__username="lina")
+    seqs = list(Reading.objects.filter(session=session).values_list("sequence", flat=True))
+    assert len(seqs) == len(set(seqs)) and max(seqs) >= before
 
     # pausing the stream turns the learner absent once the course's timeout has passed
     learner_page.get_by_role("button", name="Pause").click()
