@@ -51,6 +51,25 @@ def predict_probs(
     return torch.cat(out).numpy()
 
 
+@torch.no_grad()
+def predict_logits(
+    model,
+    images,
+    *,
+    pre: Preprocessing = DEFAULT_PREPROCESSING,
+    batch_size: int = 256,
+    device="cpu",
+) -> np.ndarray:
+    """Raw logits (N×7) for uint8 crops, single view (used to fit a temperature)."""
+    model.eval()
+    images = torch.as_tensor(np.asarray(images))
+    out = [
+        model(crops_to_tensor(images[i : i + batch_size], pre).to(device)).float().cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out).numpy() if out else np.zeros((0, len(EMOTIONS)), np.float32)
+
+
 def evaluate_arrays(model, images, labels, **kwargs) -> dict:
     probs = predict_probs(model, images, **kwargs)
     return classification_summary(probs, labels)

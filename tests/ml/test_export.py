@@ -18,9 +18,11 @@ def test_torchscript_parity(tmp_path, faces):
     p = Predictor()
     x = crops_to_tensor(faces, p.pre)
     with torch.no_grad():
-        got = torch.softmax(ts(x), 1).numpy()
+        got = torch.softmax(ts(x) / p.temperature, 1).numpy()
     np.testing.assert_allclose(got, p.predict_faces(faces), atol=1e-5)
-    assert (tmp_path / "m.ts.json").exists()
+    import json
+
+    assert json.loads((tmp_path / "m.ts.json").read_text())["temperature"] == p.temperature
 
 
 def test_onnx_parity(tmp_path, faces):
@@ -30,7 +32,7 @@ def test_onnx_parity(tmp_path, faces):
     p = Predictor()
     x = crops_to_tensor(faces, p.pre).numpy()
     logits = sess.run(None, {"input": x})[0]
-    got = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    got = torch.softmax(torch.from_numpy(logits) / p.temperature, 1).numpy()
     np.testing.assert_allclose(got, p.predict_faces(faces), atol=1e-4)
     assert (got.argmax(1) == p.predict_faces(faces).argmax(1)).all()
     import onnx
