@@ -45,6 +45,9 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.0
+    teacher: str = ""  # checkpoint to distil from ("" = none)
+    kd_alpha: float = 0.5
+    kd_temperature: float = 4.0
     class_weight_power: float = 0.5
     seed: int = 0
     threads: int = 0
@@ -79,6 +82,7 @@ def train_one_epoch(
     device,
     amp: bool,
     progress: bool = True,
+    teacher: torch.nn.Module | None = None,
 ) -> dict:
     model.train()
     pre = DEFAULT_PREPROCESSING
@@ -111,6 +115,20 @@ def train_one_epoch(
             loss = lam * loss + (1 - lam) * F.cross_entropy(
                 logits, y2, weight=weights, label_smoothing=cfg.label_smoothing
             )
+        if teacher is not None:  # knowledge distillation (Hinton et al. 2015) on the same view
+            with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
+                t_logits = teacher(x).float()
+            tau = cfg.kd_temperature
+            kd = (
+                F.kl_div(
+                    F.log_softmax(logits / tau, 1),
+                    F.softmax(t_logits / tau, 1),
+                    reduction="batchmean",
+                )
+                * tau
+                * tau
+            )
+            loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -151,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--mixup-alpha", type=float, default=d.mixup_alpha)
+    p.add_argument("--teacher", default="", help="checkpoint to distil from (same 48×48 input)")
+    p.add_argument(
+        "--kd-alpha",
+        type=float,
+        default=d.kd_alpha,
+        help="weight of the distillation loss (the rest is cross-entropy)",
+    )
+    p.add_argument("--kd-temperature", type=float, default=d.kd_temperature)
     p.add_argument(
         "--class-weight-power",
         type=float,
@@ -184,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing,
         mixup_alpha=args.mixup_alpha,
+        teacher=args.teacher,
+        kd_alpha=args.kd_alpha,
+        kd_temperature=args.kd_temperature,
         class_weight_power=args.class_weight_power,
         seed=args.seed,
         threads=args.threads,
@@ -215,6 +244,17 @@ def main(argv: list[str] | None = None) -> int:
 
     mcfg = model_config(cfg.size)
     model = EmotionCNN(mcfg).to(device).to(memory_format=torch.channels_last)
+    teacher = None
+    if cfg.teacher:
+        from ml.checkpoint import build_model, preprocessing_of
+
+        tck = load_checkpoint(cfg.teacher)
+        if preprocessing_of(tck) != DEFAULT_PREPROCESSING:
+            print("error: the teacher must use the same input preprocessing", file=sys.stderr)
+            return 2
+        teacher = build_model(tck).to(device).eval()
+        for prm in teacher.parameters():
+            prm.requires_grad_(False)
     if cfg.optimizer == "sgd":
         optimizer = torch.optim.SGD(
             model.parameters(),
@@ -283,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                 device,
                 amp,
                 progress,
+                teacher=teacher,
             )
         )
         row["lr"] = optimizer.param_groups[0]["lr"]

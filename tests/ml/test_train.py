@@ -80,3 +80,23 @@ def test_bad_training_input_exits_nonzero(tmp_path, capsys):
 
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "dataset folder not found" in capsys.readouterr().err
+
+
+def test_distillation_from_a_teacher(pattern_folder, tmp_path):
+    teacher_run = tmp_path / "teacher"
+    _run(pattern_folder, teacher_run, "--epochs", "8")
+    student = tmp_path / "student"
+    _run(
+        pattern_folder,
+        student,
+        "--epochs",
+        "8",
+        "--teacher",
+        str(teacher_run / "best.pt"),
+        "--kd-alpha",
+        "0.7",
+    )
+    ck = load_checkpoint(student / "best.pt")
+    assert ck["recipe"]["train_config"]["teacher"].endswith("best.pt")
+    rows = [json.loads(line) for line in (student / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] and rows[-1]["val_acc"] > 0.4
