@@ -44,6 +44,25 @@ def frames_per_second(pred, frames: list[np.ndarray], seconds: float) -> float:
     return _rate(lambda: pred.predict_frame(next(it)), 1, seconds)
 
 
+def print_baseline(threads: list[int], batch: int, seconds: float) -> None:
+    """faces/s of a mini-Xception-sized baseline (random weights: speed only) at 64×64,
+    the comparison point for the deployed model's speed, measured in the same run."""
+    from ml.model import count_parameters, create_model, model_config
+
+    model = create_model(model_config("mini_xception")).eval()
+    x = torch.randn(batch, 1, 64, 64)
+    n = count_parameters(model)
+    for t in threads:
+        torch.set_num_threads(t)
+
+        def run():
+            with torch.inference_mode():
+                model(x)
+
+        rate = _rate(run, batch, seconds)
+        print(f"{'mini-Xception baseline 64px':<28}{n:>10,}{t:>8}{rate:>10.0f}{'':>10}{'':>10}")
+
+
 def sample_frames(n: int, faces_root: Path) -> tuple[list[np.ndarray], str]:
     from ml.synth import scene
 
@@ -68,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=3.0, help="measuring time per figure")
     p.add_argument("--faces", default=str(DEFAULT_FACES), help="image folder of real faces")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--no-baseline", action="store_true", help="skip the mini-Xception (64×64) speed baseline"
+    )
     args = p.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
     frames, what = sample_frames(16, Path(args.faces))
@@ -95,5 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{pred.path.name:<28}{n_params:>10,}{t:>8}{fps_faces:>10.0f}{fps_frames:>10.1f}"
                 f"{1000 / fps_frames:>10.1f}"
             )
+    if not args.no_baseline:
+        print_baseline(threads, args.batch, args.seconds)
     print(f"peak memory (max RSS): {peak_rss_mb():.0f} MB")
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ml.classes import EMOTIONS
-from ml.model import EmotionCNN, ModelConfig
+from ml.model import ModelConfig, create_model
 from ml.preprocessing import Preprocessing
 
 FORMAT = "affect-ml-checkpoint"
@@ -83,13 +83,13 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return ckpt
 
 
-def build_model(ckpt: dict) -> EmotionCNN:
+def build_model(ckpt: dict) -> torch.nn.Module:
     """Instantiate the checkpoint's model in eval mode; CheckpointError if weights don't fit."""
     try:
         config = ModelConfig.from_dict(ckpt["model_config"])
-        model = EmotionCNN(config)
+        model = create_model(config)
         model.load_state_dict(ckpt["state_dict"])
-    except (TypeError, KeyError, RuntimeError) as e:
+    except (TypeError, KeyError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"checkpoint weights do not match its model config: {e}") from None
     return model.eval()
 

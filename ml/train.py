@@ -29,7 +29,7 @@ from ml.classes import EMOTIONS, NUM_CLASSES
 from ml.data import FaceDataset, load_dataset
 from ml.evaluate import predict_probs
 from ml.metrics import classification_summary
-from ml.model import EmotionCNN, count_parameters, model_config
+from ml.model import count_parameters, create_model, model_config
 from ml.preprocessing import DEFAULT_PREPROCESSING
 
 
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"val:   {len(val_ds)} images", file=sys.stderr)
 
     mcfg = model_config(cfg.size)
-    model = EmotionCNN(mcfg).to(device).to(memory_format=torch.channels_last)
+    model = create_model(mcfg).to(device).to(memory_format=torch.channels_last)
     teacher = None
     if cfg.teacher:
         from ml.checkpoint import build_model, preprocessing_of
