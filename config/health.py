@@ -46,7 +46,8 @@ def _check_model() -> dict:
     from emotion.inference import get_predictor
 
     p = get_predictor()
-    return {"ok": True, "loaded": True, **p.describe()}
+    info = {k: v for k, v in p.describe().items() if k != "path"}  # no filesystem paths
+    return {"ok": True, "loaded": True, **info}
 
 
 CHECKS = {
