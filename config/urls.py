@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+import config.converters  # noqa: F401  (registers <id:...>)
 from config.health import healthz
 
 urlpatterns = [

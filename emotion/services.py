@@ -24,6 +24,9 @@ from tutoring.models import Consent, LearnerSession
 logger = logging.getLogger(__name__)
 
 
+MAX_SEQUENCE = 2**31 - 1  # Reading.sequence is a PositiveIntegerField
+
+
 class SessionClosed(Exception):
     """Frames for a session that has ended (HTTP 409)."""
 
@@ -78,8 +81,8 @@ def frames_accept(
                 raise FrameRejection(
                     "bad_timestamp", "captured_at is too far from the session's time"
                 )
-            if f.sequence is not None and f.sequence < 0:
-                raise FrameRejection("bad_sequence", "sequence must be ≥ 0")
+            if f.sequence is not None and not 0 <= f.sequence <= MAX_SEQUENCE:
+                raise FrameRejection("bad_sequence", f"sequence must be 0…{MAX_SEQUENCE}")
         except FrameRejection as e:
             result.rejected.append(
                 {"file": f.name, "sequence": f.sequence, "code": e.code, "reason": e.reason}

@@ -3,9 +3,9 @@ from django.urls import path
 from emotion import apis
 
 urlpatterns = [
-    path("sessions/<int:session_id>/frames/", apis.FrameUploadApi.as_view(), name="session-frames"),
+    path("sessions/<id:session_id>/frames/", apis.FrameUploadApi.as_view(), name="session-frames"),
     path(
-        "sessions/<int:session_id>/readings/",
+        "sessions/<id:session_id>/readings/",
         apis.SessionReadingsApi.as_view(),
         name="session-readings",
     ),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime, time
+
+from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
@@ -64,21 +67,16 @@ def paginated(request, view, queryset, serializer_class, context=None):
 def parse_when(value: str | None, name: str):
     if not value:
         return None
-    dt = parse_datetime(value)
+    try:
+        dt = parse_datetime(value)
+        d = parse_date(value) if dt is None else None
+    except ValueError:  # well-formed but impossible, e.g. 2026-02-30
+        raise ValidationError({name: f"not a valid date: {value!r}"}) from None
     if dt is None:
-        d = parse_date(value)
         if d is None:
             raise ValidationError({name: f"not a date or datetime: {value!r}"})
-        from datetime import datetime, time
-
-        from django.utils import timezone
-
         dt = datetime.combine(d, time.min)
-    if dt.tzinfo is None:
-        from django.utils import timezone
-
-        dt = timezone.make_aware(dt)
-    return dt
+    return dt if dt.tzinfo is not None else timezone.make_aware(dt)
 
 
 # --- auth ----------------------------------------------------------------------------------------
@@ -197,7 +195,7 @@ class CourseConsentApi(APIView):
 class SessionCreateApi(APIView):
     @extend_schema_serializer(component_name="SessionStartInput")
     class InputSerializer(serializers.Serializer):
-        course = serializers.IntegerField(min_value=1)
+        course = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
         client_info = serializers.DictField(required=False, default=dict)
 
     @extend_schema(request=InputSerializer, responses={201: SessionOutput})
@@ -233,7 +231,7 @@ class SessionEndApi(APIView):
 
 
 class SessionFilter(filters.FilterSet):
-    learner = filters.NumberFilter(field_name="learner_id")
+    learner = filters.NumberFilter(field_name="learner_id", min_value=0, max_value=2**63 - 1)
     status = filters.ChoiceFilter(choices=LearnerSession.Status.choices)
 
     class Meta:

@@ -5,26 +5,24 @@ from tutoring import apis
 urlpatterns = [
     path("auth/token/", apis.TokenApi.as_view(), name="api-token"),
     path("courses/", apis.CourseListApi.as_view(), name="course-list"),
-    path("courses/<int:course_id>/", apis.CourseDetailApi.as_view(), name="course-detail"),
+    path("courses/<id:course_id>/", apis.CourseDetailApi.as_view(), name="course-detail"),
+    path("courses/<id:course_id>/consent/", apis.CourseConsentApi.as_view(), name="course-consent"),
     path(
-        "courses/<int:course_id>/consent/", apis.CourseConsentApi.as_view(), name="course-consent"
-    ),
-    path(
-        "courses/<int:course_id>/sessions/",
+        "courses/<id:course_id>/sessions/",
         apis.CourseSessionListApi.as_view(),
         name="course-sessions",
     ),
-    path("courses/<int:course_id>/report/", apis.CourseReportApi.as_view(), name="course-report"),
+    path("courses/<id:course_id>/report/", apis.CourseReportApi.as_view(), name="course-report"),
     path("sessions/", apis.SessionCreateApi.as_view(), name="session-create"),
-    path("sessions/<int:session_id>/", apis.SessionDetailApi.as_view(), name="session-detail"),
-    path("sessions/<int:session_id>/end/", apis.SessionEndApi.as_view(), name="session-end"),
+    path("sessions/<id:session_id>/", apis.SessionDetailApi.as_view(), name="session-detail"),
+    path("sessions/<id:session_id>/end/", apis.SessionEndApi.as_view(), name="session-end"),
     path(
-        "sessions/<int:session_id>/timeline/",
+        "sessions/<id:session_id>/timeline/",
         apis.SessionTimelineApi.as_view(),
         name="session-timeline",
     ),
     path(
-        "sessions/<int:session_id>/report/", apis.SessionReportApi.as_view(), name="session-report"
+        "sessions/<id:session_id>/report/", apis.SessionReportApi.as_view(), name="session-report"
     ),
     path("me/export/", apis.MeExportApi.as_view(), name="me-export"),
     path("me/data/", apis.MeDataApi.as_view(), name="me-data"),

@@ -131,6 +131,10 @@ def test_sequences_timestamps_and_duplicates(classroom, face_frames):
     )
     assert old.status_code == 400 and old.json()["rejected"][0]["code"] == "bad_timestamp"
     assert Reading.objects.filter(session=classroom.session).count() == 3
+    huge = upload(
+        classroom.learner, classroom.session, [("e.jpg", face_frames[4])], sequence=[str(2**31)]
+    )
+    assert huge.status_code == 400 and huge.json()["rejected"][0]["code"] == "bad_sequence"
 
 
 @pytest.mark.django_db(transaction=True)

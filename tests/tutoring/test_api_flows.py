@@ -116,3 +116,20 @@ def test_export_and_erase_touch_only_the_caller(world, api):
     after = api(world.instructor).get(f"/api/courses/{world.course.pk}/report/").json()
     assert [r["learner"] for r in after["learners"]] == ["learner_b"]
     assert after["overall"]["n_frames"] == 3
+
+
+def test_out_of_range_ids_and_impossible_dates_are_client_errors(world, api):
+    c = api(world.instructor)
+    huge = "9" * 25
+    assert c.get(f"/api/courses/{huge}/").status_code == 404
+    assert c.get(f"/api/sessions/{huge}/timeline/").status_code == 404
+    assert (
+        api(world.learner_a)
+        .post("/api/sessions/", {"course": int(huge)}, format="json")
+        .status_code
+        == 400
+    )
+    base = f"/api/courses/{world.course.pk}"
+    assert c.get(f"{base}/sessions/?learner={huge}").status_code == 400
+    r = c.get(f"{base}/report/?from=2026-02-30")
+    assert r.status_code == 400 and "not a valid date" in r.json()["error"]["message"]
