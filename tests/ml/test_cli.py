@@ -102,8 +102,9 @@ def test_predict_images(photos, tmp_path):
 
 
 def test_predict_real_photo():
-    skd = pytest.importorskip("skimage.data")
     import tempfile
+
+    import skimage.data as skd  # dev dependency: a real photo
 
     with tempfile.TemporaryDirectory() as d:
         p = f"{d}/astronaut.png"

@@ -61,7 +61,8 @@ def test_frame_without_faces():
 
 
 def test_real_photo_astronaut():
-    skd = pytest.importorskip("skimage.data")
+    import skimage.data as skd  # dev dependency: a real photo
+
     img = cv2.cvtColor(skd.astronaut(), cv2.COLOR_RGB2BGR)
     faces = detect_faces(img)
     # the most certain detection is her face, not the flag or the suit
