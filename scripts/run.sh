@@ -14,6 +14,7 @@ fi
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 "$BIN/python" manage.py migrate --noinput
+"$BIN/python" manage.py requeue_pending   # frames a previous run accepted but never analysed
 "$BIN/python" manage.py seed_demo --base-url "http://$HOST:$PORT"
 echo "Serving on http://$HOST:$PORT/  (health: http://$HOST:$PORT/healthz)"
 exec "$BIN/daphne" -b "$HOST" -p "$PORT" config.asgi:application
