@@ -58,15 +58,7 @@ class ConsentAdmin(admin.ModelAdmin):
         ("revoked_at", admin.EmptyFieldListFilter),
     )
     search_fields = ("learner__username", "course__title")
-    readonly_fields = (
-        "learner",
-        "course",
-        "engagement",
-        "emotion",
-        "policy_version",
-        "granted_at",
-        "revoked_at",
-    )
+    readonly_fields = list_display  # consent rows are a record: never edited by staff
 
     def has_add_permission(self, request):  # consent is given by the learner, never by staff
         return False

@@ -8,7 +8,6 @@ from real FER2013 faces; screenshots go to ``artifacts/screenshots/``.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -188,6 +187,3 @@ def shot(page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
-
-
-__all__ = ["login", "shot", "shutil"]
