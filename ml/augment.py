@@ -34,8 +34,14 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.
     return torch.rand(n, generator=g).to(device) * (hi - lo) + lo
 
 
-def augment_batch(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
-    """Return an augmented copy of ``x`` (N×1×H×W, values in [0, 1]); ``g`` is a CPU generator."""
+def augment_batch(
+    x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, *, return_flip: bool = False
+):
+    """Return an augmented copy of ``x`` (N×1×H×W, values in [0, 1]); ``g`` is a CPU generator.
+
+    With ``return_flip`` also return the N booleans saying which images were mirrored (offline
+    distillation looks up the teacher's answer for the mirrored face). RNG use is unchanged.
+    """
     n, _, h, w = x.shape
     dev = x.device
     angle = _uniform(n, -cfg.max_rotation_deg, cfg.max_rotation_deg, g, dev) * math.pi / 180
@@ -77,4 +83,4 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> to
         mask = (mask & apply).unsqueeze(1)
         noise = torch.rand(out.shape, generator=g).to(dev)
         out = torch.where(mask, noise, out)
-    return out
+    return (out, flip < 0) if return_flip else out

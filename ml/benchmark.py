@@ -44,23 +44,32 @@ def frames_per_second(pred, frames: list[np.ndarray], seconds: float) -> float:
     return _rate(lambda: pred.predict_frame(next(it)), 1, seconds)
 
 
-def print_baseline(threads: list[int], batch: int, seconds: float) -> None:
-    """faces/s of a mini-Xception-sized baseline (random weights: speed only) at 64×64,
-    the comparison point for the deployed model's speed, measured in the same run."""
+def baseline_rates(threads: list[int], batch: int, seconds: float) -> list[tuple[str, int, dict]]:
+    """faces/s of a mini-Xception-sized baseline (random weights: speed only) at 64×64 input,
+    the comparison point for the deployed model's speed, measured in the same run: as usually
+    deployed (eager, unfused) and with the same CPU optimisation the predictor applies."""
     from ml.model import count_parameters, create_model, model_config
+    from ml.runtime import optimize_for_inference
 
     model = create_model(model_config("mini_xception")).eval()
+    variants = {
+        "mini-Xception 64px": model,
+        "mini-Xception 64px fused": optimize_for_inference(model),
+    }
     x = torch.randn(batch, 1, 64, 64)
-    n = count_parameters(model)
-    for t in threads:
-        torch.set_num_threads(t)
+    rows = []
+    for name, m in variants.items():
+        rates = {}
+        for t in threads:
+            torch.set_num_threads(t)
 
-        def run():
-            with torch.inference_mode():
-                model(x)
+            def run(m=m):
+                with torch.inference_mode():
+                    m(x)
 
-        rate = _rate(run, batch, seconds)
-        print(f"{'mini-Xception baseline 64px':<28}{n:>10,}{t:>8}{rate:>10.0f}{'':>10}{'':>10}")
+            rates[t] = _rate(run, batch, seconds)
+        rows.append((name, count_parameters(model), rates))
+    return rows
 
 
 def sample_frames(n: int, faces_root: Path) -> tuple[list[np.ndarray], str]:
@@ -88,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faces", default=str(DEFAULT_FACES), help="image folder of real faces")
     p.add_argument("--device", default="cpu")
     p.add_argument(
-        "--no-baseline", action="store_true", help="skip the mini-Xception (64×64) speed baseline"
+        "--no-baseline", action="store_true", help="skip the mini-Xception (64×64) speed baselines"
     )
     args = p.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
@@ -105,19 +114,30 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{'model':<28}{'params':>10}{'threads':>8}{'faces/s':>10}{'frames/s':>10}{'ms/frame':>10}"
     )
+    measured = []
     for w in args.weights or [None]:
         pred = Predictor(w, device=args.device)
         n_params = sum(t.numel() for t in pred.model.parameters())
+        rates = {}
         for t in threads:
             torch.set_num_threads(t)
             cv2.setNumThreads(t)
-            fps_faces = faces_per_second(pred, crops, args.seconds)
+            rates[t] = faces_per_second(pred, crops, args.seconds)
             fps_frames = frames_per_second(pred, frames, args.seconds)
             print(
-                f"{pred.path.name:<28}{n_params:>10,}{t:>8}{fps_faces:>10.0f}{fps_frames:>10.1f}"
+                f"{pred.path.name:<28}{n_params:>10,}{t:>8}{rates[t]:>10.0f}{fps_frames:>10.1f}"
                 f"{1000 / fps_frames:>10.1f}"
             )
+        measured.append((pred.path.name, rates))
     if not args.no_baseline:
-        print_baseline(threads, args.batch, args.seconds)
+        baselines = baseline_rates(threads, args.batch, args.seconds)
+        for name, n, rates in baselines:
+            for t in threads:
+                print(f"{name:<28}{n:>10,}{t:>8}{rates[t]:>10.0f}{'':>10}{'':>10}")
+        print("faces/s relative to the baselines (model ÷ baseline, same threads):")
+        for model_name, rates in measured:
+            for base_name, _, base in baselines:
+                ratios = "  ".join(f"{t} thr {rates[t] / base[t]:.2f}×" for t in threads)
+                print(f"  {model_name} vs {base_name}: {ratios}")
     print(f"peak memory (max RSS): {peak_rss_mb():.0f} MB")
     return 0

@@ -12,12 +12,15 @@ from ml.classes import NUM_CLASSES
 
 @dataclass
 class ModelConfig:
-    """VGG-style stages of ``convs_per_stage`` 3×3 conv-BN-ReLU, each followed by 2×2 max-pool."""
+    """VGG-style stages of ``convs_per_stage`` 3×3 conv-BN-ReLU, each followed by 2×2 max-pool.
+
+    ``convs_per_stage`` is one count for every stage or a tuple with one count per stage.
+    """
 
     name: str = "compact"
     arch: str = "vgg"  # "vgg" (EmotionCNN) or "mini_xception" (the speed baseline)
     widths: tuple[int, ...] = (32, 64, 128, 256)
-    convs_per_stage: int = 2
+    convs_per_stage: int | tuple[int, ...] = 2
     in_channels: int = 1
     num_classes: int = NUM_CLASSES
     dropout: float = 0.3
@@ -26,18 +29,33 @@ class ModelConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["widths"] = list(self.widths)
+        if not isinstance(self.convs_per_stage, int):
+            d["convs_per_stage"] = list(self.convs_per_stage)
         return d
+
+    def stage_convs(self) -> tuple[int, ...]:
+        c = self.convs_per_stage
+        counts = (c,) * len(self.widths) if isinstance(c, int) else tuple(c)
+        if len(counts) != len(self.widths) or min(counts) < 1:
+            raise ValueError(f"convs_per_stage {c!r} does not fit {len(self.widths)} stages")
+        return counts
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         d["widths"] = tuple(d["widths"])
+        if isinstance(d.get("convs_per_stage"), list):
+            d["convs_per_stage"] = tuple(d["convs_per_stage"])
         return cls(**d)
 
 
-#: Named sizes. ``compact`` (~1.2 M params) is the CPU default; ``large`` (~9.4 M) wants a GPU.
+#: Named sizes. ``compact`` (~1.2 M params) is the CPU default; ``large`` (~7.8 M) wants a GPU;
+#: ``fast`` (~0.29 M, one conv at full 48×48 resolution) is the distilled speed model.
 MODEL_SIZES: dict[str, ModelConfig] = {
     "tiny": ModelConfig(name="tiny", widths=(16, 32, 64, 128), dropout=0.2),
+    "fast": ModelConfig(
+        name="fast", widths=(16, 32, 64, 128), convs_per_stage=(1, 2, 2, 2), dropout=0.2
+    ),
     "compact": ModelConfig(name="compact", widths=(32, 64, 128, 256), dropout=0.3),
     "large": ModelConfig(name="large", widths=(64, 128, 256, 512), convs_per_stage=3, dropout=0.4),
     # Arriaga et al. 2017 (the `fer` package's model): ~58 k params, run at 64×64 input
@@ -68,8 +86,8 @@ class EmotionCNN(nn.Module):
         self.config = config
         layers: list[nn.Module] = []
         cin = config.in_channels
-        for w in config.widths:
-            for _ in range(config.convs_per_stage):
+        for w, n_convs in zip(config.widths, config.stage_convs(), strict=True):
+            for _ in range(n_convs):
                 layers.append(ConvBNReLU(cin, w))
                 cin = w
             layers.append(nn.MaxPool2d(2))

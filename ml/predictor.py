@@ -15,6 +15,7 @@ from ml.checkpoint import build_model, file_sha256, load_checkpoint, preprocessi
 from ml.classes import EMOTIONS
 from ml.evaluate import predict_probs
 from ml.faces import DetectorConfig, detect_faces
+from ml.runtime import optimize_for_inference
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "fer-compact.pt"
@@ -64,7 +65,9 @@ class Predictor:
         self.path = Path(weights) if weights else default_weights()
         self.device = resolve_device(device)
         self.checkpoint = load_checkpoint(self.path)
-        self.model = build_model(self.checkpoint).to(self.device)
+        #: the trained network as saved; ``runtime`` is what runs (fused, channels-last on CPU)
+        self.model = build_model(self.checkpoint).to(self.device).eval()
+        self.runtime = optimize_for_inference(self.model, self.device)
         self.pre = preprocessing_of(self.checkpoint)
         self.temperature = float(self.checkpoint.get("calibration", {}).get("temperature", 1.0))
         self.tta = tta
@@ -90,7 +93,7 @@ class Predictor:
             return np.zeros((0, len(EMOTIONS)), dtype=np.float32)
         with torch.inference_mode():
             return predict_probs(
-                self.model,
+                self.runtime,
                 crops,
                 pre=self.pre,
                 tta=self.tta,

@@ -27,7 +27,7 @@ from ml.augment import AugmentConfig, augment_batch
 from ml.checkpoint import load_checkpoint, save_checkpoint
 from ml.classes import EMOTIONS, NUM_CLASSES
 from ml.data import FaceDataset, load_dataset
-from ml.evaluate import predict_probs
+from ml.evaluate import predict_logits, predict_probs
 from ml.metrics import classification_summary
 from ml.model import count_parameters, create_model, model_config
 from ml.preprocessing import DEFAULT_PREPROCESSING
@@ -46,11 +46,13 @@ class TrainConfig:
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.0
     teacher: str = ""  # checkpoint to distil from ("" = none)
+    kd_mode: str = "online"  # "online": teacher sees each augmented view; "offline": see below
     kd_alpha: float = 0.5
     kd_temperature: float = 4.0
     class_weight_power: float = 0.5
     seed: int = 0
     threads: int = 0
+    init: str = ""  # checkpoint whose weights start the run (same model config)
 
 
 def class_weights(labels: np.ndarray, power: float) -> torch.Tensor:
@@ -83,7 +85,11 @@ def train_one_epoch(
     amp: bool,
     progress: bool = True,
     teacher: torch.nn.Module | None = None,
+    teacher_table: torch.Tensor | None = None,
 ) -> dict:
+    """One pass over the training set. Distillation comes from ``teacher`` (run on every
+    augmented view) or from ``teacher_table`` (N×2×C teacher logits of each training image,
+    as is and mirrored, computed once: see :func:`teacher_logit_table`)."""
     model.train()
     pre = DEFAULT_PREPROCESSING
     n = len(labels)
@@ -98,14 +104,21 @@ def train_one_epoch(
         idx = perm[start : start + cfg.batch_size]
         x = images[idx].to(device, non_blocking=True).float().div_(255).unsqueeze(1)
         y = labels[idx].to(device, non_blocking=True)
-        x = augment_batch(x, aug, generator)
+        x, flipped = augment_batch(x, aug, generator, return_flip=True)
         x = (x - pre.mean) / pre.std
+        tau = cfg.kd_temperature
+        t_probs = None
+        if teacher_table is not None:
+            t_logits = teacher_table[idx.to(teacher_table.device), flipped.long().cpu()]
+            t_probs = F.softmax(t_logits.to(device).float() / tau, 1)
         y_soft = None
         if cfg.mixup_alpha > 0:
             lam = float(np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha))
             j = torch.randperm(len(idx), generator=generator).to(device)
             x = lam * x + (1 - lam) * x[j]
             y_soft = (lam, y[j])
+            if t_probs is not None:
+                t_probs = lam * t_probs + (1 - lam) * t_probs[j]
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
             logits = model(x)
         logits = logits.float()
@@ -117,18 +130,10 @@ def train_one_epoch(
             )
         if teacher is not None:  # knowledge distillation (Hinton et al. 2015) on the same view
             with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
-                t_logits = teacher(x).float()
-            tau = cfg.kd_temperature
-            kd = (
-                F.kl_div(
-                    F.log_softmax(logits / tau, 1),
-                    F.softmax(t_logits / tau, 1),
-                    reduction="batchmean",
-                )
-                * tau
-                * tau
-            )
-            loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
+                t_probs = F.softmax(teacher(x).float() / tau, 1)
+        if t_probs is not None:
+            kd = F.kl_div(F.log_softmax(logits / tau, 1), t_probs, reduction="batchmean")
+            loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd * tau * tau
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -139,6 +144,23 @@ def train_one_epoch(
         if progress:
             steps.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
     return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1)}
+
+
+@torch.no_grad()
+def teacher_logit_table(teacher, images: np.ndarray, device, progress: bool = True) -> torch.Tensor:
+    """N×2×C logits of ``teacher`` for every image as is ([:, 0]) and mirrored ([:, 1]).
+
+    Offline distillation: computed once, so a small student trains at its own speed instead
+    of paying a large teacher's forward pass on every step. The student still sees augmented
+    views; its target is the teacher's answer on the clean face with the same mirroring.
+    """
+    views = [images, np.ascontiguousarray(images[:, :, ::-1])]
+    out = []
+    for k, v in enumerate(views):
+        if progress:
+            print(f"teacher logits: view {k + 1}/2", file=sys.stderr)
+        out.append(torch.from_numpy(predict_logits(teacher, v, device=device)))
+    return torch.stack(out, 1)
 
 
 def evaluate(model, ds: FaceDataset, device, tta: bool = False) -> dict:
@@ -178,6 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--kd-temperature", type=float, default=d.kd_temperature)
     p.add_argument(
+        "--kd-mode",
+        choices=["online", "offline"],
+        default=d.kd_mode,
+        help="online: the teacher labels every augmented view; offline: its logits for each "
+        "training image (as is and mirrored) are computed once, far cheaper on a CPU",
+    )
+    p.add_argument(
+        "--init", default="", help="start from this checkpoint's weights (same model size)"
+    )
+    p.add_argument(
         "--class-weight-power",
         type=float,
         default=d.class_weight_power,
@@ -213,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         teacher=args.teacher,
         kd_alpha=args.kd_alpha,
         kd_temperature=args.kd_temperature,
+        kd_mode=args.kd_mode,
+        init=args.init,
         class_weight_power=args.class_weight_power,
         seed=args.seed,
         threads=args.threads,
@@ -255,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         teacher = build_model(tck).to(device).eval()
         for prm in teacher.parameters():
             prm.requires_grad_(False)
+    if cfg.init:
+        ick = load_checkpoint(cfg.init)
+        if ick["model_config"] != mcfg.to_dict():
+            print(f"error: --init {cfg.init} has a different model config", file=sys.stderr)
+            return 2
+        model.load_state_dict(ick["state_dict"])
     if cfg.optimizer == "sgd":
         optimizer = torch.optim.SGD(
             model.parameters(),
@@ -293,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
 
     imgs = torch.from_numpy(train_ds.images)
     labs = torch.from_numpy(train_ds.labels)
+    teacher_table = None
+    if teacher is not None and cfg.kd_mode == "offline":
+        teacher_table = teacher_logit_table(teacher, train_ds.images, device, progress)
+        teacher = None
     command = "python -m ml train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     recipe = {
         "command": command,
@@ -324,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                 amp,
                 progress,
                 teacher=teacher,
+                teacher_table=teacher_table,
             )
         )
         row["lr"] = optimizer.param_groups[0]["lr"]

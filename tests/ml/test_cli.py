@@ -140,6 +140,9 @@ def test_export_and_benchmark_commands(tmp_path, fer_root):
     r = ml("benchmark", "--seconds", "0.2", "--threads", "1", "--faces", fer_root / "validation")
     assert r.returncode == 0, r.stderr
     assert "faces/s" in r.stdout and "peak memory" in r.stdout
+    # the deployed model is compared with the baseline as usually run and as optimised
+    assert "fer-compact.pt vs mini-Xception 64px: 1 thr" in r.stdout
+    assert "fer-compact.pt vs mini-Xception 64px fused: 1 thr" in r.stdout
 
 
 def test_unknown_command():

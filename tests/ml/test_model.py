@@ -27,3 +27,20 @@ def test_sizes_are_ordered_and_config_round_trips():
 def test_unknown_size():
     with pytest.raises(ValueError, match="unknown model size"):
         model_config("huge")
+
+
+def test_per_stage_conv_counts_round_trip_through_a_checkpoint_dict():
+    cfg = model_config("fast")
+    assert cfg.stage_convs() == (1, 2, 2, 2)
+    d = cfg.to_dict()
+    assert d["convs_per_stage"] == [1, 2, 2, 2]  # JSON-friendly, like widths
+    assert ModelConfig.from_dict(d) == cfg
+    convs = [m for m in EmotionCNN(cfg).modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 7
+    n = {s: count_parameters(EmotionCNN(model_config(s))) for s in ("fast", "tiny")}
+    assert n["fast"] < n["tiny"]
+
+
+def test_conv_counts_must_match_the_stages():
+    with pytest.raises(ValueError, match="does not fit 4 stages"):
+        EmotionCNN(ModelConfig(widths=(8, 16, 32, 64), convs_per_stage=(1, 2)))

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from ml import train
@@ -82,21 +83,72 @@ def test_bad_training_input_exits_nonzero(tmp_path, capsys):
     assert "dataset folder not found" in capsys.readouterr().err
 
 
-def test_distillation_from_a_teacher(pattern_folder, tmp_path):
-    teacher_run = tmp_path / "teacher"
-    _run(pattern_folder, teacher_run, "--epochs", "8")
+@pytest.fixture
+def teacher_run(pattern_folder, tmp_path):
+    run = tmp_path / "teacher"
+    _run(pattern_folder, run, "--epochs", "8")
+    return run
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
+def test_distillation_from_a_teacher(pattern_folder, tmp_path, teacher_run, mode):
     student = tmp_path / "student"
     _run(
         pattern_folder,
         student,
         "--epochs",
         "8",
+        "--size",
+        "fast",
         "--teacher",
         str(teacher_run / "best.pt"),
         "--kd-alpha",
         "0.7",
+        "--kd-mode",
+        mode,
     )
     ck = load_checkpoint(student / "best.pt")
+    assert ck["model_config"]["name"] == "fast"
     assert ck["recipe"]["train_config"]["teacher"].endswith("best.pt")
+    assert ck["recipe"]["train_config"]["kd_mode"] == mode
+    assert f"--kd-mode {mode}" in ck["recipe"]["command"]
     rows = [json.loads(line) for line in (student / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"] and rows[-1]["val_acc"] > 0.4
+
+
+def test_teacher_logit_table_holds_each_image_as_is_and_mirrored(teacher_run, pattern_folder):
+    from ml.checkpoint import build_model
+    from ml.evaluate import predict_logits
+
+    teacher = build_model(load_checkpoint(teacher_run / "best.pt")).eval()
+    images = load_image_folder(pattern_folder).images[:10]
+    table = train.teacher_logit_table(teacher, images, "cpu", progress=False)
+    assert table.shape == (10, 2, 7)
+    np.testing.assert_allclose(table[:, 0].numpy(), predict_logits(teacher, images), atol=1e-5)
+    mirrored = predict_logits(teacher, images[:, :, ::-1].copy())
+    np.testing.assert_allclose(table[:, 1].numpy(), mirrored, atol=1e-5)
+
+
+def test_init_starts_from_a_checkpoint_and_refuses_another_size(
+    pattern_folder, tmp_path, teacher_run, capsys
+):
+    out = tmp_path / "finetune"
+    # a learning rate of ~0 keeps the weights where --init put them
+    _run(
+        pattern_folder,
+        out,
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-12",
+        "--init",
+        str(teacher_run / "best.pt"),
+    )
+    a = load_checkpoint(teacher_run / "best.pt")["state_dict"]
+    b = load_checkpoint(out / "last.pt")["state_dict"]
+    for k in a:
+        if a[k].is_floating_point() and "running" not in k:
+            torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    args = ["--data", str(pattern_folder), "--out", str(tmp_path / "x"), "--size", "fast"]
+    assert train.main([*args, "--init", str(teacher_run / "best.pt"), "--no-progress"]) == 2
+    assert "different model config" in capsys.readouterr().err
