@@ -1,4 +1,8 @@
-"""``python -m ml evaluate DATA_ROOT [--weights FILE] [--tta] [--json OUT] [--plot OUT.png]``."""
+"""``python -m ml evaluate DATA_ROOT [--weights FILE ...] [--tta] [--json OUT] [--plot OUT.png]``.
+
+Several ``--weights`` evaluate their ensemble: the mean of each model's calibrated
+probabilities.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a checkpoint on a labelled image folder or CSV.",
     )
     p.add_argument("data", help="image folder <root>/<emotion>/*.jpg, or fer2013.csv[:Usage]")
-    p.add_argument("--weights", help="checkpoint (default: the shipped weights)")
+    p.add_argument(
+        "--weights",
+        action="append",
+        help="checkpoint (default: the shipped weights); repeat to evaluate an ensemble",
+    )
     p.add_argument("--tta", action="store_true", help="average with the horizontally mirrored face")
     p.add_argument("--json", metavar="OUT", help="write the metrics as JSON to OUT ('-' = stdout)")
     p.add_argument("--plot", metavar="OUT.png", help="write the confusion matrix as a PNG")
@@ -34,25 +42,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        predictor = Predictor(args.weights, device=args.device, tta=args.tta)
+        predictors = [
+            Predictor(w, device=args.device, tta=args.tta) for w in (args.weights or [None])
+        ]
         ds = load_dataset(args.data, on_error="skip" if args.skip_bad else "raise", progress=True)
     except (CheckpointError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    probs = predictor.predict_faces(ds.images)
+    probs = sum(p.predict_faces(ds.images) for p in predictors) / len(predictors)
     from ml.metrics import classification_summary
 
     summary = classification_summary(probs, ds.labels)
+    one = len(predictors) == 1
+    names = [p.path.name for p in predictors]
     summary.update(
         data=str(args.data),
-        weights=str(predictor.path),
-        model_version=predictor.describe()["version"],
+        weights=str(predictors[0].path) if one else [str(p.path) for p in predictors],
+        model_version=predictors[0].describe()["version"]
+        if one
+        else [p.describe()["version"] for p in predictors],
         tta=args.tta,
-        temperature=predictor.temperature,
+        temperature=predictors[0].temperature if one else [p.temperature for p in predictors],
         skipped=len(ds.skipped),
     )
     human = sys.stderr if args.json == "-" else sys.stdout
-    print(f"{args.data}  weights={predictor.path.name}  tta={args.tta}", file=human)
+    label = names[0] if one else "ensemble of " + " + ".join(names)
+    print(f"{args.data}  weights={label}  tta={args.tta}", file=human)
     print(format_summary(summary), file=human)
     if ds.skipped:
         print(
@@ -67,6 +82,6 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.json, "w") as f:
                 f.write(text + "\n")
     if args.plot:
-        plot_confusion_matrix(summary, args.plot, title=f"{predictor.path.name} on {args.data}")
+        plot_confusion_matrix(summary, args.plot, title=f"{label} on {args.data}")
         print(f"confusion matrix → {args.plot}", file=human)
     return 0

@@ -51,6 +51,28 @@ def test_evaluate_subset_of_classes_and_files(tmp_path):
     assert "accuracy=" in r.stdout
 
 
+def test_evaluate_an_ensemble(fer_root, tmp_path):
+    from ml.predictor import DEFAULT_WEIGHTS
+
+    data = tmp_path / "val"
+    for cls in ("happy", "fear"):  # a small real subset keeps this quick
+        (data / cls).mkdir(parents=True)
+        for f in sorted((fer_root / "validation" / cls).iterdir())[:20]:
+            (data / cls / f.name).symlink_to(f)
+    single = json.loads(ml("evaluate", data, "--json", "-").stdout)
+    r = ml("evaluate", data, "--weights", DEFAULT_WEIGHTS, "--weights", DEFAULT_WEIGHTS)
+    assert r.returncode == 0, r.stderr
+    assert "ensemble of fer-compact.pt + fer-compact.pt" in r.stdout
+    r = ml(
+        "evaluate", data, "--weights", DEFAULT_WEIGHTS, "--weights", DEFAULT_WEIGHTS, "--json", "-"
+    )
+    both = json.loads(r.stdout)
+    assert len(both["weights"]) == 2 and len(both["model_version"]) == 2
+    # the mean of two identical members is that member
+    assert both["accuracy"] == single["accuracy"]
+    assert abs(both["nll"] - single["nll"]) < 1e-6
+
+
 def test_evaluate_bad_input(tmp_path):
     r = ml("evaluate", tmp_path / "missing")
     assert r.returncode == 2 and "dataset folder not found" in r.stderr
