@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ml.augment import AugmentConfig, augment_batch
-from ml.checkpoint import load_checkpoint, save_checkpoint
+from ml.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from ml.classes import EMOTIONS, NUM_CLASSES
 from ml.data import FaceDataset, load_dataset
 from ml.evaluate import predict_logits, predict_probs
@@ -348,6 +348,16 @@ def main(argv: list[str] | None = None) -> int:
         "device": device.type,
         "torch": str(torch.__version__),
     }
+    # lineage: how the checkpoints this run starts from or learns from were made
+    for key, path in (("init_from", cfg.init), ("teacher_from", cfg.teacher)):
+        if path:
+            src = load_checkpoint(path)
+            recipe[key] = {
+                "path": str(path),
+                "sha256": file_sha256(path),
+                "recipe": src.get("recipe"),
+                "val": (src.get("metrics") or {}).get("val", {}).get("accuracy"),
+            }
     print(f"model {mcfg.name}: {count_parameters(model):,} params on {device}", file=sys.stderr)
     t_start = time.monotonic()
     for epoch in range(start_epoch, cfg.epochs):

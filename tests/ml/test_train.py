@@ -112,6 +112,13 @@ def test_distillation_from_a_teacher(pattern_folder, tmp_path, teacher_run, mode
     assert ck["recipe"]["train_config"]["teacher"].endswith("best.pt")
     assert ck["recipe"]["train_config"]["kd_mode"] == mode
     assert f"--kd-mode {mode}" in ck["recipe"]["command"]
+    # the teacher's own recipe travels with the student: the chain is reproducible
+    lineage = ck["recipe"]["teacher_from"]
+    assert (
+        lineage["recipe"]["command"]
+        == load_checkpoint(teacher_run / "best.pt")["recipe"]["command"]
+    )
+    assert len(lineage["sha256"]) == 64
     rows = [json.loads(line) for line in (student / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"] and rows[-1]["val_acc"] > 0.4
 
@@ -149,6 +156,7 @@ def test_init_starts_from_a_checkpoint_and_refuses_another_size(
     for k in a:
         if a[k].is_floating_point() and "running" not in k:
             torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    assert load_checkpoint(out / "best.pt")["recipe"]["init_from"]["path"].endswith("best.pt")
     args = ["--data", str(pattern_folder), "--out", str(tmp_path / "x"), "--size", "fast"]
     assert train.main([*args, "--init", str(teacher_run / "best.pt"), "--no-progress"]) == 2
     assert "different model config" in capsys.readouterr().err
