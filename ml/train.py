@@ -29,7 +29,7 @@ from ml.classes import EMOTIONS, NUM_CLASSES
 from ml.data import FaceDataset, load_dataset
 from ml.evaluate import predict_logits, predict_probs
 from ml.metrics import classification_summary
-from ml.model import count_parameters, create_model, model_config
+from ml.model import ModelConfig, count_parameters, create_model, model_config
 from ml.preprocessing import DEFAULT_PREPROCESSING
 
 
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             prm.requires_grad_(False)
     if cfg.init:
         ick = load_checkpoint(cfg.init)
-        if ick["model_config"] != mcfg.to_dict():
+        if ModelConfig.from_dict(ick["model_config"]) != mcfg:  # older files lack new defaults
             print(f"error: --init {cfg.init} has a different model config", file=sys.stderr)
             return 2
         model.load_state_dict(ick["state_dict"])
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     last_path, best_path = out / "last.pt", out / "best.pt"
     if args.resume and last_path.exists():
         ck = load_checkpoint(last_path, map_location=device)
-        if ck["model_config"] != mcfg.to_dict():
+        if ModelConfig.from_dict(ck["model_config"]) != mcfg:
             print(f"error: {last_path} was trained with a different model config", file=sys.stderr)
             return 2
         model.load_state_dict(ck["state_dict"])

@@ -139,24 +139,23 @@ def test_teacher_logit_table_holds_each_image_as_is_and_mirrored(teacher_run, pa
 def test_init_starts_from_a_checkpoint_and_refuses_another_size(
     pattern_folder, tmp_path, teacher_run, capsys
 ):
+    from ml.checkpoint import save_checkpoint
+
+    # a checkpoint written before ModelConfig grew its ``arch`` field still initialises a run
+    old = load_checkpoint(teacher_run / "best.pt")
+    del old["model_config"]["arch"]
+    save_checkpoint(teacher_run / "old.pt", old)
     out = tmp_path / "finetune"
     # a learning rate of ~0 keeps the weights where --init put them
     _run(
-        pattern_folder,
-        out,
-        "--epochs",
-        "1",
-        "--lr",
-        "1e-12",
-        "--init",
-        str(teacher_run / "best.pt"),
+        pattern_folder, out, "--epochs", "1", "--lr", "1e-12", "--init", str(teacher_run / "old.pt")
     )
     a = load_checkpoint(teacher_run / "best.pt")["state_dict"]
     b = load_checkpoint(out / "last.pt")["state_dict"]
     for k in a:
         if a[k].is_floating_point() and "running" not in k:
             torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
-    assert load_checkpoint(out / "best.pt")["recipe"]["init_from"]["path"].endswith("best.pt")
+    assert load_checkpoint(out / "best.pt")["recipe"]["init_from"]["path"].endswith("old.pt")
     args = ["--data", str(pattern_folder), "--out", str(tmp_path / "x"), "--size", "fast"]
     assert train.main([*args, "--init", str(teacher_run / "best.pt"), "--no-progress"]) == 2
     assert "different model config" in capsys.readouterr().err
