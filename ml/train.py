@@ -154,6 +154,9 @@ def teacher_logit_table(teacher, images: np.ndarray, device, progress: bool = Tr
     of paying a large teacher's forward pass on every step. The student still sees augmented
     views; its target is the teacher's answer on the clean face with the same mirroring.
     """
+    from ml.runtime import optimize_for_inference
+
+    teacher = optimize_for_inference(teacher, device)  # fused on CPU: about twice as fast
     views = [images, np.ascontiguousarray(images[:, :, ::-1])]
     out = []
     for k, v in enumerate(views):

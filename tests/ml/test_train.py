@@ -131,9 +131,9 @@ def test_teacher_logit_table_holds_each_image_as_is_and_mirrored(teacher_run, pa
     images = load_image_folder(pattern_folder).images[:10]
     table = train.teacher_logit_table(teacher, images, "cpu", progress=False)
     assert table.shape == (10, 2, 7)
-    np.testing.assert_allclose(table[:, 0].numpy(), predict_logits(teacher, images), atol=1e-5)
+    np.testing.assert_allclose(table[:, 0].numpy(), predict_logits(teacher, images), atol=1e-4)
     mirrored = predict_logits(teacher, images[:, :, ::-1].copy())
-    np.testing.assert_allclose(table[:, 1].numpy(), mirrored, atol=1e-5)
+    np.testing.assert_allclose(table[:, 1].numpy(), mirrored, atol=1e-4)
 
 
 def test_init_starts_from_a_checkpoint_and_refuses_another_size(
