@@ -109,8 +109,8 @@ def train_one_epoch(
         tau = cfg.kd_temperature
         t_probs = None
         if teacher_table is not None:
-            t_logits = teacher_table[idx.to(teacher_table.device), flipped.long().cpu()]
-            t_probs = F.softmax(t_logits.to(device).float() / tau, 1)
+            t_logits = teacher_table[idx.to(device), flipped.long()]
+            t_probs = F.softmax(t_logits.float() / tau, 1)
         y_soft = None
         if cfg.mixup_alpha > 0:
             lam = float(np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha))
@@ -338,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     labs = torch.from_numpy(train_ds.labels)
     teacher_table = None
     if teacher is not None and cfg.kd_mode == "offline":
-        teacher_table = teacher_logit_table(teacher, train_ds.images, device, progress)
+        # kept on the training device: the per-step lookup then never syncs with the host
+        teacher_table = teacher_logit_table(teacher, train_ds.images, device, progress).to(device)
         teacher = None
     command = "python -m ml train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     recipe = {
