@@ -160,6 +160,20 @@ class MiniXception(nn.Module):
         return self.pool(self.head(self.blocks(self.stem(x)))).flatten(1)
 
 
+class LogitEnsemble(nn.Module):
+    """Mean of its members' logits: an ensemble used as one (e.g. a distillation teacher)."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.members[0](x)
+        for m in self.members[1:]:
+            out = out + m(x)
+        return out / len(self.members)
+
+
 def create_model(config: ModelConfig) -> nn.Module:
     if config.arch == "vgg":
         return EmotionCNN(config)

@@ -29,7 +29,7 @@ from ml.classes import EMOTIONS, NUM_CLASSES
 from ml.data import FaceDataset, load_dataset
 from ml.evaluate import predict_logits, predict_probs
 from ml.metrics import classification_summary
-from ml.model import ModelConfig, count_parameters, create_model, model_config
+from ml.model import LogitEnsemble, ModelConfig, count_parameters, create_model, model_config
 from ml.preprocessing import DEFAULT_PREPROCESSING
 
 
@@ -45,7 +45,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.0
-    teacher: str = ""  # checkpoint to distil from ("" = none)
+    teachers: tuple[str, ...] = ()  # checkpoints to distil from (several: their mean logits)
     kd_mode: str = "online"  # "online": teacher sees each augmented view; "offline": see below
     kd_alpha: float = 0.5
     kd_temperature: float = 4.0
@@ -194,7 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--mixup-alpha", type=float, default=d.mixup_alpha)
-    p.add_argument("--teacher", default="", help="checkpoint to distil from (same 48×48 input)")
+    p.add_argument(
+        "--teacher",
+        action="append",
+        default=[],
+        help="checkpoint to distil from (same input preprocessing); repeat it to distil from "
+        "an ensemble (the mean of the teachers' logits)",
+    )
     p.add_argument(
         "--kd-alpha",
         type=float,
@@ -245,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing,
         mixup_alpha=args.mixup_alpha,
-        teacher=args.teacher,
+        teachers=tuple(args.teacher),
         kd_alpha=args.kd_alpha,
         kd_temperature=args.kd_temperature,
         kd_mode=args.kd_mode,
@@ -282,14 +288,19 @@ def main(argv: list[str] | None = None) -> int:
     mcfg = model_config(cfg.size)
     model = create_model(mcfg).to(device).to(memory_format=torch.channels_last)
     teacher = None
-    if cfg.teacher:
+    if cfg.teachers:
         from ml.checkpoint import build_model, preprocessing_of
 
-        tck = load_checkpoint(cfg.teacher)
-        if preprocessing_of(tck) != DEFAULT_PREPROCESSING:
-            print("error: the teacher must use the same input preprocessing", file=sys.stderr)
-            return 2
-        teacher = build_model(tck).to(device).eval()
+        members = []
+        for path in cfg.teachers:
+            tck = load_checkpoint(path)
+            if preprocessing_of(tck) != DEFAULT_PREPROCESSING:
+                print(
+                    f"error: teacher {path} must use the same input preprocessing", file=sys.stderr
+                )
+                return 2
+            members.append(build_model(tck))
+        teacher = (members[0] if len(members) == 1 else LogitEnsemble(members)).to(device).eval()
         for prm in teacher.parameters():
             prm.requires_grad_(False)
     if cfg.init:
@@ -353,15 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         "torch": str(torch.__version__),
     }
     # lineage: how the checkpoints this run starts from or learns from were made
-    for key, path in (("init_from", cfg.init), ("teacher_from", cfg.teacher)):
-        if path:
-            src = load_checkpoint(path)
-            recipe[key] = {
-                "path": str(path),
-                "sha256": file_sha256(path),
-                "recipe": src.get("recipe"),
-                "val": (src.get("metrics") or {}).get("val", {}).get("accuracy"),
-            }
+    if cfg.init:
+        recipe["init_from"] = _lineage(cfg.init)
+    if cfg.teachers:
+        recipe["teacher_from"] = [_lineage(path) for path in cfg.teachers]
     print(f"model {mcfg.name}: {count_parameters(model):,} params on {device}", file=sys.stderr)
     t_start = time.monotonic()
     for epoch in range(start_epoch, cfg.epochs):
@@ -449,6 +455,17 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _lineage(path: str) -> dict:
+    """How a checkpoint this run starts from or learns from was made (replayable chain)."""
+    src = load_checkpoint(path)
+    return {
+        "path": str(path),
+        "sha256": file_sha256(path),
+        "recipe": src.get("recipe"),
+        "val": (src.get("metrics") or {}).get("val", {}).get("accuracy"),
+    }
 
 
 def _write_logs(out: Path, history: list[dict]) -> None:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ml.model import create_model, model_config
+from ml.model import LogitEnsemble, create_model, model_config
 from ml.runtime import optimize_for_inference
 
 
@@ -30,6 +30,17 @@ def test_fused_model_gives_the_same_logits_with_fewer_modules(size):
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     # the original is left as trained (the checkpoint's modules are not rewritten)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_an_ensemble_of_teachers_fuses_to_the_mean_of_its_members():
+    a, b = _trained_like("fast"), _trained_like("tiny")
+    ensemble = LogitEnsemble([a, b]).eval()
+    fast = optimize_for_inference(ensemble)
+    x = torch.randn(8, 1, 48, 48)
+    with torch.inference_mode():
+        torch.testing.assert_close(ensemble(x), (a(x) + b(x)) / 2)
+        torch.testing.assert_close(fast(x), ensemble(x), atol=1e-4, rtol=1e-4)
+    assert not [m for m in fast.modules() if isinstance(m, torch.nn.BatchNorm2d)]
 
 
 def test_untraceable_model_runs_unfused(caplog):

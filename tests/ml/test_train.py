@@ -109,11 +109,11 @@ def test_distillation_from_a_teacher(pattern_folder, tmp_path, teacher_run, mode
     )
     ck = load_checkpoint(student / "best.pt")
     assert ck["model_config"]["name"] == "fast"
-    assert ck["recipe"]["train_config"]["teacher"].endswith("best.pt")
+    assert list(ck["recipe"]["train_config"]["teachers"]) == [str(teacher_run / "best.pt")]
     assert ck["recipe"]["train_config"]["kd_mode"] == mode
     assert f"--kd-mode {mode}" in ck["recipe"]["command"]
     # the teacher's own recipe travels with the student: the chain is reproducible
-    lineage = ck["recipe"]["teacher_from"]
+    [lineage] = ck["recipe"]["teacher_from"]
     assert (
         lineage["recipe"]["command"]
         == load_checkpoint(teacher_run / "best.pt")["recipe"]["command"]
@@ -134,6 +134,53 @@ def test_teacher_logit_table_holds_each_image_as_is_and_mirrored(teacher_run, pa
     np.testing.assert_allclose(table[:, 0].numpy(), predict_logits(teacher, images), atol=1e-4)
     mirrored = predict_logits(teacher, images[:, :, ::-1].copy())
     np.testing.assert_allclose(table[:, 1].numpy(), mirrored, atol=1e-4)
+
+
+def test_distillation_from_an_ensemble_of_teachers(pattern_folder, tmp_path, teacher_run):
+    from ml.checkpoint import build_model
+    from ml.evaluate import predict_logits
+    from ml.model import LogitEnsemble
+
+    other = tmp_path / "teacher2"
+    _run(pattern_folder, other, "--epochs", "3", "--size", "fast", "--seed", "5")
+    paths = [teacher_run / "best.pt", other / "best.pt"]
+    student = tmp_path / "student"
+    _run(
+        pattern_folder,
+        student,
+        "--epochs",
+        "6",
+        "--size",
+        "fast",
+        *[a for p in paths for a in ("--teacher", str(p))],
+        "--kd-mode",
+        "offline",
+    )
+    ck = load_checkpoint(student / "best.pt")
+    assert list(ck["recipe"]["train_config"]["teachers"]) == [str(p) for p in paths]
+    lineage = ck["recipe"]["teacher_from"]
+    assert [t["path"] for t in lineage] == [str(p) for p in paths]
+    assert lineage[1]["recipe"]["command"] == load_checkpoint(paths[1])["recipe"]["command"]
+    assert ck["metrics"]["val"]["accuracy"] > 0.4
+    # the offline table of an ensemble holds the mean of its members' logits
+    members = [build_model(load_checkpoint(p)).eval() for p in paths]
+    images = load_image_folder(pattern_folder).images[:10]
+    table = train.teacher_logit_table(LogitEnsemble(members), images, "cpu", progress=False)
+    mean = (predict_logits(members[0], images) + predict_logits(members[1], images)) / 2
+    np.testing.assert_allclose(table[:, 0].numpy(), mean, atol=1e-4)
+
+
+def test_a_teacher_with_other_preprocessing_is_refused(pattern_folder, tmp_path, capsys):
+    from ml.checkpoint import save_checkpoint
+
+    other = tmp_path / "other"
+    _run(pattern_folder, other, "--epochs", "1")
+    ck = load_checkpoint(other / "best.pt")
+    ck["preprocessing"]["input_size"] = 64
+    save_checkpoint(other / "64.pt", ck)
+    args = ["--data", str(pattern_folder), "--out", str(tmp_path / "s"), "--no-progress"]
+    assert train.main([*args, "--teacher", str(other / "64.pt")]) == 2
+    assert "same input preprocessing" in capsys.readouterr().err
 
 
 def test_init_starts_from_a_checkpoint_and_refuses_another_size(
