@@ -141,6 +141,8 @@ CELERY_BEAT_SCHEDULE = {
 # --- ML -------------------------------------------------------------------------------------
 ML_WEIGHTS = env.str("ML_WEIGHTS", default="")  # empty: the shipped default in ml/weights/
 ML_DEVICE = env.str("ML_DEVICE", default="auto")
+# auto: the checkpoint's int8 network on CPU where it carries one (ONNX Runtime), else fp32
+ML_PRECISION = env.str("ML_PRECISION", default="auto")
 
 # --- DRF ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

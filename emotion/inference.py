@@ -17,7 +17,11 @@ def get_predictor() -> Predictor:
     if _predictor is None:
         with _lock:
             if _predictor is None:
-                _predictor = Predictor(settings.ML_WEIGHTS or None, device=settings.ML_DEVICE)
+                _predictor = Predictor(
+                    settings.ML_WEIGHTS or None,
+                    device=settings.ML_DEVICE,
+                    precision=settings.ML_PRECISION,
+                )
     return _predictor
 
 

@@ -44,10 +44,13 @@ def frames_per_second(pred, frames: list[np.ndarray], seconds: float) -> float:
     return _rate(lambda: pred.predict_frame(next(it)), 1, seconds)
 
 
-def baseline_rates(threads: list[int], batch: int, seconds: float) -> list[tuple[str, int, dict]]:
+def baseline_rates(
+    threads: list[int], batch: int, seconds: float, int8: bool = True
+) -> list[tuple[str, int, dict]]:
     """faces/s of a mini-Xception-sized baseline (random weights: speed only) at 64×64 input,
     the comparison point for the deployed model's speed, measured in the same run: as usually
-    deployed (eager, unfused) and with the same CPU optimisation the predictor applies."""
+    deployed (eager, unfused), and with the same CPU optimisations the predictor applies (conv-BN
+    fusion + channels-last; int8 through ONNX Runtime, ranges from random inputs)."""
     from ml.model import count_parameters, create_model, model_config
     from ml.runtime import optimize_for_inference
 
@@ -56,6 +59,11 @@ def baseline_rates(threads: list[int], batch: int, seconds: float) -> list[tuple
         "mini-Xception 64px": model,
         "mini-Xception 64px fused": optimize_for_inference(model),
     }
+    if int8:
+        from ml.quantize import OnnxRuntimeModule, quantize_int8
+
+        calibration = torch.randn(256, 1, 64, 64).numpy()
+        variants["mini-Xception 64px int8"] = OnnxRuntimeModule(quantize_int8(model, calibration))
     x = torch.randn(batch, 1, 64, 64)
     rows = []
     for name, m in variants.items():
@@ -88,6 +96,33 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _predictors(weights, device: str, precision: str | None) -> list[Predictor]:
+    """One predictor per precision to time: both the int8 and the fp32 network where a
+    checkpoint carries an int8 one, unless ``--precision`` names one."""
+    if precision:
+        return [Predictor(weights, device=device, precision=precision)]
+    first = Predictor(weights, device=device)
+    if first.precision == "int8":
+        return [first, Predictor(weights, device=device, precision="fp32")]
+    return [first]
+
+
+def _measure(pred: Predictor, threads, crops, frames, seconds) -> tuple[str, dict]:
+    name = f"{pred.path.name} {pred.precision}"
+    n_params = sum(t.numel() for t in pred.model.parameters())
+    rates = {}
+    for t in threads:
+        torch.set_num_threads(t)
+        cv2.setNumThreads(t)
+        rates[t] = faces_per_second(pred, crops, seconds)
+        fps_frames = frames_per_second(pred, frames, seconds)
+        print(
+            f"{name:<28}{n_params:>10,}{t:>8}{rates[t]:>10.0f}{fps_frames:>10.1f}"
+            f"{1000 / fps_frames:>10.1f}"
+        )
+    return name, rates
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ml benchmark", description=__doc__.split("\n")[0])
     p.add_argument("--weights", action="append", help="checkpoint(s) to compare (default: shipped)")
@@ -96,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=3.0, help="measuring time per figure")
     p.add_argument("--faces", default=str(DEFAULT_FACES), help="image folder of real faces")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "int8"],
+        help="time only this network (default: int8 and fp32 where a checkpoint has both)",
+    )
     p.add_argument(
         "--no-baseline", action="store_true", help="skip the mini-Xception (64×64) speed baselines"
     )
@@ -116,21 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     measured = []
     for w in args.weights or [None]:
-        pred = Predictor(w, device=args.device)
-        n_params = sum(t.numel() for t in pred.model.parameters())
-        rates = {}
-        for t in threads:
-            torch.set_num_threads(t)
-            cv2.setNumThreads(t)
-            rates[t] = faces_per_second(pred, crops, args.seconds)
-            fps_frames = frames_per_second(pred, frames, args.seconds)
-            print(
-                f"{pred.path.name:<28}{n_params:>10,}{t:>8}{rates[t]:>10.0f}{fps_frames:>10.1f}"
-                f"{1000 / fps_frames:>10.1f}"
-            )
-        measured.append((pred.path.name, rates))
+        for pred in _predictors(w, args.device, args.precision):
+            measured.append(_measure(pred, threads, crops, frames, args.seconds))
     if not args.no_baseline:
-        baselines = baseline_rates(threads, args.batch, args.seconds)
+        baselines = baseline_rates(threads, args.batch, args.seconds, int8=args.precision != "fp32")
         for name, n, rates in baselines:
             for t in threads:
                 print(f"{name:<28}{n:>10,}{t:>8}{rates[t]:>10.0f}{'':>10}{'':>10}")

@@ -1,4 +1,7 @@
-"""``python -m ml evaluate DATA_ROOT [--weights FILE ...] [--tta] [--json OUT] [--plot OUT.png]``.
+"""``python -m ml evaluate DATA_ROOT [--weights FILE ...] [--tta] [--precision P] [--json OUT] [--plot OUT.png]``.
+
+It evaluates what a CPU worker runs: the checkpoint's int8 network where it carries one
+(``--precision fp32`` for the float network).
 
 Several ``--weights`` evaluate their ensemble: the mean of each model's calibrated
 probabilities.
@@ -32,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="OUT.png", help="write the confusion matrix as a PNG")
     p.add_argument("--device", default="auto")
     p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "int8"],
+        help="network to run on CPU (default ML_PRECISION or auto: the int8 one where shipped)",
+    )
+    p.add_argument(
         "--skip-bad",
         action="store_true",
         help="leave out unreadable images (counted in the output) instead of failing",
@@ -43,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         predictors = [
-            Predictor(w, device=args.device, tta=args.tta) for w in (args.weights or [None])
+            Predictor(w, device=args.device, tta=args.tta, precision=args.precision)
+            for w in (args.weights or [None])
         ]
         ds = load_dataset(args.data, on_error="skip" if args.skip_bad else "raise", progress=True)
     except (CheckpointError, DatasetError) as e:
@@ -62,12 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         if one
         else [p.describe()["version"] for p in predictors],
         tta=args.tta,
+        precision=predictors[0].precision if one else [p.precision for p in predictors],
         temperature=predictors[0].temperature if one else [p.temperature for p in predictors],
         skipped=len(ds.skipped),
     )
     human = sys.stderr if args.json == "-" else sys.stdout
     label = names[0] if one else "ensemble of " + " + ".join(names)
-    print(f"{args.data}  weights={label}  tta={args.tta}", file=human)
+    precision = "+".join(sorted({p.precision for p in predictors}))
+    print(f"{args.data}  weights={label}  precision={precision}  tta={args.tta}", file=human)
     print(format_summary(summary), file=human)
     if ds.skipped:
         print(

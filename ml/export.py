@@ -27,6 +27,22 @@ from ml.classes import EMOTIONS
 from ml.predictor import default_weights
 
 
+def export_onnx(model: torch.nn.Module, out: Path, *, input_size: int) -> Path:
+    """ONNX graph of ``model``: input "input" N×1×S×S, output "logits" N×7, batch dynamic."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.float().eval(),
+            (torch.zeros(2, 1, input_size, input_size),),
+            str(out),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
+        )
+    return out
+
+
 def export_model(weights: Path, fmt: str, out: Path) -> Path:
     ckpt = load_checkpoint(weights)
     model = build_model(ckpt).float().eval()
@@ -48,17 +64,7 @@ def export_model(weights: Path, fmt: str, out: Path) -> Path:
             traced = torch.jit.trace(model, example)
         traced.save(str(out))
     elif fmt == "onnx":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (example,),
-                str(out),
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                dynamo=False,
-            )
+        export_onnx(model, out, input_size=pre.input_size)
         import onnx
 
         m = onnx.load(str(out))

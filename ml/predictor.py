@@ -15,7 +15,7 @@ from ml.checkpoint import build_model, file_sha256, load_checkpoint, preprocessi
 from ml.classes import EMOTIONS
 from ml.evaluate import predict_probs
 from ml.faces import DetectorConfig, detect_faces
-from ml.runtime import optimize_for_inference
+from ml.runtime import PRECISIONS, runtime_for_checkpoint
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "fer-compact.pt"
@@ -23,6 +23,13 @@ DEFAULT_WEIGHTS = WEIGHTS_DIR / "fer-compact.pt"
 
 def default_weights() -> Path:
     return Path(os.environ.get("ML_WEIGHTS") or DEFAULT_WEIGHTS)
+
+
+def default_precision() -> str:
+    value = os.environ.get("ML_PRECISION") or "auto"
+    if value not in PRECISIONS:
+        raise ValueError(f"ML_PRECISION must be one of {PRECISIONS}, not {value!r}")
+    return value
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -61,13 +68,17 @@ class Predictor:
         tta: bool = False,
         detector: DetectorConfig | None = None,
         batch_size: int = 256,
+        precision: str | None = None,
     ):
         self.path = Path(weights) if weights else default_weights()
         self.device = resolve_device(device)
         self.checkpoint = load_checkpoint(self.path)
         #: the trained network as saved; ``runtime`` is what runs (fused, channels-last on CPU)
         self.model = build_model(self.checkpoint).to(self.device).eval()
-        self.runtime = optimize_for_inference(self.model, self.device)
+        #: "fp32" or "int8": what ``runtime`` computes in (``precision`` / ML_PRECISION: auto)
+        self.runtime, self.precision = runtime_for_checkpoint(
+            self.model, self.checkpoint, self.device, precision or default_precision()
+        )
         self.pre = preprocessing_of(self.checkpoint)
         self.temperature = float(self.checkpoint.get("calibration", {}).get("temperature", 1.0))
         self.tta = tta
@@ -83,6 +94,7 @@ class Predictor:
             "version": self.sha256[:12],
             "path": str(self.path),
             "device": str(self.device),
+            "precision": self.precision,
             "temperature": self.temperature,
             "val_accuracy": val.get("accuracy"),
         }

@@ -173,9 +173,16 @@ def test_export_and_benchmark_commands(tmp_path, fer_root):
     r = ml("benchmark", "--seconds", "0.2", "--threads", "1", "--faces", fer_root / "validation")
     assert r.returncode == 0, r.stderr
     assert "faces/s" in r.stdout and "peak memory" in r.stdout
-    # the deployed model is compared with the baseline as usually run and as optimised
-    assert "fer-compact.pt vs mini-Xception 64px: 1 thr" in r.stdout
-    assert "fer-compact.pt vs mini-Xception 64px fused: 1 thr" in r.stdout
+    # the deployed model, int8 and fp32, is compared with the baseline as usually run and as
+    # optimised (fused, and int8)
+    for precision in ("int8", "fp32"):
+        for baseline in ("64px", "64px fused", "64px int8"):
+            assert f"fer-compact.pt {precision} vs mini-Xception {baseline}: 1 thr" in r.stdout
+    r = ml(
+        "benchmark", "--seconds", "0.1", "--threads", "1", "--precision", "fp32", "--no-baseline"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "fer-compact.pt fp32" in r.stdout and "int8" not in r.stdout
 
 
 def test_unknown_command():

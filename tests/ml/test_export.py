@@ -15,7 +15,7 @@ def faces(fer_val):
 def test_torchscript_parity(tmp_path, faces):
     out = export_model(default_weights(), "torchscript", tmp_path / "m.ts")
     ts = torch.jit.load(str(out))
-    p = Predictor()
+    p = Predictor(precision="fp32")  # the export holds the float network
     x = crops_to_tensor(faces, p.pre)
     with torch.no_grad():
         got = torch.softmax(ts(x) / p.temperature, 1).numpy()
@@ -30,7 +30,7 @@ def test_onnx_parity(tmp_path, faces):
 
     out = export_model(default_weights(), "onnx", tmp_path / "m.onnx")
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    p = Predictor()
+    p = Predictor(precision="fp32")  # the export holds the float network
     x = crops_to_tensor(faces, p.pre).numpy()
     logits = sess.run(None, {"input": x})[0]
     got = torch.softmax(torch.from_numpy(logits) / p.temperature, 1).numpy()

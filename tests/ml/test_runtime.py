@@ -65,8 +65,8 @@ def test_untraceable_model_runs_unfused(caplog):
 def test_predictor_runs_the_optimised_copy(fer_val):
     from ml.predictor import Predictor
 
-    pred = Predictor(device="cpu")
-    assert pred.runtime is not pred.model
+    pred = Predictor(device="cpu", precision="fp32")
+    assert pred.runtime is not pred.model and pred.precision == "fp32"
     x = fer_val.images[:32]
     from ml.evaluate import predict_probs
 
