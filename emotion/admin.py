@@ -7,7 +7,7 @@ from emotion.models import ModelVersion, Reading
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ("name", "checkpoint_sha256", "created_at")
+    list_display = ("name", "checkpoint_sha256", "precision", "created_at")
     search_fields = ("name", "checkpoint_sha256")
 
 

@@ -130,6 +130,7 @@ def _error(http: int, code: str, message: str) -> Response:
 
 class ReadingOutput(serializers.ModelSerializer):
     model_version = serializers.SerializerMethodField()
+    model_precision = serializers.SerializerMethodField()
 
     class Meta:
         model = Reading
@@ -147,10 +148,14 @@ class ReadingOutput(serializers.ModelSerializer):
             "confidence",
             "probs",
             "model_version",
+            "model_precision",
         ]
 
     def get_model_version(self, r) -> str | None:
         return r.model_version.checkpoint_sha256[:12] if r.model_version_id else None
+
+    def get_model_precision(self, r) -> str | None:
+        return r.model_version.precision if r.model_version_id else None
 
     def to_representation(self, instance):
         data = super().to_representation(instance)

@@ -6,15 +6,24 @@ EMOTION_CHOICES = [(e, e) for e in EMOTIONS]
 
 
 class ModelVersion(models.Model):
-    """A checkpoint that produced readings (identified by its file hash)."""
+    """A checkpoint that produced readings (identified by its file hash and precision)."""
 
     name = models.CharField(max_length=100)
-    checkpoint_sha256 = models.CharField(max_length=64, unique=True)
+    checkpoint_sha256 = models.CharField(max_length=64)
+    #: the network that ran: the checkpoint's fp32 weights, or its int8 model (CPU workers)
+    precision = models.CharField(max_length=8, default="fp32")
     metrics = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["checkpoint_sha256", "precision"], name="unique_model_version"
+            )
+        ]
+
     def __str__(self) -> str:
-        return f"{self.name} ({self.checkpoint_sha256[:12]})"
+        return f"{self.name} ({self.checkpoint_sha256[:12]}, {self.precision})"
 
 
 class Reading(models.Model):

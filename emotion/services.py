@@ -150,6 +150,7 @@ def _model_version(predictor) -> ModelVersion:
     d = predictor.describe()
     mv, _ = ModelVersion.objects.get_or_create(
         checkpoint_sha256=predictor.sha256,
+        precision=d["precision"],
         defaults={"name": d["name"], "metrics": {"val_accuracy": d["val_accuracy"]}},
     )
     return mv

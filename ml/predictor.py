@@ -89,6 +89,8 @@ class Predictor:
 
     def describe(self) -> dict:
         val = (self.checkpoint.get("metrics") or {}).get("val") or {}
+        if self.precision == "int8":  # the int8 network's own figures, where quantize measured them
+            val = (self.checkpoint["int8"].get("metrics") or {}).get("int8") or val
         return {
             "name": self.checkpoint.get("name") or self.checkpoint["model_config"]["name"],
             "version": self.sha256[:12],

@@ -41,12 +41,19 @@ def test_real_faces_get_the_predictors_labels(classroom, face_frames, empty_fram
         assert reading.face_found and reading.label == direct.label
         assert reading.confidence == pytest.approx(direct.confidence, abs=1e-4)
         assert reading.box == list(direct.box) and reading.model_version is not None
+        # provenance: which checkpoint, and which of its networks (int8 on a CPU worker)
+        assert reading.model_version.checkpoint_sha256 == predictor.sha256
+        assert reading.model_version.precision == predictor.precision == "int8"
     assert readings[-1].face_found is False and readings[-1].label is None
     # nothing of the raw frames remains: not in the frame store, not on disk, not in the DB
     assert get_frame_store().keys() == []
     media = Path(settings.MEDIA_ROOT)
     assert not media.exists() or not any(p.is_file() for p in media.rglob("*"))
     assert not Reading.objects.filter(face_crop__isnull=False).exists()
+    c = APIClient()
+    c.force_authenticate(classroom.instructor)
+    first = c.get(f"/api/sessions/{classroom.session.pk}/readings/").json()["results"][0]
+    assert first["model_version"] == predictor.sha256[:12] and first["model_precision"] == "int8"
 
 
 @pytest.mark.django_db(transaction=True)
