@@ -143,6 +143,10 @@ ML_WEIGHTS = env.str("ML_WEIGHTS", default="")  # empty: the shipped default in 
 ML_DEVICE = env.str("ML_DEVICE", default="auto")
 # auto: the checkpoint's int8 network on CPU where it carries one (ONNX Runtime), else fp32
 ML_PRECISION = env.str("ML_PRECISION", default="auto")
+if ML_PRECISION not in ("auto", "fp32", "int8"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"ML_PRECISION must be auto, fp32 or int8, not {ML_PRECISION!r}")
 
 # --- DRF ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -80,6 +80,20 @@ def test_secret_key_required_when_debug_off():
     assert "SECRET_KEY must be set" in out.stderr
 
 
+def test_unknown_ml_precision_is_refused_at_startup():
+    base = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "config.settings", "HOME": "/tmp"}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env={**base, "SECRET_KEY": "x", "ML_PRECISION": "int4"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert "ML_PRECISION must be auto, fp32 or int8, not 'int4'" in out.stderr
+
+
 def test_check_deploy_is_clean_with_production_env():
     env = {
         "PATH": "/usr/bin:/bin",
