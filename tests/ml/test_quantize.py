@@ -95,6 +95,16 @@ def test_int8_network_of_other_weights_is_refused(tmp_path, caplog):
         Predictor(tmp_path / "stale.pt", device="cpu", precision="int8")
 
 
+def test_unreadable_int8_model_falls_back_to_fp32_with_a_reason(tmp_path, caplog):
+    ckpt = load_checkpoint(WEIGHTS_DIR / "fer-fast.pt")
+    ckpt["int8"]["onnx"] = torch.arange(64, dtype=torch.uint8)  # not an ONNX model
+    save_checkpoint(tmp_path / "broken.pt", ckpt)
+    assert Predictor(tmp_path / "broken.pt", device="cpu").precision == "fp32"
+    assert "ONNX Runtime cannot load the int8 model" in caplog.text
+    with pytest.raises(Int8Unavailable):
+        Predictor(tmp_path / "broken.pt", device="cpu", precision="int8")
+
+
 def test_evaluate_reports_the_precision_it_ran_and_refuses_impossible_ones(
     tmp_path, pattern_folder
 ):
