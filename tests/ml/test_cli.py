@@ -173,6 +173,7 @@ def test_export_and_benchmark_commands(tmp_path, fer_root):
     r = ml("benchmark", "--seconds", "0.2", "--threads", "1", "--faces", fer_root / "validation")
     assert r.returncode == 0, r.stderr
     assert "faces/s" in r.stdout and "peak memory" in r.stdout
+    assert "VNNI" in r.stdout.splitlines()[0]  # int8 speed depends on it: printed with the CPU
     # the deployed model, int8 and fp32, is compared with the baseline as usually run and as
     # optimised (fused, and int8)
     for precision in ("int8", "fp32"):

@@ -95,6 +95,34 @@ def test_int8_network_of_other_weights_is_refused(tmp_path, caplog):
         Predictor(tmp_path / "stale.pt", device="cpu", precision="int8")
 
 
+@pytest.mark.parametrize("name", ["fer-compact.pt", "fer-fast.pt"])
+def test_shipped_int8_weights_use_7_bits_so_no_cpu_saturates(name):
+    # 8-bit weights give right answers only on CPUs with VNNI; this test checks the stored
+    # model itself, so it fails on any machine if weights are quantised to 8 bits again
+    import onnx
+    from onnx import numpy_helper
+
+    section = load_checkpoint(WEIGHTS_DIR / name)["int8"]
+    graph = onnx.load_from_string(section["onnx"].numpy().tobytes()).graph
+    weights = [
+        numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8
+    ]
+    assert len(weights) >= 6  # every conv and the head
+    # symmetric 7-bit: |w| ≤ 64, so two uint8 × int8 products sum to at most 32,640 < 2^15
+    assert all(np.abs(w.astype(int)).max() <= 64 for w in weights)
+    assert max(int(np.abs(w).max()) for w in weights) == 64  # and the range is used
+
+
+def test_int8_model_with_8_bit_weights_is_refused_with_the_reason(tmp_path, caplog):
+    ckpt = load_checkpoint(WEIGHTS_DIR / "fer-fast.pt")
+    ckpt["int8"]["format_version"] = 1
+    save_checkpoint(tmp_path / "v1.pt", ckpt)
+    assert Predictor(tmp_path / "v1.pt", device="cpu").precision == "fp32"
+    assert "without VNNI" in caplog.text
+    with pytest.raises(Int8Unavailable, match="quantize` again"):
+        Predictor(tmp_path / "v1.pt", device="cpu", precision="int8")
+
+
 def test_unreadable_int8_model_falls_back_to_fp32_with_a_reason(tmp_path, caplog):
     ckpt = load_checkpoint(WEIGHTS_DIR / "fer-fast.pt")
     ckpt["int8"]["onnx"] = torch.arange(64, dtype=torch.uint8)  # not an ONNX model
