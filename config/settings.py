@@ -142,7 +142,7 @@ CELERY_BEAT_SCHEDULE = {
 ML_WEIGHTS = env.str("ML_WEIGHTS", default="")  # empty: the shipped default in ml/weights/
 ML_DEVICE = env.str("ML_DEVICE", default="auto")
 # auto: the checkpoint's int8 network on CPU where it carries one (ONNX Runtime), else fp32
-ML_PRECISION = env.str("ML_PRECISION", default="auto")
+ML_PRECISION = env.str("ML_PRECISION", default="") or "auto"  # empty = unset, as in ml
 if ML_PRECISION not in ("auto", "fp32", "int8"):
     from django.core.exceptions import ImproperlyConfigured
 

@@ -12,6 +12,7 @@ import argparse
 import itertools
 import platform
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +20,9 @@ import cv2
 import numpy as np
 import torch
 
+from ml.checkpoint import CheckpointError
 from ml.predictor import Predictor
+from ml.runtime import PRECISIONS
 
 DEFAULT_FACES = Path(__file__).resolve().parents[2] / "shared/datasets/fer2013/validation"
 
@@ -36,7 +39,7 @@ def _rate(fn, units: int, seconds: float) -> float:
 
 
 def cpu_description() -> str:
-    """The CPU and the vector instructions int8 speed depends on (VNNI: 4–5× fp32, AVX2: ~2×)."""
+    """The CPU and the vector instructions int8 speed depends on (VNNI: 3–4× fp32, AVX2: 1.2–2×)."""
     name, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -153,14 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--precision",
-        choices=["auto", "fp32", "int8"],
+        choices=PRECISIONS,
         help="time only this network (default: int8 and fp32 where a checkpoint has both)",
     )
     p.add_argument(
         "--no-baseline", action="store_true", help="skip the mini-Xception (64×64) speed baselines"
     )
     args = p.parse_args(argv)
-    threads = [int(t) for t in args.threads.split(",")]
+    try:
+        threads = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        p.error(f"--threads takes comma-separated integers, not {args.threads!r}")
     frames, what = sample_frames(16, Path(args.faces))
     crops = np.random.default_rng(0).integers(0, 256, (args.batch, 48, 48), dtype=np.uint8)
     print(
@@ -175,9 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{'model':<28}{'params':>10}{'threads':>8}{'faces/s':>10}{'frames/s':>10}{'ms/frame':>10}"
     )
     measured = []
-    for w in args.weights or [None]:
-        for pred in _predictors(w, args.device, args.precision):
-            measured.append(_measure(pred, threads, crops, frames, args.seconds))
+    try:
+        for w in args.weights or [None]:
+            for pred in _predictors(w, args.device, args.precision):
+                measured.append(_measure(pred, threads, crops, frames, args.seconds))
+    except (CheckpointError, ValueError) as e:  # unreadable weights, int8 on a GPU, bad setting
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not args.no_baseline:
         baselines = baseline_rates(threads, args.batch, args.seconds, int8=args.precision != "fp32")
         for name, n, rates in baselines:

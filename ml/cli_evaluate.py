@@ -17,6 +17,7 @@ from ml.checkpoint import CheckpointError
 from ml.data import DatasetError, load_dataset
 from ml.evaluate import format_summary, plot_confusion_matrix
 from ml.predictor import Predictor
+from ml.runtime import PRECISIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--precision",
-        choices=["auto", "fp32", "int8"],
+        choices=PRECISIONS,
         help="network to run on CPU (default ML_PRECISION or auto: the int8 one where shipped)",
     )
     p.add_argument(
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             for w in (args.weights or [None])
         ]
         ds = load_dataset(args.data, on_error="skip" if args.skip_bad else "raise", progress=True)
-    except (CheckpointError, DatasetError) as e:
+    except (CheckpointError, DatasetError, ValueError) as e:  # ValueError: a bad ML_PRECISION
         print(f"error: {e}", file=sys.stderr)
         return 2
     probs = sum(p.predict_faces(ds.images) for p in predictors) / len(predictors)

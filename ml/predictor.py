@@ -73,7 +73,8 @@ class Predictor:
         self.path = Path(weights) if weights else default_weights()
         self.device = resolve_device(device)
         self.checkpoint = load_checkpoint(self.path)
-        #: the trained network as saved; ``runtime`` is what runs (fused, channels-last on CPU)
+        #: the trained network as saved; ``runtime`` is what runs (on CPU the int8 network or a
+        #: fused, channels-last copy)
         self.model = build_model(self.checkpoint).to(self.device).eval()
         #: "fp32" or "int8": what ``runtime`` computes in (``precision`` / ML_PRECISION: auto)
         self.runtime, self.precision = runtime_for_checkpoint(

@@ -92,6 +92,16 @@ def test_unknown_ml_precision_is_refused_at_startup():
     )
     assert out.returncode != 0
     assert "ML_PRECISION must be auto, fp32 or int8, not 'int4'" in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; print(settings.ML_PRECISION)"],
+        cwd=ROOT,
+        env={**base, "SECRET_KEY": "x", "ML_PRECISION": ""},  # empty = unset
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "auto"
 
 
 def test_check_deploy_is_clean_with_production_env():

@@ -184,6 +184,10 @@ def test_export_and_benchmark_commands(tmp_path, fer_root):
     )
     assert r.returncode == 0, r.stderr
     assert "fer-compact.pt fp32" in r.stdout and "int8" not in r.stdout
+    for bad in (("--weights", tmp_path / "missing.pt"), ("--threads", "one")):
+        r = ml("benchmark", "--seconds", "0.05", "--no-baseline", *bad)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, bad
+        assert "error" in r.stderr
 
 
 def test_unknown_command():

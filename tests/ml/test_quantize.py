@@ -151,7 +151,18 @@ def test_evaluate_reports_the_precision_it_ran_and_refuses_impossible_ones(
     assert r.returncode == 2 and "no int8" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_bad_precision_setting_is_a_clear_error(monkeypatch):
+def test_bad_precision_setting_is_a_clear_error(monkeypatch, pattern_folder):
+    from tests.ml.test_cli import ml
+
+    monkeypatch.setenv("ML_PRECISION", "")  # empty is unset, as in the Django settings
+    assert Predictor(device="cpu").precision == "int8"
     monkeypatch.setenv("ML_PRECISION", "int4")
     with pytest.raises(ValueError, match="ML_PRECISION must be one of"):
         Predictor(device="cpu")
+    for argv in (
+        ("evaluate", pattern_folder),
+        ("benchmark", "--seconds", "0.05", "--threads", "1", "--no-baseline"),
+    ):
+        r = ml(*argv)
+        assert r.returncode == 2, argv
+        assert "ML_PRECISION must be one of" in r.stderr and "Traceback" not in r.stderr
