@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import shlex
 import sys
 import tempfile
@@ -35,6 +36,8 @@ from ml.checkpoint import (
     save_checkpoint,
 )
 from ml.preprocessing import Preprocessing, crops_to_tensor
+
+log = logging.getLogger(__name__)
 
 # 2: weights quantised to 7 bits (``reduce_range``). Version 1 used all 8 bits, and x86 CPUs
 # without VNNI (AVX2 or AVX-512 only) saturate the int16 sums of ONNX Runtime's u8×s8 kernel
@@ -143,7 +146,19 @@ class OnnxRuntimeModule(nn.Module):
         return session
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        session = self._session(torch.get_num_threads())
+        threads = torch.get_num_threads()
+        try:
+            session = self._session(threads)
+        except Int8Unavailable as exc:
+            # The model loaded once, so only this thread count failed (memory, say): run the
+            # batch on a session that works rather than lose it, and do not retry each batch.
+            fallback = next(iter(self._sessions.values()))
+            with self._lock:
+                self._sessions.setdefault(threads, fallback)
+            log.warning(
+                "int8 session for %d threads failed, reusing a working one: %s", threads, exc
+            )
+            session = fallback
         batch = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(session.run(None, {"input": batch})[0])
 

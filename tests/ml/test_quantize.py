@@ -56,6 +56,36 @@ def test_int8_batches_and_threads_give_the_same_answer(real_faces):
     assert {1, 2} <= set(pred.runtime._sessions)  # one ONNX Runtime session per thread count
 
 
+def test_int8_session_failing_for_a_new_thread_count_runs_the_batch_on_a_working_one(
+    real_faces, monkeypatch, caplog
+):
+    import onnxruntime
+
+    images = real_faces[0][:16]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pred = Predictor(WEIGHTS_DIR / "fer-fast.pt", device="cpu")
+        expected = pred.predict_faces(images)
+        calls = []
+
+        def no_memory(*args, **kwargs):
+            calls.append(args)
+            raise RuntimeError("Failed to allocate memory")
+
+        monkeypatch.setattr(onnxruntime, "InferenceSession", no_memory)
+        torch.set_num_threads(2)
+        got = pred.predict_faces(images)
+        again = pred.predict_faces(images)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(got, expected, atol=1e-6)  # the batch is answered, not lost
+    np.testing.assert_allclose(again, expected, atol=1e-6)
+    assert "int8 session for 2 threads failed" in caplog.text
+    assert "Failed to allocate memory" in caplog.text
+    assert len(calls) == 1  # not retried on every batch
+
+
 def test_quantize_command_adds_an_int8_network_the_predictor_runs(tmp_path, pattern_folder):
     src = WEIGHTS_DIR / "fer-fast.pt"
     bare = load_checkpoint(src)
