@@ -61,8 +61,16 @@ def weights_digest(state_dict: dict) -> str:
     return h.hexdigest()
 
 
-def quantize_int8(model: nn.Module, calibration: np.ndarray, batch_size: int = 256) -> bytes:
-    """The int8 ONNX model (bytes) of ``model``; ``calibration`` is a normalised N×1×S×S batch."""
+def quantize_int8(
+    model: nn.Module, calibration: np.ndarray, batch_size: int = 256, weight_bits: int = 7
+) -> bytes:
+    """The int8 ONNX model (bytes) of ``model``; ``calibration`` is a normalised N×1×S×S batch.
+
+    ``weight_bits=8`` is only for measuring what the 7 bits cost (``python -m ml.bench_int8``):
+    such a model saturates on x86 CPUs without VNNI, and the predictor refuses to load it.
+    """
+    if weight_bits not in (7, 8):
+        raise ValueError(f"weight_bits must be 7 or 8, not {weight_bits}")
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -101,7 +109,7 @@ def quantize_int8(model: nn.Module, calibration: np.ndarray, batch_size: int = 2
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            reduce_range=True,  # see INT8_FORMAT_VERSION
+            reduce_range=weight_bits == 7,  # see INT8_FORMAT_VERSION
         )
         return int8.read_bytes()
 

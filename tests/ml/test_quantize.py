@@ -125,18 +125,21 @@ def test_int8_network_of_other_weights_is_refused(tmp_path, caplog):
         Predictor(tmp_path / "stale.pt", device="cpu", precision="int8")
 
 
+def _int8_weights(onnx_model: bytes) -> list[np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load_from_string(onnx_model).graph
+    return [
+        numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8
+    ]
+
+
 @pytest.mark.parametrize("name", ["fer-compact.pt", "fer-fast.pt"])
 def test_shipped_int8_weights_use_7_bits_so_no_cpu_saturates(name):
     # 8-bit weights give right answers only on CPUs with VNNI; this test checks the stored
     # model itself, so it fails on any machine if weights are quantised to 8 bits again
-    import onnx
-    from onnx import numpy_helper
-
-    section = load_checkpoint(WEIGHTS_DIR / name)["int8"]
-    graph = onnx.load_from_string(section["onnx"].numpy().tobytes()).graph
-    weights = [
-        numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8
-    ]
+    weights = _int8_weights(load_checkpoint(WEIGHTS_DIR / name)["int8"]["onnx"].numpy().tobytes())
     assert len(weights) >= 6  # every conv and the head
     # symmetric 7-bit: |w| ≤ 64, so two uint8 × int8 products sum to at most 32,640 < 2^15
     assert all(np.abs(w.astype(int)).max() <= 64 for w in weights)
@@ -196,3 +199,32 @@ def test_bad_precision_setting_is_a_clear_error(monkeypatch, pattern_folder):
         r = ml(*argv)
         assert r.returncode == 2, argv
         assert "ML_PRECISION must be one of" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_int8_bench_compares_7_and_8_bit_weights_of_the_same_network(pattern_folder, capsys):
+    from ml.bench_int8 import main as bench_main
+
+    fast = str(WEIGHTS_DIR / "fer-fast.pt")
+    argv = [str(pattern_folder), str(pattern_folder), "--weights", fast, "--images", "16"]
+    assert bench_main([*argv, "--seconds", "0.05", "--batch", "8"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if "fer-fast" in line]
+    assert [r[1] for r in rows] == ["7-bit", "8-bit"]
+    for row in rows:
+        assert float(row[2]) > 0 and float(row[3]) > 0  # faces/s at 1 and 2 threads
+        assert 0 <= float(row[4]) <= 1 and 0.5 <= float(row[5]) <= 1  # accuracy, = fp32
+    assert bench_main([*argv[:3], str(pattern_folder / "missing.pt")]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_quantize_int8_keeps_weights_to_7_bits_unless_asked_for_8():
+    from ml.checkpoint import build_model
+    from ml.quantize import quantize_int8
+
+    model = build_model(load_checkpoint(WEIGHTS_DIR / "fer-fast.pt"))
+    calibration = np.random.default_rng(0).normal(size=(8, 1, 48, 48)).astype(np.float32)
+    seven = _int8_weights(quantize_int8(model, calibration))
+    eight = _int8_weights(quantize_int8(model, calibration, weight_bits=8))
+    assert max(int(np.abs(w).max()) for w in seven) == 64
+    assert max(int(np.abs(w).max()) for w in eight) == 127
+    with pytest.raises(ValueError, match="7 or 8"):
+        quantize_int8(model, calibration, weight_bits=4)
