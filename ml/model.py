@@ -50,11 +50,15 @@ class ModelConfig:
 
 
 #: Named sizes. ``compact`` (~1.2 M params) is the CPU default; ``large`` (~7.8 M) wants a GPU;
-#: ``fast`` (~0.29 M, one conv at full 48×48 resolution) is the distilled speed model.
+#: ``fast`` (~0.29 M, one conv at full 48×48 resolution) is the distilled speed model;
+#: ``small`` (~0.65 M) is ``fast`` 1.5× wider, between it and ``compact``.
 MODEL_SIZES: dict[str, ModelConfig] = {
     "tiny": ModelConfig(name="tiny", widths=(16, 32, 64, 128), dropout=0.2),
     "fast": ModelConfig(
         name="fast", widths=(16, 32, 64, 128), convs_per_stage=(1, 2, 2, 2), dropout=0.2
+    ),
+    "small": ModelConfig(
+        name="small", widths=(24, 48, 96, 192), convs_per_stage=(1, 2, 2, 2), dropout=0.25
     ),
     "compact": ModelConfig(name="compact", widths=(32, 64, 128, 256), dropout=0.3),
     "large": ModelConfig(name="large", widths=(64, 128, 256, 512), convs_per_stage=3, dropout=0.4),

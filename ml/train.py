@@ -185,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", help="validation set (image folder or csv); best.pt is chosen on it")
     p.add_argument("--out", required=True, help="run folder for checkpoints and logs")
     d = TrainConfig()
-    p.add_argument("--size", default=d.size, help="model size: tiny | compact | large")
+    p.add_argument(
+        "--size", default=d.size, help="model size: tiny | fast | small | compact | large"
+    )
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default=d.optimizer)

@@ -19,6 +19,7 @@ def test_forward_backward_per_size(size):
 def test_sizes_are_ordered_and_config_round_trips():
     n = {s: count_parameters(EmotionCNN(model_config(s))) for s in MODEL_SIZES}
     assert n["tiny"] < n["compact"] < n["large"]
+    assert n["fast"] < n["small"] < n["compact"]
     assert 1_000_000 < n["compact"] < 1_500_000
     cfg = model_config("large")
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
