@@ -51,7 +51,7 @@ class ModelConfig:
 
 #: Named sizes. ``compact`` (~1.2 M params) is the CPU default; ``large`` (~7.8 M) wants a GPU;
 #: ``fast`` (~0.29 M, one conv at full 48×48 resolution) is the distilled speed model;
-#: ``small`` (~0.65 M) is ``fast`` 1.5× wider, between it and ``compact``.
+#: ``small`` (~0.66 M) is ``fast`` 1.5× wider, between it and ``compact``.
 MODEL_SIZES: dict[str, ModelConfig] = {
     "tiny": ModelConfig(name="tiny", widths=(16, 32, 64, 128), dropout=0.2),
     "fast": ModelConfig(
