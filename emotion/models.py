@@ -51,7 +51,10 @@ class Reading(models.Model):
     captured_at = models.DateTimeField()
     received_at = models.DateTimeField()
     analysed_at = models.DateTimeField(null=True, blank=True)  # NULL = waiting for inference
-    # why a frame could not be analysed ("frame_expired", "undecodable"); empty when it was
+    # when the safety net last queued this pending reading again (NULL: never)
+    requeued_at = models.DateTimeField(null=True, blank=True)
+    # why a frame could not be analysed ("frame_expired", "undecodable", "consent_revoked");
+    # empty when it was
     error = models.CharField(max_length=32, blank=True, default="")
     face_found = models.BooleanField(default=False)
     box = models.JSONField(null=True, blank=True)  # [x, y, w, h] in frame pixels

@@ -12,7 +12,7 @@ import cv2
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import F, Max, Q, Value
 from django.utils import timezone
 
 from emotion.framestore import get_frame_store
@@ -110,6 +110,17 @@ def frames_accept(
             seq = f.sequence
             if seq is None:
                 seq = max(next_seq, max(seen, default=-1) + 1)
+                if seq > MAX_SEQUENCE:  # only a client that sent MAX_SEQUENCE itself gets here
+                    result.rejected.append(
+                        {
+                            "file": f.name,
+                            "sequence": None,
+                            "code": "bad_sequence",
+                            "reason": f"the session's sequence numbers are used up "
+                            f"(maximum {MAX_SEQUENCE}); start a new session",
+                        }
+                    )
+                    continue
             if seq in existing or seq in seen:
                 result.duplicates.append(seq)
                 continue
@@ -164,8 +175,12 @@ def _png(crop) -> bytes:
 def readings_analyse(*, reading_ids: list[int]) -> dict:
     """Run the CNN on pending readings; idempotent (analysed readings are skipped).
 
-    All results of a batch are written in one transaction; the raw frames are deleted only
-    after it commits, so a worker killed mid-batch leaves everything for the redelivery.
+    All results of a batch are written in one transaction, and only to readings still pending
+    then: when two deliveries of a batch overlap (a re-queue while the first was slow), the
+    first to commit wins and the other's results are dropped, never written over it. The raw
+    frames are deleted only after the commit, so a worker killed mid-batch leaves everything
+    for the redelivery. Frames of a session whose consent was revoked after they were
+    accepted are not analysed: they are recorded as ``consent_revoked`` and their bytes deleted.
     """
     from emotion.inference import get_predictor
     from emotion.live import broadcast_after_batch
@@ -174,18 +189,22 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
     store = get_frame_store()
     pending = list(
         Reading.objects.filter(pk__in=reading_ids, analysed_at__isnull=True)
-        .select_related("session__course")
+        .select_related("session__course", "session__consent")
         .order_by("pk")
     )
     if not pending:
         store.delete_many(reading_ids)
         return {"analysed": 0, "skipped": len(reading_ids)}
-    predictor = get_predictor()
-    frames = store.get_many([r.pk for r in pending])
+    now = timezone.now()
+    revoked = [r for r in pending if r.session.consent.revoked_at is not None]
+    for r in revoked:
+        r.analysed_at, r.error = now, "consent_revoked"
+    to_run = [r for r in pending if r.session.consent.revoked_at is None]
+    predictor = get_predictor() if to_run else None
+    frames = store.get_many([r.pk for r in to_run]) if to_run else {}
     t_fetched = time.perf_counter()
     images, classify, rows = [], [], []
-    now = timezone.now()
-    for r in pending:
+    for r in to_run:
         data = frames.get(r.pk)
         img = decode_frame(data) if data is not None else None
         r.analysed_at = now
@@ -224,15 +243,24 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
         time.sleep(settings.INFERENCE_TEST_DELAY_SECONDS)
     t_db = time.perf_counter()
     with transaction.atomic():
-        Reading.objects.bulk_update(pending, Reading.ANALYSIS_FIELDS)
+        # lock the rows and write only those no other delivery has written meanwhile
+        still_pending = set(
+            Reading.objects.select_for_update()
+            .filter(pk__in=[r.pk for r in pending], analysed_at__isnull=True)
+            .values_list("pk", flat=True)
+        )
+        written = [r for r in pending if r.pk in still_pending]
+        Reading.objects.bulk_update(written, Reading.ANALYSIS_FIELDS)
+    # every id is analysed now, by this delivery or another one: no frame is needed any more
     store.delete_many(reading_ids)
     t_broadcast = time.perf_counter()
-    broadcast_after_batch(pending)
+    broadcast_after_batch(written)
     t_end = time.perf_counter()
     stats = {
-        "analysed": len(pending),
-        "skipped": len(reading_ids) - len(pending),
-        "faces": sum(r.face_found for r in pending),
+        "analysed": len(written),
+        "skipped": len(reading_ids) - len(written),
+        "faces": sum(r.face_found for r in written),
+        "consent_revoked": sum(r.error == "consent_revoked" for r in written),
         "fetch_s": round(t_fetched - t_start, 5),
         "decode_s": round(t_decoded - t_fetched, 5),
         "detect_s": round(timings.get("detect_s", 0.0), 5),
@@ -245,19 +273,31 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
     return stats
 
 
-def readings_requeue_stale(*, older_than_s: float = 60.0) -> int:
+def readings_requeue_stale(*, older_than_s: float = 60.0, backoff: bool = True) -> int:
     """Re-queue readings still waiting for inference after ``older_than_s`` seconds.
 
     Covers a web process that died holding a partly filled batch, or a lost broker message.
     The task is idempotent, so re-queuing a reading that is merely slow costs one no-op.
     Frames whose bytes have expired meanwhile are recorded as ``frame_expired``.
+
+    With ``backoff`` (the periodic task) a reading queued again is next eligible only when it
+    has waited as long again as it had then (gaps of 1, 2, 4… minutes): while the workers are
+    down or behind, each beat adds a copy of the new stragglers only, not of the whole
+    backlog. Without it (start-up, where the in-process queue is known lost) every pending
+    reading older than ``older_than_s`` is queued.
     """
-    cutoff = timezone.now() - timedelta(seconds=older_than_s)
-    ids = list(
-        Reading.objects.filter(analysed_at__isnull=True, received_at__lt=cutoff)
-        .order_by("pk")
-        .values_list("pk", flat=True)[:10_000]
-    )
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than_s)
+    stale = Reading.objects.filter(analysed_at__isnull=True, received_at__lt=cutoff)
+    if backoff:
+        # never re-queued, or waited since the last re-queue at least as long as before it
+        stale = stale.filter(
+            Q(requeued_at__isnull=True)
+            | Q(requeued_at__lt=cutoff)
+            & Q(requeued_at__lte=Value(now) - (F("requeued_at") - F("received_at")))
+        )
+    ids = list(stale.order_by("pk").values_list("pk", flat=True)[:10_000])
     if ids:
+        Reading.objects.filter(pk__in=ids).update(requeued_at=now)
         readings_enqueue(reading_ids=ids)
     return len(ids)

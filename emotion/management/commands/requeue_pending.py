@@ -15,5 +15,5 @@ class Command(BaseCommand):
         parser.add_argument("--older-than", type=float, default=0.0, metavar="SECONDS")
 
     def handle(self, *args, older_than, **options):
-        n = readings_requeue_stale(older_than_s=older_than)
+        n = readings_requeue_stale(older_than_s=older_than, backoff=False)
         self.stdout.write(f"{n} pending reading(s) queued again")

@@ -1,0 +1,123 @@
+"""readings_analyse under overlapping deliveries and withdrawn consent; the re-queue's backoff;
+sequence numbers at their limit."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from emotion.framestore import get_frame_store
+from emotion.models import Reading
+from emotion.services import (
+    MAX_SEQUENCE,
+    IncomingFrame,
+    frames_accept,
+    readings_analyse,
+    readings_requeue_stale,
+)
+from tutoring.services import consent_revoke
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_overlapping_delivery_does_not_overwrite_the_first_result(
+    classroom, face_frames, monkeypatch
+):
+    """Delivery B reads the pending rows, then delivery A analyses them, commits and deletes
+    the frames before B fetches the bytes: B finds no frames and must not record its
+    'frame_expired' over A's real result."""
+    ids = frames_accept(
+        session=classroom.session, enqueue=False, frames=[IncomingFrame(face_frames[0])]
+    ).reading_ids
+    store = get_frame_store()
+    real_get_many = type(store).get_many
+    calls = []
+
+    def get_many(self, reading_ids):
+        calls.append(list(reading_ids))
+        if len(calls) == 1:  # B has loaded its rows; A runs to the end now
+            assert readings_analyse(reading_ids=ids)["analysed"] == 1
+        return real_get_many(self, reading_ids)
+
+    monkeypatch.setattr(type(store), "get_many", get_many)
+    stats = readings_analyse(reading_ids=ids)  # B
+    assert len(calls) == 2
+    assert stats["analysed"] == 0 and stats["skipped"] == 1
+    r = Reading.objects.get(pk=ids[0])
+    assert r.error == "" and r.face_found and r.label is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_frames_of_revoked_consent_are_not_analysed_and_their_bytes_are_deleted(
+    classroom, face_frames, monkeypatch
+):
+    ids = frames_accept(
+        session=classroom.session,
+        enqueue=False,
+        frames=[IncomingFrame(face_frames[0]), IncomingFrame(face_frames[1])],
+    ).reading_ids
+    consent_revoke(learner=classroom.learner, course=classroom.course)
+
+    def no_model():
+        raise AssertionError("the CNN must not run on frames whose consent was revoked")
+
+    monkeypatch.setattr("emotion.inference.get_predictor", no_model)
+    stats = readings_analyse(reading_ids=ids)
+    assert stats["analysed"] == 2 and stats["consent_revoked"] == 2
+    for r in Reading.objects.filter(pk__in=ids):
+        assert r.analysed_at and r.error == "consent_revoked"
+        assert r.label is None and r.probs is None and not r.face_found and r.face_crop is None
+    assert get_frame_store().get_many(ids) == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_periodic_requeue_backs_off_instead_of_queueing_the_backlog_every_minute(
+    classroom, face_frames, monkeypatch
+):
+    queued: list[list[int]] = []
+    monkeypatch.setattr(
+        "emotion.services.readings_enqueue", lambda *, reading_ids: queued.append(reading_ids)
+    )
+    ids = frames_accept(
+        session=classroom.session, enqueue=False, frames=[IncomingFrame(face_frames[0])]
+    ).reading_ids
+    t0 = timezone.now()
+    Reading.objects.filter(pk__in=ids).update(received_at=t0 - timedelta(seconds=90))
+    clock = {"now": t0}
+    monkeypatch.setattr("emotion.services.timezone.now", lambda: clock["now"])
+
+    def beat(after_s: float) -> int:
+        clock["now"] = t0 + timedelta(seconds=after_s)
+        return readings_requeue_stale(older_than_s=60)
+
+    # waited 90 s: queued; then again only after waiting as long again (90 s + 90 s…)
+    assert [beat(0), beat(60), beat(89), beat(91), beat(180), beat(270), beat(450)] == [
+        1,
+        0,
+        0,
+        1,
+        0,
+        0,
+        1,
+    ]
+    assert queued == [ids, ids, ids]
+    # start-up (the in-process queue is lost): everything pending, no backoff
+    assert readings_requeue_stale(older_than_s=0, backoff=False) == 1
+
+
+@pytest.mark.django_db
+def test_auto_numbered_frame_past_the_largest_sequence_is_rejected_with_a_reason(
+    classroom, face_frames
+):
+    first = frames_accept(
+        session=classroom.session,
+        enqueue=False,
+        frames=[IncomingFrame(face_frames[0], sequence=MAX_SEQUENCE)],
+    )
+    assert first.reading_ids
+    result = frames_accept(
+        session=classroom.session, enqueue=False, frames=[IncomingFrame(face_frames[1])]
+    )
+    assert result.accepted == []
+    assert [r["code"] for r in result.rejected] == ["bad_sequence"]
+    assert "used up" in result.rejected[0]["reason"]
+    assert Reading.objects.filter(session=classroom.session).count() == 1
