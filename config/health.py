@@ -1,12 +1,27 @@
-"""``GET /healthz``: database, channel layer / Redis, Celery and ML model, each ok or failing."""
+"""``GET /healthz``: database, channel layer / Redis, Celery and ML model, each ok or failing.
+
+No login is needed (load balancers and probes call it), so an anonymous caller gets only the
+overall status, the names of failing checks and an ``ok`` flag per check; staff users also see
+the details (modes, worker host names, error text, timings).
+
+The Celery worker ping waits its whole timeout for replies, so its result is cached for
+``HEALTHZ_WORKER_PING_CACHE_S`` seconds: probes every few seconds do not each block the
+server's shared sync thread for a second. With separate workers (``REDIS_URL`` set) the model
+lives in the inference workers, so the web process never loads it here; in the embedded
+default the web process is the worker and loading it is the check.
+"""
 
 from __future__ import annotations
 
 import time
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
+
+WORKER_PING_CACHE_KEY = "healthz:celery-ping"
+WORKER_PING_TIMEOUT_S = 1.0
 
 
 def _check_database() -> dict:
@@ -29,25 +44,43 @@ def _check_redis() -> dict:
     return {"ok": True, "mode": "channels-redis", "url": _redact(settings.REDIS_URL)}
 
 
+def _ping_workers() -> list[str]:
+    """Host names of the workers that answered a control ping (waits the whole timeout)."""
+    from config.celery import app
+
+    with app.connection_for_write() as conn:  # fail fast when the broker is down
+        conn.ensure_connection(max_retries=1, interval_start=0, timeout=1)
+    replies = app.control.ping(timeout=WORKER_PING_TIMEOUT_S) or []
+    return sorted(k for r in replies for k in r)
+
+
 def _check_celery() -> dict:
     from config.celery import app
 
     if app.conf.task_always_eager:
         return {"ok": True, "mode": "in-process (embedded)"}
-    with app.connection_for_write() as conn:  # fail fast when the broker is down
-        conn.ensure_connection(max_retries=1, interval_start=0, timeout=1)
-    replies = app.control.ping(timeout=1.0)
-    if not replies:
+    ttl = settings.HEALTHZ_WORKER_PING_CACHE_S
+    workers = cache.get(WORKER_PING_CACHE_KEY) if ttl > 0 else None
+    cached = workers is not None
+    if not cached:
+        workers = _ping_workers()  # a broker error raises and is not cached
+        if ttl > 0:
+            cache.set(WORKER_PING_CACHE_KEY, workers, ttl)
+    if not workers:
         return {"ok": False, "mode": "workers", "error": "no Celery worker replied to ping"}
-    return {"ok": True, "mode": "workers", "workers": sorted(k for r in replies for k in r)}
+    return {"ok": True, "mode": "workers", "workers": workers, "cached": cached}
 
 
 def _check_model() -> dict:
+    if settings.REDIS_URL:
+        # Separate workers: the model is loaded (once) by the inference workers, not here.
+        # Loading it would pull torch and ONNX Runtime into every web process.
+        return {"ok": True, "mode": "inference workers", "loaded": False}
     from emotion.inference import get_predictor
 
     p = get_predictor()
     info = {k: v for k, v in p.describe().items() if k != "path"}  # no filesystem paths
-    return {"ok": True, "loaded": True, **info}
+    return {"ok": True, "mode": "in-process (embedded)", "loaded": True, **info}
 
 
 CHECKS = {
@@ -65,6 +98,11 @@ def _redact(url: str) -> str:
     return url
 
 
+def _shows_details(request) -> bool:
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_active and user.is_staff)
+
+
 def healthz(request):
     results, failing = {}, []
     for name, check in CHECKS.items():
@@ -77,5 +115,7 @@ def healthz(request):
         results[name] = r
         if not r["ok"]:
             failing.append(name)
+    if not _shows_details(request):  # anonymous / non-staff: no host names, URLs or errors
+        results = {name: {"ok": r["ok"]} for name, r in results.items()}
     body = {"status": "ok" if not failing else "fail", "failing": failing, "checks": results}
     return JsonResponse(body, status=200 if not failing else 503)

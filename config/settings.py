@@ -130,6 +130,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_GPU_QUEUE = env.str("CELERY_GPU_QUEUE", default="gpu")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# /healthz: how long one Celery worker ping (which waits its whole 1 s timeout) is reused
+HEALTHZ_WORKER_PING_CACHE_S = env.int("HEALTHZ_WORKER_PING_CACHE_S", default=15)
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-readings": {"task": "emotion.tasks.requeue_stale_readings", "schedule": 60.0},
     "purge-expired-readings": {
