@@ -173,7 +173,17 @@ REST_FRAMEWORK = {
         "user": env.str("THROTTLE_USER", default="3000/min"),
         "auth": env.str("THROTTLE_AUTH", default="30/min"),
     },
+    # Reverse proxies in front of daphne that append to X-Forwarded-For. 0: ignore the header
+    # (a client can write anything there) and throttle by REMOTE_ADDR; N: the Nth address from
+    # the right, the one the outermost of your N proxies appended.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
+if REST_FRAMEWORK["NUM_PROXIES"] < 0:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"NUM_PROXIES must be 0 or more, not {REST_FRAMEWORK['NUM_PROXIES']}"
+    )
 SPECTACULAR_SETTINGS = {
     "TITLE": "Classroom affect analytics API",
     "VERSION": "0.1.0",
