@@ -240,3 +240,36 @@ def test_auth_scope_counts_remote_addr_whatever_x_forwarded_for_says(auth_rate_3
         for i in range(4)
     ]
     assert codes == [200, 200, 200, 429]
+
+
+# --- HTTPS behind a proxy ------------------------------------------------------------------------
+
+
+def test_x_forwarded_proto_is_trusted_only_when_configured():
+    expr = "list(getattr(settings, 'SECURE_PROXY_SSL_HEADER', None) or [])"
+    assert json.loads(_settings_value({}, expr).stdout) == []
+    assert json.loads(_settings_value({"TRUST_X_FORWARDED_PROTO": "false"}, expr).stdout) == []
+    trusted = _settings_value({"TRUST_X_FORWARDED_PROTO": "true"}, expr)
+    assert json.loads(trusted.stdout) == ["HTTP_X_FORWARDED_PROTO", "https"]
+
+
+@pytest.mark.django_db
+def test_a_client_cannot_claim_https_with_x_forwarded_proto(client, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    r = client.get("/accounts/login/", HTTP_X_FORWARDED_PROTO="https")
+    assert r.status_code == 301 and r["Location"].startswith("https://")
+
+
+@pytest.mark.django_db
+def test_a_trusted_proxy_header_marks_the_request_secure(client, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert client.get("/accounts/login/", HTTP_X_FORWARDED_PROTO="https").status_code == 200
+    assert client.get("/accounts/login/").status_code == 301
+
+
+@pytest.mark.django_db
+def test_healthz_is_not_redirected_to_https(client, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/api/courses/").status_code == 301  # everything else still is
