@@ -31,8 +31,11 @@ format: install
 worker: install       ## default-queue worker (needs REDIS_URL)
 	$(BIN)/celery -A config worker -Q default -c 2 -l info
 
-worker-gpu: install   ## inference worker: one process, model loaded once (needs REDIS_URL)
-	$(BIN)/celery -A config worker -Q $${CELERY_GPU_QUEUE:-gpu} -P solo -l info
+# prefork with one child, not solo/threads: task time limits are enforced by killing the
+# pool's child process, which those pools lack. The child loads the model once, on its first
+# task (so CUDA starts after the fork); a child killed at the limit is replaced.
+worker-gpu: install   ## inference worker: one child process, model loaded once (needs REDIS_URL)
+	$(BIN)/celery -A config worker -Q $${CELERY_GPU_QUEUE:-gpu} -P prefork -c 1 -l info
 
 vendor:               ## refresh the vendored Chart.js from the npm registry
 	cd /tmp && rm -rf chartjs-vendor && mkdir chartjs-vendor && cd chartjs-vendor && npm pack chart.js@4 >/dev/null && tar xzf chart.js-*.tgz
