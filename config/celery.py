@@ -4,10 +4,11 @@ Queues: inference tasks (``emotion.tasks.analyse_*``) go to the GPU queue (``CEL
 default ``gpu``), everything else to ``default``. Workers:
 
     celery -A config worker -Q default -c 2                 # housekeeping, reports
-    celery -A config worker -Q gpu -P solo                  # inference: one process, model loaded once
+    celery -A config worker -Q gpu -P prefork -c 1          # inference: one child, model loaded once
 
-A GPU worker uses the ``solo`` (or ``threads``) pool so CUDA is initialised in the process that
-uses it, never before a fork.
+The GPU worker runs the ``prefork`` pool with one child: Celery enforces the task time limits by
+killing the pool's child, which the ``solo`` and ``threads`` pools do not have. The model (and
+so CUDA) is loaded lazily by the child on its first task, never in the parent before a fork.
 """
 
 import os
