@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+import re
+from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import (
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, pagination
@@ -16,8 +26,12 @@ from rest_framework.views import exception_handler as drf_exception_handler
 def exception_handler(exc, context):
     """Every error: ``{"error": {"status", "code", "message", "details"}}``.
 
-    Django's ValidationError/PermissionDenied raised by services map to 400/403.
+    Django's ValidationError/PermissionDenied raised by services map to 400/403, and the
+    SuspiciousOperation errors Django's request parsing raises (too many files or fields, too
+    big a body), which DRF's parsers let through, to 400/413 instead of Django's HTML page.
     """
+    if isinstance(exc, SuspiciousOperation):
+        exc = _suspicious_request(exc, context)
     if isinstance(exc, DjangoValidationError):
         detail = (
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
@@ -52,6 +66,51 @@ def exception_handler(exc, context):
     return response
 
 
+class RequestRejected(exceptions.APIException):
+    """A request Django's parser refused to read on (see :func:`_suspicious_request`)."""
+
+    status_code = 400
+    default_code = "bad_request"
+
+    def __init__(self, detail: str, code: str, status_code: int = 400):
+        super().__init__(detail, code)
+        self.status_code = status_code
+
+
+def _max_files_per_request() -> int:
+    """The most files a request may carry: the frame upload's limit (the one endpoint that takes
+    files), and never more than Django's parser reads (``DATA_UPLOAD_MAX_NUMBER_FILES``)."""
+    limits = [settings.DATA_UPLOAD_MAX_NUMBER_FILES]
+    limits.append(getattr(settings, "EMOTION_LIMITS", {}).get("max_frames_per_request"))
+    return min(x for x in limits if x is not None)
+
+
+def _suspicious_request(exc: SuspiciousOperation, context) -> RequestRejected:
+    if isinstance(exc, TooManyFilesSent):
+        n = _max_files_per_request()
+        rejected = RequestRejected(f"too many files: at most {n} per request", "too_many_files")
+    elif isinstance(exc, TooManyFieldsSent):
+        n = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        rejected = RequestRejected(
+            f"too many form fields: at most {n} per request", "too_many_fields"
+        )
+    elif isinstance(exc, RequestDataTooBig):
+        n = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        rejected = RequestRejected(
+            f"request body exceeds the limit of {n} bytes (form fields other than files)",
+            "request_too_large",
+            413,
+        )
+    else:
+        rejected = RequestRejected("malformed or suspicious request", "bad_request")
+    # Django's own handler logs these to django.security.<name>; so do we.
+    request = getattr(context.get("request"), "_request", None)
+    logging.getLogger(f"django.security.{exc.__class__.__name__}").warning(
+        "%s", exc, extra={"status_code": rejected.status_code, "request": request}
+    )
+    return rejected
+
+
 def _first_message(data) -> str:
     if isinstance(data, dict):
         for k, v in data.items():
@@ -78,8 +137,27 @@ class CSVRenderer(BaseRenderer):
         keys = list(dict.fromkeys(k for row in rows for k in row))
         writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: csv_safe(v) for k, v in row.items()} for row in rows)
         return buf.getvalue().encode(self.charset)
+
+
+# A cell a spreadsheet would read as a formula (OWASP "CSV injection"), unless the whole cell is
+# a plain number such as "-0.5", which is harmless and stays a number.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_safe(value):
+    """The cell value, with a ``'`` put before text that starts like a formula.
+
+    Numbers (int, float, Decimal, bool) are returned unchanged, negative ones included.
+    """
+    if value is None or isinstance(value, (int, float, Decimal)):
+        return value
+    text = str(value)
+    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return value
 
 
 class Pagination(pagination.PageNumberPagination):

@@ -1,7 +1,14 @@
-"""Checks on uploaded frames: sniffed type, byte and pixel limits, decodability."""
+"""Checks on uploaded frames: sniffed type, byte and pixel limits, decodability.
+
+The pixel limit is checked on the size the image's header declares, before anything is
+decoded: a PNG of a few dozen KB can declare (and decompress to) a gigapixel, and OpenCV's
+reduced decode still inflates a PNG at full size before it shrinks it.
+"""
 
 from __future__ import annotations
 
+import struct
+import zlib
 from dataclasses import dataclass
 
 import cv2
@@ -10,6 +17,12 @@ from django.conf import settings
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic).
+# 0xC4 (DHT), 0xC8 (JPG, reserved) and 0xCC (DAC) share the range but are not frame headers.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers that stand alone, with no length field: TEM and the restart markers.
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 
 
 @dataclass
@@ -30,6 +43,74 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+def header_size(data: bytes, kind: str) -> tuple[int, int]:
+    """``(width, height)`` as the image's header declares it, read without decoding anything.
+
+    ``kind`` is what :func:`sniff` returned. A truncated or malformed header raises
+    ``FrameRejection("undecodable", ...)``.
+    """
+    if kind == "image/png":
+        return _png_size(data)
+    if kind == "image/jpeg":
+        return _jpeg_size(data)
+    raise ValueError(f"no header parser for {kind!r}")
+
+
+def _bad(reason: str) -> FrameRejection:
+    return FrameRejection("undecodable", reason)
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    # The signature (8 bytes) is followed by the IHDR chunk, which must come first:
+    # length (4) = 13, type (4) = "IHDR", width (4), height (4), 5 more bytes, CRC (4).
+    if len(data) < 33:
+        raise _bad("truncated PNG header")
+    length, ctype = struct.unpack_from(">I4s", data, 8)
+    if length != 13 or ctype != b"IHDR":
+        raise _bad("PNG does not start with an IHDR header chunk")
+    if zlib.crc32(data[12:29]) != struct.unpack_from(">I", data, 29)[0]:
+        raise _bad("PNG header checksum mismatch")
+    width, height = struct.unpack_from(">II", data, 16)
+    if not (0 < width < 2**31 and 0 < height < 2**31):
+        raise _bad(f"PNG header declares an invalid size {width}×{height}")
+    return width, height
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    # Walk the marker segments after SOI up to the first start-of-frame (SOFn) segment,
+    # finding markers the way libjpeg does: stray bytes before a marker are skipped, any
+    # number of 0xFF fill bytes may precede it, and 0xFF 0x00 is not a marker.
+    n, i = len(data), 2
+    while True:
+        i = data.find(b"\xff", i)
+        if i < 0:
+            raise _bad("truncated JPEG: no frame header")
+        while i < n and data[i] == 0xFF:
+            i += 1
+        if i >= n:
+            raise _bad("truncated JPEG: no frame header")
+        marker = data[i]
+        i += 1
+        if marker == 0x00 or marker in _JPEG_STANDALONE:
+            continue
+        if marker in (0xD8, 0xD9, 0xDA):  # a second SOI, EOI, or scan data before any frame
+            raise _bad("JPEG has no frame header before its image data")
+        if i + 2 > n:
+            raise _bad("truncated JPEG header")
+        (length,) = struct.unpack_from(">H", data, i)
+        if length < 2:
+            raise _bad("malformed JPEG header (segment length < 2)")
+        if marker in _JPEG_SOF:
+            # length (2), sample precision (1), height (2), width (2), components (1), ...
+            if length < 8 or i + 7 > n:
+                raise _bad("truncated JPEG frame header")
+            height, width = struct.unpack_from(">HH", data, i + 3)
+            if width == 0 or height == 0:  # height 0 defers it to a DNL marker: unsupported
+                raise _bad(f"JPEG frame header declares an invalid size {width}×{height}")
+            return width, height
+        i += length
+
+
 def check_frame(data: bytes, size: int | None = None) -> str:
     """Return the sniffed content type, or raise FrameRejection with the reason."""
     limits = settings.EMOTION_LIMITS
@@ -43,15 +124,29 @@ def check_frame(data: bytes, size: int | None = None) -> str:
     kind = sniff(data)
     if kind is None:
         raise FrameRejection("unsupported_type", "not a JPEG or PNG image (by its content)")
-    # A reduced decode checks the header and the compressed stream at 1/8 of the cost.
-    small = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    max_side = limits["max_side"]
+    # The declared size first: a decompression bomb is refused before it is inflated.
+    w, h = header_size(data, kind)
+    if w > max_side or h > max_side:
+        raise FrameRejection(
+            "too_many_pixels", f"{w}×{h} px exceeds the limit of {max_side} px a side"
+        )
+    # Then decode (an image now known to be in bounds) to check the compressed stream, at 1/8
+    # scale: for a JPEG about 1/8 of the cost of a full decode, for a PNG about half the memory.
+    # OpenCV shrinks a PNG after inflating it and fails on a side under 8 px: read those whole.
+    scale = 8 if kind == "image/jpeg" or min(w, h) >= 8 else 1
+    flag = cv2.IMREAD_REDUCED_GRAYSCALE_8 if scale == 8 else cv2.IMREAD_GRAYSCALE
+    try:
+        small = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    except cv2.error:
+        small = None
     if small is None or small.size == 0:
         raise FrameRejection("undecodable", "the image data cannot be decoded")
-    h, w = small.shape[:2]
-    max_side = limits["max_side"]
-    if h * 8 > max_side + 8 or w * 8 > max_side + 8:
+    sh, sw = small.shape[:2]
+    limit = max_side + scale - 1  # a backstop: the header has bounded the size already
+    if sh * scale > limit or sw * scale > limit:
         raise FrameRejection(
-            "too_many_pixels", f"about {w * 8}×{h * 8} px exceeds {max_side} px a side"
+            "too_many_pixels", f"about {sw * scale}×{sh * scale} px exceeds {max_side} px a side"
         )
     return kind
 

@@ -222,3 +222,85 @@ def test_readings_api_filters_and_permissions(classroom, face_frames, api_client
     assert api_client_for(classroom.other_learner).get(url).status_code == 404
     assert api_client_for(classroom.other_instructor).get(url).status_code == 404
     assert api_client_for(classroom.instructor).get(f"{url}?from=2999-01-01").json()["count"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_decompression_bomb_is_refused_from_its_header(classroom, face_frames, monkeypatch):
+    """A ~62 KB PNG declaring 8000×8000 px (64 MB once inflated) is rejected on its declared
+    size: OpenCV never sees it, while the good frame beside it is decoded and analysed."""
+    from tests.emotion.test_validation import zero_png
+
+    bomb = zero_png(8000, 8000)
+    assert len(bomb) < settings.EMOTION_LIMITS["max_frame_bytes"]
+    decoded = []
+    real_imdecode = cv2.imdecode
+
+    def spy(buf, flags):
+        decoded.append(bytes(buf))
+        return real_imdecode(buf, flags)
+
+    monkeypatch.setattr(cv2, "imdecode", spy)
+    r = upload(classroom.learner, classroom.session, [("a.jpg", face_frames[0]), ("b.png", bomb)])
+    assert r.status_code == 400
+    body = r.json()
+    assert body["accepted"] == [0]
+    side = settings.EMOTION_LIMITS["max_side"]
+    assert body["rejected"] == [
+        {
+            "file": "b.png",
+            "sequence": None,
+            "code": "too_many_pixels",
+            "reason": f"8000×8000 px exceeds the limit of {side} px a side",
+        }
+    ]
+    assert bomb not in decoded and face_frames[0] in decoded
+    assert Reading.objects.get(session=classroom.session).analysed_at is not None
+
+
+def multipart_files(n: int) -> list[tuple[str, bytes]]:
+    return [(f"{i}.jpg", b"\xff\xd8\xff") for i in range(n)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_too_many_files_is_a_json_400_with_the_limit(classroom, settings):
+    """Past DATA_UPLOAD_MAX_NUMBER_FILES Django's parser raises TooManyFilesSent, which DRF's
+    parser lets through: it was Django's HTML 400 page, it is the API's JSON error."""
+    per_request = settings.EMOTION_LIMITS["max_frames_per_request"]
+    files = multipart_files(settings.DATA_UPLOAD_MAX_NUMBER_FILES + 1)
+    r = upload(classroom.learner, classroom.session, files)
+    assert r.status_code == 400 and r["Content-Type"] == "application/json"
+    assert r.json()["error"] == {
+        "status": 400,
+        "code": "too_many_files",
+        "message": f"too many files: at most {per_request} per request",
+        "details": None,
+    }
+    # the same through session authentication, whose CSRF check reads the form first
+    from django.middleware.csrf import _get_new_csrf_string
+
+    c = APIClient(enforce_csrf_checks=True)
+    c.force_login(classroom.learner)
+    token = _get_new_csrf_string()
+    c.cookies[settings.CSRF_COOKIE_NAME] = token
+    data = {"frames": [SimpleUploadedFile(n, d, "image/jpeg") for n, d in files]}
+    url = f"/api/sessions/{classroom.session.pk}/frames/"
+    r = c.post(url, data, format="multipart", HTTP_X_CSRFTOKEN=token)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_files"
+    # below Django's cap but above the endpoint's: the view's own check says the same limit
+    r = upload(classroom.learner, classroom.session, multipart_files(per_request + 1))
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == f"frames: at most {per_request} frames per request"
+    assert not Reading.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_too_many_fields_or_too_much_field_data_is_a_json_error(classroom, settings):
+    n = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+    r = upload(classroom.learner, classroom.session, multipart_files(1), sequence=["1"] * (n + 5))
+    assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_fields"
+    assert r.json()["error"]["message"] == f"too many form fields: at most {n} per request"
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    r = upload(classroom.learner, classroom.session, multipart_files(1), captured_at=["x" * 2000])
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert "1000 bytes" in r.json()["error"]["message"]
+    assert not Reading.objects.exists()
