@@ -15,16 +15,62 @@ from django.utils.dateparse import parse_datetime
 from emotion.batcher import get_batcher
 from emotion.live import course_group, course_snapshot, session_group
 from emotion.services import IncomingFrame, SessionClosed, frames_accept, session_check_ingest
+from emotion.validation import sniff
 from tutoring.models import Course, LearnerSession
 
 CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_ENDED = 4401, 4403, 4404, 4409
 IN_FLIGHT_TIMEOUT_S = 30.0  # a frame never reported analysed stops holding credit after this
+FRAME_PREFIX_BYTES = 4  # a binary frame starts with its JSON header's length, big-endian
 MAX_HEADER_BYTES = 1024
+# daphne's default ``websocket_max_message_size`` (1 MiB; ``make run`` and the README start
+# daphne without changing it). A larger message makes autobahn drop the whole socket with
+# close code 1009 and no reason, so it never reaches the consumer to be rejected per frame.
+DAPHNE_MAX_MESSAGE_BYTES = 1024 * 1024
+# The most image bytes one binary frame message can carry through daphne with the largest
+# header we accept: a frame over this is rejected here, per frame, with a reason.
+STREAM_FRAME_BYTES_CAP = DAPHNE_MAX_MESSAGE_BYTES - FRAME_PREFIX_BYTES - MAX_HEADER_BYTES
+
+
+def stream_max_frame_bytes() -> int:
+    """Image bytes one streamed frame may have: the configured frame limit (also the REST
+    upload's), capped so that the frame fits in one daphne message."""
+    return min(settings.EMOTION_LIMITS["max_frame_bytes"], STREAM_FRAME_BYTES_CAP)
+
+
+# ``LearnerSession.end_reason`` (what ``session_end`` was given), as a learner reads it
+END_REASONS = {
+    "ended": "the session was ended",
+    "consent_revoked": "consent for this course was revoked",
+    "consent_superseded": "consent was given again, which ends the open session",
+    "superseded": "a newer session was started for this course (another tab or device?)",
+    "data_erased": "your data for this course was erased",
+}
+
+
+def ended_reason(end_reason: str | None) -> str:
+    why = END_REASONS.get(end_reason or "", "the session has ended")
+    return f"{why}; start a new session from the course page"
+
+
+class BadHeader(ValueError):
+    pass
 
 
 class JsonSender:
     async def send_json(self, content: dict) -> None:
         await self.send(text_data=json.dumps(content, default=str))
+
+    async def refuse(self, code: int, reason: str) -> None:
+        """Close with an application code a browser can see, and say why first.
+
+        Closing before ``accept()`` would make daphne answer the handshake with HTTP 403, and
+        a browser then only gets close code 1006 (and no reason): accept, explain, close."""
+        await self.accept()
+        await self.close_with(code, reason)
+
+    async def close_with(self, code: int, reason: str) -> None:
+        await self.send_json({"type": "closed", "code": code, "reason": reason})
+        await self.close(code=code)
 
 
 class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
@@ -36,22 +82,24 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
     Every frame gets an ack ``{"type": "ack", "sequence", "status": accepted | duplicate |
     dropped | rejected, "credit"}``; ``credit`` is how many more frames may be in flight.
     A frame sent without credit is dropped (and said so), never queued without bound.
+    A refused or ended stream gets ``{"type": "closed", "code", "reason"}``, then that close
+    code (4401 signed out, 4403 consent revoked, 4404 not your session, 4409 ended).
     """
 
     async def connect(self):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            return await self.close(code=CLOSE_UNAUTHENTICATED)
+            return await self.refuse(CLOSE_UNAUTHENTICATED, "sign in to stream")
         session_id = int(self.scope["url_route"]["kwargs"]["session_id"])
         self.session = await self._own_session(user, session_id)
         if self.session is None:
-            return await self.close(code=CLOSE_NOT_FOUND)
+            return await self.refuse(CLOSE_NOT_FOUND, "no such session of yours")
         try:
             await database_sync_to_async(session_check_ingest)(session=self.session)
         except SessionClosed:
-            return await self.close(code=CLOSE_ENDED)
-        except PermissionDenied:
-            return await self.close(code=CLOSE_FORBIDDEN)
+            return await self.refuse(CLOSE_ENDED, ended_reason(self.session.end_reason))
+        except PermissionDenied as e:
+            return await self.refuse(CLOSE_FORBIDDEN, str(e) or "streaming is not allowed")
         self.group = session_group(self.session.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.in_flight: dict[int, float] = {}
@@ -65,7 +113,7 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
                 "credit": self.credit(),
                 "next_sequence": await self._next_sequence(),
                 "capture_fps": self.session.course.capture_fps,
-                "max_frame_bytes": settings.EMOTION_LIMITS["max_frame_bytes"],
+                "max_frame_bytes": stream_max_frame_bytes(),
                 "emotion_enabled": self.session.emotion_enabled,
             }
         )
@@ -107,7 +155,19 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         if text_data is not None:
             return await self._receive_text(text_data)
-        header, data = self._split(bytes_data or b"")
+        try:
+            header, data = self._split(bytes_data or b"")
+        except BadHeader as e:
+            return await self.send_json(
+                {
+                    "type": "ack",
+                    "sequence": None,
+                    "status": "rejected",
+                    "code": "bad_header",
+                    "reason": str(e),
+                    "credit": self.credit(),
+                }
+            )
         await self._frame(header, data)
 
     async def _receive_text(self, text: str):
@@ -126,19 +186,26 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
             await self.send_json({"type": "error", "reason": f"unknown message type {kind!r}"})
 
     def _split(self, raw: bytes) -> tuple[dict, bytes]:
+        """(header, image bytes) of a binary message; BadHeader says what is wrong with it."""
         if self.pending_header is not None:
             header, self.pending_header = self.pending_header, None
             return header, raw
-        if len(raw) > 4:
-            n = int.from_bytes(raw[:4], "big")
-            if 0 < n <= MAX_HEADER_BYTES and len(raw) >= 4 + n:
-                try:
-                    header = json.loads(raw[4 : 4 + n])
-                    if isinstance(header, dict):
-                        return header, raw[4 + n :]
-                except ValueError:
-                    pass
-        return {}, raw
+        p = FRAME_PREFIX_BYTES
+        if len(raw) < p:
+            raise BadHeader(f"a binary frame starts with a {p}-byte header length")
+        n = int.from_bytes(raw[:p], "big")
+        if not 0 < n <= MAX_HEADER_BYTES:
+            hint = " (image bytes without a header?)" if sniff(raw) else ""
+            raise BadHeader(f"header length {n} is not 1…{MAX_HEADER_BYTES} bytes{hint}")
+        if len(raw) < p + n:
+            raise BadHeader(f"header length {n} is longer than the {len(raw) - p} bytes sent")
+        try:
+            header = json.loads(raw[p : p + n])
+        except ValueError:
+            raise BadHeader("the header is not valid UTF-8 JSON") from None
+        if not isinstance(header, dict):
+            raise BadHeader("the header must be a JSON object")
+        return header, raw[p + n :]
 
     async def _frame(self, header: dict, data: bytes):
         seq = header.get("sequence")
@@ -150,6 +217,17 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
                     "status": "rejected",
                     "code": "bad_sequence",
                     "reason": "sequence must be an integer ≥ 0",
+                    "credit": self.credit(),
+                }
+            )
+        limit = stream_max_frame_bytes()
+        if len(data) > limit:
+            return await self.send_json(
+                {
+                    **ack,
+                    "status": "rejected",
+                    "code": "too_large",
+                    "reason": f"{len(data)} bytes exceeds this stream's limit of {limit} per frame",
                     "credit": self.credit(),
                 }
             )
@@ -175,11 +253,9 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
                 session=self.session, frames=[frame], enqueue=False
             )
         except SessionClosed:
-            await self.send_json({"type": "closed", "reason": "session ended"})
-            return await self.close(code=CLOSE_ENDED)
+            return await self.close_with(CLOSE_ENDED, ended_reason(None))
         except PermissionDenied as e:
-            await self.send_json({"type": "closed", "reason": str(e)})
-            return await self.close(code=CLOSE_FORBIDDEN)
+            return await self.close_with(CLOSE_FORBIDDEN, str(e))
         if result.accepted:
             a = result.accepted[0]
             self.in_flight[a["sequence"]] = time.monotonic()
@@ -209,8 +285,7 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
         await self.send_json({"type": "summary", **payload, "credit": self.credit()})
 
     async def session_ended(self, event):
-        await self.send_json({"type": "closed", "reason": event["payload"].get("reason", "ended")})
-        await self.close(code=CLOSE_ENDED)
+        await self.close_with(CLOSE_ENDED, ended_reason(event["payload"].get("reason")))
 
 
 def _parse_time(value) -> datetime | None:
@@ -232,16 +307,19 @@ def _parse_time(value) -> datetime | None:
 
 class CourseLiveConsumer(JsonSender, AsyncWebsocketConsumer):
     """``ws/courses/<id>/live/``: the course's instructors (and admins) get a snapshot on
-    connect, then every summary the workers push for the course."""
+    connect, then every summary the workers push for the course. A refused socket gets
+    ``{"type": "closed", "code", "reason"}`` and close code 4401 (signed out) or 4403."""
 
     async def connect(self):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            return await self.close(code=CLOSE_UNAUTHENTICATED)
+            return await self.refuse(CLOSE_UNAUTHENTICATED, "sign in to see the live view")
         course_id = int(self.scope["url_route"]["kwargs"]["course_id"])
         course = await self._managed_course(user, course_id)
         if course is None:
-            return await self.close(code=CLOSE_FORBIDDEN)
+            return await self.refuse(
+                CLOSE_FORBIDDEN, "only this course's instructors can see its live view"
+            )
         self.group = course_group(course.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()

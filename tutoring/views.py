@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import wraps
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -11,9 +12,10 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
+from rest_framework.exceptions import ValidationError as DRFValidationError
 
 from tutoring import selectors, services
-from tutoring.apis import parse_when
+from tutoring.apis import error_text, parse_range
 from tutoring.models import Course
 
 
@@ -190,12 +192,14 @@ def teach_reports(request, course_id: int):
     raw_from, raw_to = request.GET.get("from", ""), request.GET.get("to", "")
     error = None
     try:
-        date_from, date_to = parse_when(raw_from, "from"), parse_when(raw_to, "to")
-    except Exception as e:  # a bad date in the form: show it, report on everything
-        error, date_from, date_to = str(getattr(e, "detail", e)), None, None
+        date_from, date_to = parse_range(request.GET)
+    except DRFValidationError as e:  # a bad or reversed range: say why (400), report on all
+        error, date_from, date_to = error_text(e), None, None
     report = selectors.course_report(course=course, date_from=date_from, date_to=date_to)
-    query = "&".join(f"{k}={v}" for k, v in (("from", raw_from), ("to", raw_to)) if v and not error)
-    csv_url = f"/api/courses/{course.pk}/report/?format=csv" + (f"&{query}" if query else "")
+    params = [("format", "csv")]
+    if not error:
+        params += [(k, v) for k, v in (("from", raw_from), ("to", raw_to)) if v]
+    csv_url = f"/api/courses/{course.pk}/report/?{urlencode(params)}"
     return render(
         request,
         "tutoring/teach_reports.html",
@@ -207,4 +211,5 @@ def teach_reports(request, course_id: int):
             "error": error,
             "csv_url": csv_url,
         },
+        status=400 if error else 200,
     )

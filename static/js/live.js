@@ -7,7 +7,8 @@ const ago = (ms) => {
   return s < 90 ? `${s} s` : `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")} min`;
 };
 const learners = new Map(); // learner id → {name, session summary, lastFrame (ms)}
-let backoff = 500;
+const MAX_FAILURES = 8; // connection attempts in a row that never opened: then stop, offer Retry
+let backoff = 500, failures = 0;
 
 const engagementChart = new Chart($("engagement-chart"), {
   type: "line",
@@ -95,14 +96,40 @@ function summary(sum) {
   if (!ul.children.length) ul.innerHTML = '<li class="muted">No alerts.</li>';
 }
 
+const sentence = (text) => {
+  const t = (text || "").trim();
+  if (!t) return "";
+  return t.charAt(0).toUpperCase() + t.slice(1) + (/[.!?]$/.test(t) ? "" : ".");
+};
+
+function showConn(state, text, retry = false) {
+  const conn = $("conn");
+  conn.dataset.state = state;
+  conn.textContent = text;
+  if (retry) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "retry";
+    b.textContent = "Retry";
+    b.addEventListener("click", () => { failures = 0; backoff = 500; showConn("connecting", "Connecting…"); connect(); });
+    conn.append(" ", b);
+  }
+}
+
 function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${proto}://${location.host}${cfg.wsPath}`);
-  const conn = $("conn");
-  ws.onopen = () => { conn.dataset.state = "live"; conn.textContent = "Live"; backoff = 500; };
+  let accepted = false, told = null; // told: the server's {code, reason} before it closes
   ws.onmessage = (ev) => {
     const msg = JSON.parse(ev.data);
-    if (msg.type === "snapshot") {
+    if (msg.type === "closed") {
+      told = msg;
+    } else if (msg.type === "snapshot") {
+      // live only once the server has accepted us (a refusal also opens, then closes)
+      showConn("live", "Live");
+      accepted = true;
+      backoff = 500;
+      failures = 0;
       for (const l of msg.learners) {
         learners.set(l.learner, { name: l.learner_name, session: l.session,
           lastFrame: l.session && l.session.last_frame_at ? Date.parse(l.session.last_frame_at) : null });
@@ -123,8 +150,16 @@ function connect() {
     }
   };
   ws.onclose = (ev) => {
-    if (ev.code === 4403 || ev.code === 4401) { conn.dataset.state = "error"; conn.textContent = "Not allowed"; return; }
-    conn.dataset.state = "reconnecting"; conn.textContent = "Reconnecting…";
+    const code = ev.code === 1006 && told ? told.code : ev.code;
+    if (code === 4403 || code === 4401) {
+      const why = sentence((told && told.reason) || ev.reason);
+      return showConn("error", "Not allowed" + (why ? `: ${why}` : ""));
+    }
+    if (!accepted) failures += 1;
+    if (failures >= MAX_FAILURES) {
+      return showConn("error", "Disconnected: the server cannot be reached.", true);
+    }
+    showConn("reconnecting", "Reconnecting…");
     setTimeout(connect, backoff);
     backoff = Math.min(backoff * 2, 8000);
   };

@@ -6,6 +6,7 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 
+from emotion.consumers import MAX_HEADER_BYTES, STREAM_FRAME_BYTES_CAP
 from emotion.framestore import get_frame_store
 from emotion.models import Reading
 from ml.classes import EMOTIONS
@@ -76,16 +77,45 @@ async def test_stream_over_redis_with_a_real_worker(classroom, face_frames, cele
     assert keys == []  # no raw frame left in Redis
 
 
+async def refusal(path: str, user=None) -> tuple[int, str]:
+    """A refused socket is accepted, told why, then closed with the application code (a
+    close before accept would reach a browser as a failed handshake, code 1006)."""
+    comm, ok, _ = await connect(path, user)
+    assert ok
+    msg = await comm.receive_json_from(timeout=5)
+    closed = await comm.receive_output(timeout=5)
+    assert closed["type"] == "websocket.close"
+    assert msg["type"] == "closed" and msg["code"] == closed["code"], (msg, closed)
+    return closed["code"], msg["reason"]
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_who_may_connect(classroom):
     path = f"/ws/sessions/{classroom.session.pk}/stream/"
-    assert (await connect(path))[1:] == (False, 4401)
-    assert (await connect(path, classroom.other_learner))[1:] == (False, 4404)
-    assert (await connect(path, classroom.instructor))[1:] == (False, 4404)
+    assert (await refusal(path))[0] == 4401
+    assert (await refusal(path, classroom.other_learner))[0] == 4404
+    assert (await refusal(path, classroom.instructor))[0] == 4404
     live = f"/ws/courses/{classroom.course.pk}/live/"
-    assert (await connect(live))[1:] == (False, 4401)
-    assert (await connect(live, classroom.other_instructor))[1:] == (False, 4403)
-    assert (await connect(live, classroom.learner))[1:] == (False, 4403)
+    assert (await refusal(live))[0] == 4401
+    assert (await refusal(live, classroom.other_instructor))[0] == 4403
+    assert (await refusal(live, classroom.learner))[0] == 4403
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_ended_or_revoked_session_is_refused_with_a_reason(classroom):
+    from django.utils import timezone
+
+    from tutoring.models import Consent, LearnerSession
+
+    path = f"/ws/sessions/{classroom.session.pk}/stream/"
+    revoke = Consent.objects.filter(pk=classroom.session.consent_id).update
+    await database_sync_to_async(revoke)(revoked_at=timezone.now())
+    code, reason = await refusal(path, classroom.learner)
+    assert code == 4403 and reason == "consent for this course was revoked"
+    end = LearnerSession.objects.filter(pk=classroom.session.pk).update
+    await database_sync_to_async(end)(status=LearnerSession.Status.ENDED, end_reason="superseded")
+    code, reason = await refusal(path, classroom.learner)
+    assert code == 4409 and reason.startswith("a newer session was started")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -134,6 +164,62 @@ async def test_bad_stream_messages(classroom, face_frames):
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_malformed_binary_header_is_rejected_as_such(classroom, face_frames):
+    comm, _, _ = await connect(f"/ws/sessions/{classroom.session.pk}/stream/", classroom.learner)
+    await StreamClient(comm).ready()
+    jpeg = face_frames[0]
+    good = frame_message(0, jpeg)
+    n = int.from_bytes(good[:4], "big")
+    malformed = {
+        "too short": b"\0\0",
+        "zero length": (0).to_bytes(4, "big") + jpeg,
+        "length over the maximum": (MAX_HEADER_BYTES + 1).to_bytes(4, "big") + b"{}" + jpeg,
+        "image without a header": jpeg,
+        "length past the end": (50).to_bytes(4, "big") + b'{"sequence": 0}',
+        "not JSON": (4).to_bytes(4, "big") + b"{seq" + jpeg,
+        "not an object": (3).to_bytes(4, "big") + b"[0]" + jpeg,
+        "truncated JSON": (n - 1).to_bytes(4, "big") + good[4 : 4 + n - 1] + jpeg,
+    }
+    for what, message in malformed.items():
+        await comm.send_to(bytes_data=message)
+        ack = await comm.receive_json_from()
+        assert ack["status"] == "rejected" and ack["code"] == "bad_header", (what, ack)
+        assert ack["reason"] and ack["credit"] > 0, (what, ack)
+    await comm.send_to(bytes_data=jpeg)
+    assert "without a header" in (await comm.receive_json_from())["reason"]
+    assert await reading_count(classroom.session) == 0  # nothing was taken for an image
+    await comm.send_to(bytes_data=good)  # and the socket still works
+    assert (await comm.receive_json_from())["status"] == "accepted"
+    await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_frame_limit_fits_one_daphne_message(classroom, face_frames, settings):
+    path = f"/ws/sessions/{classroom.session.pk}/stream/"
+    comm, _, _ = await connect(path, classroom.learner)
+    ready = await StreamClient(comm).ready()
+    # the configured 2 MiB would not fit in one daphne message: the socket's own cap applies
+    assert settings.EMOTION_LIMITS["max_frame_bytes"] > STREAM_FRAME_BYTES_CAP
+    assert ready["max_frame_bytes"] == STREAM_FRAME_BYTES_CAP
+    over = face_frames[0] + b"\0" * (STREAM_FRAME_BYTES_CAP + 1 - len(face_frames[0]))
+    await comm.send_to(bytes_data=frame_message(0, over))
+    ack = await comm.receive_json_from()
+    assert (ack["sequence"], ack["status"], ack["code"]) == (0, "rejected", "too_large")
+    assert f"limit of {STREAM_FRAME_BYTES_CAP}" in ack["reason"]
+    await comm.disconnect()
+
+    # a smaller configured limit is the one advertised and enforced
+    settings.EMOTION_LIMITS = {**settings.EMOTION_LIMITS, "max_frame_bytes": len(face_frames[0])}
+    comm, _, _ = await connect(path, classroom.learner)
+    assert (await StreamClient(comm).ready())["max_frame_bytes"] == len(face_frames[0])
+    await comm.send_to(bytes_data=frame_message(1, face_frames[0]))
+    assert (await comm.receive_json_from())["status"] == "accepted"
+    await comm.send_to(bytes_data=frame_message(2, face_frames[0] + b"\0"))
+    assert (await comm.receive_json_from())["code"] == "too_large"
+    await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_engagement_only_sends_no_emotion(classroom, face_frames):
     @database_sync_to_async
     def engagement_only():
@@ -173,6 +259,9 @@ async def test_ending_the_session_closes_the_stream(classroom, api_client_for):
         lambda: api_client_for(classroom.learner).post(f"/api/sessions/{classroom.session.pk}/end/")
     )()
     assert r.status_code == 200
-    assert (await comm.receive_json_from(timeout=5))["type"] == "closed"
+    closed = await comm.receive_json_from(timeout=5)
+    assert closed["type"] == "closed" and closed["code"] == 4409
+    assert closed["reason"].startswith("the session was ended")
+    assert (await comm.receive_output(timeout=5)) == {"type": "websocket.close", "code": 4409}
     ended = await live.receive_json_from(timeout=5)
     assert ended["type"] == "session_ended" and ended["session"] == classroom.session.pk
