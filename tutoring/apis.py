@@ -16,7 +16,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers, status
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -79,6 +79,40 @@ def parse_when(value: str | None, name: str):
     return dt if dt.tzinfo is not None else timezone.make_aware(dt)
 
 
+def parse_range(params) -> tuple[datetime | None, datetime | None]:
+    """``from`` and ``to`` query parameters as a half-open range ``[from, to)``.
+
+    Either may be missing; when both are given, ``to`` must be later than ``from`` (a reversed
+    or empty range is a client error, not an empty report).
+    """
+    raw_from, raw_to = params.get("from"), params.get("to")
+    date_from, date_to = parse_when(raw_from, "from"), parse_when(raw_to, "to")
+    if date_from is not None and date_to is not None and date_to <= date_from:
+        raise ValidationError(
+            {
+                "to": f"must be later than from (from={raw_from}, to={raw_to}): the range "
+                "includes from and excludes to"
+            }
+        )
+    return date_from, date_to
+
+
+def error_text(exc: ValidationError) -> str:
+    """A validation error's messages as plain text: ``"from: not a valid date: '…'"``."""
+
+    def walk(detail, prefix=""):
+        if isinstance(detail, dict):
+            for k, v in detail.items():
+                yield from walk(v, "" if k == "non_field_errors" else f"{k}: ")
+        elif isinstance(detail, list):
+            for v in detail:
+                yield from walk(v, prefix)
+        else:
+            yield f"{prefix}{detail}"
+
+    return "; ".join(walk(exc.detail))
+
+
 # --- auth ----------------------------------------------------------------------------------------
 
 
@@ -115,31 +149,42 @@ class CourseOutput(serializers.ModelSerializer):
             "my_consent",
         ]
 
+    # The annotations of selectors.course_list_for_output when present (no query per course);
+    # otherwise one query each.
     def get_learner_count(self, course) -> int | None:
         user = self.context["request"].user
-        if selectors.course_is_managed_by(course=course, user=user):
-            return course.enrollments.count()
-        return None
+        manages = getattr(course, "viewer_manages", None)
+        if manages is None:
+            manages = selectors.course_is_managed_by(course=course, user=user)
+        if not manages:
+            return None
+        count = getattr(course, "enrolled_count", None)
+        return course.enrollments.count() if count is None else count
 
     def get_my_consent(self, course) -> dict | None:
         user = self.context["request"].user
         if not user.is_learner:
             return None
-        c = selectors.consent_active(learner=user, course=course)
+        if hasattr(course, "viewer_consents"):
+            c = course.viewer_consents[0] if course.viewer_consents else None
+        else:
+            c = selectors.consent_active(learner=user, course=course)
         return ConsentOutput(c).data if c else None
 
 
 class CourseListApi(APIView):
     @extend_schema(responses=CourseOutput(many=True))
     def get(self, request):
-        qs = selectors.course_list(user=request.user).prefetch_related("instructors")
+        qs = selectors.course_list_for_output(user=request.user)
         return paginated(request, self, qs, CourseOutput)
 
 
 class CourseDetailApi(APIView):
     @extend_schema(responses=CourseOutput)
     def get(self, request, course_id: int):
-        course = selectors.course_get(user=request.user, course_id=course_id)
+        course = selectors.course_list_for_output(user=request.user).filter(pk=course_id).first()
+        if course is None:
+            raise NotFound("no such course")
         return Response(CourseOutput(course, context={"request": request}).data)
 
 
@@ -347,11 +392,8 @@ class CourseReportApi(APIView):
         course = selectors.course_get(user=request.user, course_id=course_id)
         if not selectors.course_is_managed_by(course=course, user=request.user):
             raise PermissionDenied("course reports are for the course's instructors")
-        report = selectors.course_report(
-            course=course,
-            date_from=parse_when(request.query_params.get("from"), "from"),
-            date_to=parse_when(request.query_params.get("to"), "to"),
-        )
+        date_from, date_to = parse_range(request.query_params)
+        report = selectors.course_report(course=course, date_from=date_from, date_to=date_to)
         if request.accepted_renderer.format == "csv":
             rows = [flatten(r) for r in report["learners"]]
             return Response(rows, headers=_attachment(f"course-{course.pk}-report.csv"))

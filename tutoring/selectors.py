@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from ml.engagement import Observation, summarize_window, windows
-from tutoring.models import Consent, Course, LearnerSession, User
+from tutoring.models import Consent, Course, Enrollment, LearnerSession, User
 
 READING_FIELDS = ("session_id", "sequence", "captured_at", "face_found", "cues", "probs")
 
@@ -26,6 +27,36 @@ def course_list(*, user: User) -> QuerySet[Course]:
     if user.is_instructor:
         return qs.filter(instructors=user).distinct()
     return qs.filter(enrollments__learner=user).distinct()
+
+
+def course_list_for_output(*, user: User) -> QuerySet[Course]:
+    """``course_list`` with what the course API shows per course, fetched for the whole list.
+
+    Each course carries ``viewer_manages`` (the caller may manage it), ``enrolled_count`` (its
+    enrolments) and, for learners, ``viewer_consents`` (the caller's active consent, at most
+    one) — a fixed number of queries however many courses a page holds.
+    """
+    if user.is_platform_admin:
+        manages = Value(True)
+    else:
+        manages = Exists(
+            Course.instructors.through.objects.filter(course_id=OuterRef("pk"), user_id=user.pk)
+        )
+    enrolled = (
+        Enrollment.objects.filter(course=OuterRef("pk"))
+        .order_by()
+        .values("course")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    qs = course_list(user=user).annotate(
+        viewer_manages=manages, enrolled_count=Coalesce(Subquery(enrolled), 0)
+    )
+    qs = qs.prefetch_related("instructors")
+    if user.is_learner:
+        mine = Consent.objects.filter(learner=user, revoked_at__isnull=True)
+        qs = qs.prefetch_related(Prefetch("consents", queryset=mine, to_attr="viewer_consents"))
+    return qs
 
 
 def course_get(*, user: User, course_id: int) -> Course:
@@ -148,13 +179,74 @@ def session_report(*, session: LearnerSession, window_s: float = 10.0) -> dict:
     return report
 
 
-def course_report(*, course: Course, date_from=None, date_to=None) -> dict:
-    emotion = course.emotion_inference_enabled
-    sessions = course.sessions.select_related("learner").order_by("learner__username", "started_at")
+def _report_sessions(course: Course, date_from=None, date_to=None) -> QuerySet[LearnerSession]:
+    """The course's sessions that overlap ``[date_from, date_to)``.
+
+    A session spans ``started_at`` to its end (``ended_at``, else the last frame, else its
+    start). It overlaps when it starts before ``date_to`` and ends after ``date_from`` (or
+    starts at or after it). A session with an analysed reading captured inside the range is
+    included too: clients stamp ``captured_at`` themselves, within the allowed clock skew of
+    the server's times.
+    """
+    from emotion.models import Reading
+
+    sessions = course.sessions.select_related("learner").annotate(
+        report_end=Coalesce("ended_at", "last_frame_at", "started_at")
+    )
+    if not (date_from or date_to):
+        return sessions
+    overlaps = Q()
     if date_from:
-        sessions = sessions.filter(started_at__gte=date_from)
+        overlaps &= Q(started_at__gte=date_from) | Q(report_end__gt=date_from)
     if date_to:
-        sessions = sessions.filter(started_at__lt=date_to)
+        overlaps &= Q(started_at__lt=date_to)
+    inside = _in_range(
+        Reading.objects.filter(session=OuterRef("pk"), analysed_at__isnull=False),
+        date_from,
+        date_to,
+    )
+    return sessions.filter(overlaps | Exists(inside))
+
+
+def _in_range(readings, date_from=None, date_to=None):
+    if date_from:
+        readings = readings.filter(captured_at__gte=date_from)
+    if date_to:
+        readings = readings.filter(captured_at__lt=date_to)
+    return readings
+
+
+def _clipped_duration_s(session: LearnerSession, date_from=None, date_to=None) -> float:
+    start, end = session.started_at, session.report_end
+    if date_from and date_from > start:
+        start = date_from
+    if date_to and date_to < end:
+        end = date_to
+    return max((end - start).total_seconds(), 0.0)
+
+
+def course_report(*, course: Course, date_from=None, date_to=None) -> dict:
+    """Per-learner and overall aggregates of a course over ``[date_from, date_to)``.
+
+    Counts the sessions that overlap the range, their time inside it, and only the readings
+    captured inside it (a session across midnight contributes its frames before midnight to
+    one day and those after to the next). Two queries, however many sessions.
+    """
+    from emotion.models import Reading
+
+    emotion = course.emotion_inference_enabled
+    sessions = list(
+        _report_sessions(course, date_from, date_to).order_by("learner__username", "started_at")
+    )
+    by_session: dict[int, list[dict]] = {s.pk: [] for s in sessions}
+    if sessions:
+        readings = _in_range(
+            Reading.objects.filter(session_id__in=list(by_session), analysed_at__isnull=False),
+            date_from,
+            date_to,
+        )
+        for r in readings.order_by("session_id", "captured_at").values(*READING_FIELDS):
+            by_session[r["session_id"]].append(r)
     per_learner: dict[int, dict] = {}
     all_obs: list[Observation] = []
     for s in sessions:
@@ -169,9 +261,8 @@ def course_report(*, course: Course, date_from=None, date_to=None) -> dict:
             },
         )
         row["sessions"] += 1
-        end = s.ended_at or s.last_frame_at or s.started_at
-        row["duration_s"] += max((end - s.started_at).total_seconds(), 0.0)
-        obs = _observations(_session_readings(s), s.started_at, emotion and s.emotion_enabled)
+        row["duration_s"] += _clipped_duration_s(s, date_from, date_to)
+        obs = _observations(by_session[s.pk], s.started_at, emotion and s.emotion_enabled)
         row["_obs"] += obs
         all_obs += obs
     learners = []

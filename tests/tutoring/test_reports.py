@@ -9,11 +9,20 @@ Session B: 10 happy frames, centred → 0.6 / 0.9 = 0.6667 each (highly engaged)
 """
 
 import csv
+import datetime as dt
 import io
 
 import pytest
+from django.utils import timezone
 
-from tests.factories import ReadingFactory, probs_for
+from tests.factories import (
+    CourseFactory,
+    LearnerSessionFactory,
+    ReadingFactory,
+    UserFactory,
+    enroll,
+    probs_for,
+)
 
 
 @pytest.fixture
@@ -100,3 +109,218 @@ def test_engagement_only_course_never_returns_emotion(world, api):
     )
     # engagement from attention alone: centred face in every frame → 1.0
     assert rep["engagement"] == pytest.approx(1.0) and tl["emotion_enabled"] is False
+
+
+# --- date ranges: sessions across midnight ------------------------------------------------------
+
+UTC = dt.UTC
+
+
+@pytest.fixture
+def overnight(world, settings):
+    """learner_c in Chemistry: one session 23:30 on 1 Jan → 00:30 on 2 Jan 2026 with 4 attentive
+    frames before midnight and 6 faceless frames after, and one session at noon on 1 Jan."""
+    settings.TIME_ZONE = "UTC"
+    learner = world.other_course.learners.get()
+    consent = learner.consents.get()
+    night = LearnerSessionFactory(
+        learner=learner,
+        course=world.other_course,
+        consent=consent,
+        started_at=dt.datetime(2026, 1, 1, 23, 30, tzinfo=UTC),
+        ended_at=dt.datetime(2026, 1, 2, 0, 30, tzinfo=UTC),
+        status="ended",
+    )
+    midnight = dt.datetime(2026, 1, 2, tzinfo=UTC)
+    for i, minutes in enumerate([-20, -15, -10, -1, 0, 1, 5, 10, 20, 29]):
+        ReadingFactory(
+            session=night,
+            sequence=i,
+            captured_at=midnight + dt.timedelta(minutes=minutes),
+            face_found=minutes < 0,
+        )
+    noon = LearnerSessionFactory(
+        learner=learner,
+        course=world.other_course,
+        consent=consent,
+        started_at=dt.datetime(2026, 1, 1, 12, tzinfo=UTC),
+        ended_at=dt.datetime(2026, 1, 1, 12, 10, tzinfo=UTC),
+        status="ended",
+    )
+    for i in range(3):
+        ReadingFactory(session=noon, sequence=i)
+    return world.other_course
+
+
+def _course_report(api, world, course, query):
+    r = api(world.other_instructor).get(f"/api/courses/{course.pk}/report/?{query}")
+    assert r.status_code == 200, r.content
+    return r.json()
+
+
+def test_range_ending_at_midnight_keeps_only_the_frames_before_it(world, api, overnight):
+    rep = _course_report(api, world, overnight, "from=2026-01-01&to=2026-01-02")
+    (row,) = rep["learners"]
+    assert rep["sessions"] == row["sessions"] == 2
+    assert row["n_frames"] == 3 + 4  # noon's 3, and the 4 attentive frames before midnight
+    assert row["presence_ratio"] == 1.0
+    assert row["duration_s"] == 600 + 1800  # the overnight session counts until midnight
+    assert rep["overall"]["n_frames"] == 7
+
+
+def test_range_starting_at_midnight_keeps_the_frames_after_it(world, api, overnight):
+    for query in ("from=2026-01-02", "from=2026-01-02&to=2026-01-03"):
+        rep = _course_report(api, world, overnight, query)
+        (row,) = rep["learners"]
+        assert rep["sessions"] == row["sessions"] == 1  # the noon session is out of range
+        assert row["n_frames"] == 6 and row["presence_ratio"] == 0.0
+        assert row["engagement"] == 0.0 and row["band"] == "disengaged"
+        assert row["duration_s"] == 1800
+
+
+def test_range_inside_a_session_clips_frames_and_time(world, api, overnight):
+    rep = _course_report(api, world, overnight, "from=2026-01-01T23:55:00Z&to=2026-01-02T00:05:00Z")
+    (row,) = rep["learners"]
+    assert row["sessions"] == 1
+    assert row["n_frames"] == 3  # at -1, 0 and +1 min; +5 min is at `to`, which is excluded
+    assert row["presence_ratio"] == pytest.approx(1 / 3)
+    assert row["duration_s"] == 600
+
+
+def test_no_range_counts_whole_sessions(world, api, overnight):
+    rep = _course_report(api, world, overnight, "")
+    (row,) = rep["learners"]
+    assert row["sessions"] == 2 and row["n_frames"] == 13 and row["duration_s"] == 600 + 3600
+
+
+# --- reversed ranges ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query", ["from=2026-01-02&to=2026-01-01", "from=2026-01-02&to=2026-01-02"]
+)
+def test_api_rejects_a_reversed_or_empty_range(world, api, query):
+    r = api(world.instructor).get(f"/api/courses/{world.course.pk}/report/?{query}")
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["message"].startswith("to: must be later than from")
+    assert "to" in err["details"]
+    csv_r = api(world.instructor).get(f"/api/courses/{world.course.pk}/report/?format=csv&{query}")
+    assert csv_r.status_code == 400
+
+
+@pytest.fixture
+def page(client, world):
+    client.force_login(world.instructor)
+    return client
+
+
+@pytest.mark.parametrize(
+    "query", ["from=2026-01-02&to=2026-01-01", "from=2026-01-02&to=2026-01-02"]
+)
+def test_reports_page_rejects_a_reversed_range(page, world, query):
+    r = page.get(f"/teach/courses/{world.course.pk}/reports/?{query}")
+    assert r.status_code == 400
+    assert r.context["error"].startswith("to: must be later than from")
+    assert "must be later than from" in r.content.decode()
+    assert "from=" not in r.context["csv_url"]  # the CSV link does not repeat a bad range
+
+
+def test_reports_page_shows_the_error_message_not_the_error_object(page, world):
+    r = page.get(f"/teach/courses/{world.course.pk}/reports/?from=2026-02-30")
+    assert r.status_code == 400
+    assert r.context["error"] == "from: not a valid date: '2026-02-30'"
+    html = r.content.decode()
+    assert "from: not a valid date: &#x27;2026-02-30&#x27;" in html
+    assert "ErrorDetail" not in html and "{" not in r.context["error"]
+
+
+def test_reports_page_csv_link_keeps_a_utc_offset(page, world, api):
+    start = "2000-01-01T00:00:00+01:00"
+    r = page.get(f"/teach/courses/{world.course.pk}/reports/", {"from": start})
+    assert r.status_code == 200 and r.context["error"] is None
+    url = r.context["csv_url"]
+    assert "from=2000-01-01T00%3A00%3A00%2B01%3A00" in url and "format=csv" in url
+    assert 'href="' + url.replace("&", "&amp;") + '"' in r.content.decode()
+    csv_r = page.get(url)
+    assert csv_r.status_code == 200 and csv_r["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(csv_r.content.decode())))
+    assert [row["learner"] for row in rows] == ["learner_a", "learner_b"]
+
+
+# --- query counts ----------------------------------------------------------------------------------
+
+
+def _queries(fn) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as ctx:
+        fn()
+    return len(ctx.captured_queries)
+
+
+def _add_sessions(world, n):
+    for _ in range(n):
+        s = LearnerSessionFactory(
+            learner=world.learner_a, course=world.course, consent=world.learner_a.consents.get()
+        )
+        for t in range(3):
+            ReadingFactory(session=s, sequence=t)
+
+
+def test_course_report_query_count_does_not_grow_with_sessions(
+    world, django_assert_max_num_queries
+):
+    from tutoring.selectors import course_report
+
+    week = {"date_from": timezone.now() - dt.timedelta(days=7), "date_to": None}
+    world.session_b.delete()
+    one = _queries(lambda: course_report(course=world.course, **week))
+    _add_sessions(world, 9)
+    with django_assert_max_num_queries(one):
+        rep = course_report(course=world.course, **week)
+    assert rep["sessions"] == 10 and rep["learners"][0]["n_frames"] == 27
+    with django_assert_max_num_queries(2):  # the sessions, then all their readings
+        course_report(course=world.course, **week)
+
+
+def _add_courses(world, n):
+    for _ in range(n):
+        c = CourseFactory(instructors=[world.instructor])
+        enroll(c, world.learner_a, UserFactory())
+
+
+@pytest.mark.parametrize("who", ["instructor", "learner_a", "admin"])
+def test_course_list_query_count_does_not_grow_with_courses(
+    world, api, who, django_assert_max_num_queries
+):
+    client = api(world.actor(who))
+    one = _queries(lambda: client.get("/api/courses/?page_size=500"))
+    _add_courses(world, 9)
+    with django_assert_max_num_queries(one):
+        r = client.get("/api/courses/?page_size=500")
+    assert r.status_code == 200
+    results = r.json()["results"]
+    mine = [c for c in results if c["id"] != world.course.pk]
+    assert len(mine) >= 9
+    if who == "learner_a":
+        assert all(c["learner_count"] is None for c in results)
+        assert all(c["my_consent"]["scopes"] == ["engagement", "emotion"] for c in results)
+    else:
+        algebra = next(c for c in results if c["id"] == world.course.pk)
+        assert algebra["learner_count"] == 2 and algebra["my_consent"] is None
+        assert all(c["learner_count"] == 2 for c in mine if c["title"] != "Chemistry")
+
+
+def test_course_output_only_shows_the_learners_active_consent(world, api):
+    from tutoring import services
+
+    services.consent_revoke(learner=world.learner_a, course=world.course)
+    body = api(world.learner_a).get("/api/courses/").json()["results"]
+    assert [c["my_consent"] for c in body] == [None]
+    detail = api(world.learner_a).get(f"/api/courses/{world.course.pk}/").json()
+    assert detail["my_consent"] is None and detail["learner_count"] is None
+    detail = api(world.instructor).get(f"/api/courses/{world.course.pk}/").json()
+    assert detail["learner_count"] == 2
+    assert api(world.instructor).get(f"/api/courses/{world.other_course.pk}/").status_code == 404
