@@ -4,9 +4,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 import config.converters  # noqa: F401  (registers <id:...>)
 from config.health import healthz
+from config.login import ThrottledLoginView, admin_login
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    # before the routes they shadow: the same views, with login attempts throttled
+    path("admin/login/", admin_login),
+    path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -19,6 +19,7 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from config.api import CSVRenderer, Pagination
@@ -120,6 +121,8 @@ class TokenApi(ObtainAuthToken):
     """Exchange username + password for an API token (scripts; browsers use the session)."""
 
     throttle_scope = "auth"
+    # ObtainAuthToken sets throttle_classes = (): without this, throttle_scope never applied
+    throttle_classes = api_settings.DEFAULT_THROTTLE_CLASSES
     renderer_classes = [JSONRenderer]
 
 

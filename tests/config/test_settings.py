@@ -178,16 +178,6 @@ def _login(client, xff: str):
     )
 
 
-# TokenApi inherits ObtainAuthToken's `throttle_classes = ()`, so its throttle_scope = "auth"
-# is never applied and the login endpoint is not throttled at all. These two tests drive the
-# real endpoint and pass once tutoring/apis.py sets throttle_classes (strict: an unexpected
-# pass fails, so the marker cannot outlive the fix).
-TOKEN_API_UNTHROTTLED = pytest.mark.xfail(
-    strict=True, reason="TokenApi has throttle_classes = () (from ObtainAuthToken)"
-)
-
-
-@TOKEN_API_UNTHROTTLED
 @pytest.mark.django_db
 def test_varying_x_forwarded_for_does_not_reset_the_auth_throttle(auth_rate_3_per_min):
     from rest_framework.test import APIClient
@@ -197,7 +187,6 @@ def test_varying_x_forwarded_for_does_not_reset_the_auth_throttle(auth_rate_3_pe
     assert codes == [400, 400, 400, 429]
 
 
-@TOKEN_API_UNTHROTTLED
 @pytest.mark.django_db
 def test_num_proxies_one_throttles_by_the_address_the_proxy_appended(auth_rate_3_per_min, settings):
     from rest_framework.test import APIClient
@@ -229,7 +218,7 @@ def _auth_scoped_view():
 
 
 def test_auth_scope_counts_remote_addr_whatever_x_forwarded_for_says(auth_rate_3_per_min):
-    """The settings' identity rule through DRF's throttle, while the endpoint above is not."""
+    """The settings' identity rule through DRF's throttle on a bare view."""
     from rest_framework.test import APIRequestFactory
 
     view, rf = _auth_scoped_view(), APIRequestFactory()
