@@ -11,6 +11,10 @@ class NotificationsConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
+            # accept, say why, then close: a close before accept() becomes an HTTP 403 on the
+            # handshake and a browser would only see 1006, not the code
+            await self.accept()
+            await self.send_json({"type": "closed", "code": 4401, "reason": "sign in first"})
             await self.close(code=4401)
             return
         self.group = user_group(user.pk)

@@ -45,9 +45,14 @@ async def test_group_message_from_sync_helper_reaches_socket_over_redis(settings
 @pytest.mark.django_db(transaction=True)
 async def test_anonymous_socket_is_refused():
     comm = WebsocketCommunicator(application, "/ws/notifications/", headers=session_headers())
-    connected, code = await comm.connect()
-    assert not connected
-    assert code == 4401
+    connected, _ = await comm.connect()
+    assert connected  # accepted only to tell the browser why, then closed
+    assert await comm.receive_json_from() == {
+        "type": "closed",
+        "code": 4401,
+        "reason": "sign in first",
+    }
+    assert await comm.receive_output() == {"type": "websocket.close", "code": 4401}
 
 
 @pytest.mark.django_db(transaction=True)
