@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Serve the product. Embedded default: SQLite under .data/, in-memory channel layer, tasks
-# in-process. Set DATABASE_URL / REDIS_URL (and run workers) for PostgreSQL + Redis.
+# in-process, periodic jobs by `manage.py run_periodic` in the background. Set DATABASE_URL /
+# REDIS_URL (and run workers and beat) for PostgreSQL + Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -16,5 +17,11 @@ PORT=${PORT:-8000}
 "$BIN/python" manage.py migrate --noinput
 "$BIN/python" manage.py requeue_pending   # frames a previous run accepted but never analysed
 "$BIN/python" manage.py seed_demo --base-url "http://$HOST:$PORT"
+if [ -z "${REDIS_URL:-}" ]; then
+  # No Celery beat in the embedded default: run the periodic jobs (retention purge, stale
+  # re-queue) beside the server. `exec` below turns this shell's pid ($$) into daphne's, so
+  # signals still go straight to daphne, and the job runner exits when its parent, daphne, does.
+  "$BIN/python" manage.py run_periodic --interval "${PERIODIC_INTERVAL_SECONDS:-300}" --parent-pid $$ &
+fi
 echo "Serving on http://$HOST:$PORT/  (health: http://$HOST:$PORT/healthz)"
 exec "$BIN/daphne" -b "$HOST" -p "$PORT" config.asgi:application

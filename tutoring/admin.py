@@ -1,6 +1,11 @@
-from django.contrib import admin
-from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from collections import Counter
 
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.template.response import TemplateResponse
+
+from tutoring import services
 from tutoring.models import Consent, Course, Enrollment, LearnerSession, User
 
 
@@ -10,6 +15,51 @@ class UserAdmin(BaseUserAdmin):
     list_filter = ("role", "is_active", "is_staff")
     fieldsets = BaseUserAdmin.fieldsets + (("Role", {"fields": ("role",)}),)
     add_fieldsets = BaseUserAdmin.add_fieldsets + (("Role", {"fields": ("role",)}),)
+    actions = ["erase_learner_data"]
+
+    def has_erase_permission(self, request) -> bool:
+        return request.user.has_perm("tutoring.delete_learnersession")
+
+    @admin.action(
+        description="Erase the learning data of the selected users (on their request)",
+        permissions=["erase"],
+    )
+    def erase_learner_data(self, request, queryset):
+        """A learner's erasure request handled by staff: the same service as the learner's own
+        erase page (open sessions ended and announced, sessions and readings deleted, consent
+        records kept, active ones revoked), after a confirmation page listing what goes."""
+        users = list(queryset.order_by("username"))
+        if request.POST.get("confirm") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Erase learner data",
+                "opts": self.model._meta,
+                "rows": [(u, services.learner_data_counts(learner=u)) for u in users],
+                "queryset": users,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "action": "erase_learner_data",
+            }
+            return TemplateResponse(
+                request, "admin/tutoring/user/erase_learner_data_confirmation.html", context
+            )
+        totals = Counter()
+        for user in users:
+            erased = services.learner_data_erase(learner=user)
+            totals.update(erased)
+            self.log_change(
+                request,
+                user,
+                "Learning data erased on request: {sessions} session(s), {readings} reading(s); "
+                "{consents_revoked} active consent(s) revoked".format(**erased),
+            )
+        self.message_user(
+            request,
+            f"Erased the learning data of {len(users)} user(s): {totals['sessions']} session(s), "
+            f"{totals['readings']} reading(s); {totals['consents_revoked']} active consent(s) "
+            "revoked. Consent records are kept.",
+            messages.SUCCESS,
+        )
+        return None
 
 
 class EnrollmentInline(admin.TabularInline):
@@ -61,6 +111,9 @@ class ConsentAdmin(admin.ModelAdmin):
     readonly_fields = list_display  # consent rows are a record: never edited by staff
 
     def has_add_permission(self, request):  # consent is given by the learner, never by staff
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # the rows are the consent history
         return False
 
 

@@ -46,12 +46,38 @@ def course_enroll(*, course: Course, learner: User) -> Enrollment:
     return enrollment
 
 
+def _lock_enrollment(*, learner: User, course: Course) -> Enrollment | None:
+    """Lock the learner's enrollment row: consent changes for one learner and course run one
+    at a time (a double-submitted form waits for the first submission, then sees its result)."""
+    return Enrollment.objects.select_for_update().filter(course=course, learner=learner).first()
+
+
+def _sessions_end_open(*, learner: User, course: Course, reason: str) -> int:
+    """End the learner's open sessions in ``course`` through ``session_end`` (which tells the
+    live dashboard and the session's stream); returns how many were ended."""
+    open_sessions = LearnerSession.objects.filter(
+        learner=learner, course=course, status=LearnerSession.Status.ACTIVE
+    )
+    n = 0
+    for s in open_sessions:
+        session_end(session=s, reason=reason)
+        n += 1
+    return n
+
+
 @transaction.atomic
 def consent_grant(
     *, learner: User, course: Course, engagement: bool = True, emotion: bool = False
 ) -> Consent:
-    """Grant consent for ``course``; an earlier active grant is superseded (revoked now)."""
-    if not Enrollment.objects.filter(course=course, learner=learner).exists():
+    """Grant consent for ``course``.
+
+    Granting what is already granted (same scopes, same policy version) is idempotent: the
+    active consent is returned unchanged and open sessions go on (a double-submitted form).
+    A different grant supersedes the active one (revoked now); the learner's open sessions,
+    which ingest under the superseded consent, are ended (reason ``consent_superseded``) so
+    the learner starts a new one under the new terms rather than one that refuses frames.
+    """
+    if _lock_enrollment(learner=learner, course=course) is None:
         raise PermissionDenied("only learners enrolled in the course can consent")
     if not engagement:
         raise ValidationError({"scope": "the engagement scope is required for any capture"})
@@ -60,9 +86,21 @@ def consent_grant(
             {"scope": "this course runs in engagement-only mode: emotion consent is not asked"}
         )
     now = timezone.now()
-    Consent.objects.select_for_update().filter(
-        learner=learner, course=course, revoked_at__isnull=True
-    ).update(revoked_at=now)
+    active = (
+        Consent.objects.select_for_update()
+        .filter(learner=learner, course=course, revoked_at__isnull=True)
+        .first()
+    )
+    if active is not None:
+        if (
+            active.engagement == engagement
+            and active.emotion == emotion
+            and active.policy_version == course.consent_policy_version
+        ):
+            return active
+        active.revoked_at = now
+        active.save(update_fields=["revoked_at"])
+        _sessions_end_open(learner=learner, course=course, reason="consent_superseded")
     return Consent.objects.create(
         learner=learner,
         course=course,
@@ -76,6 +114,7 @@ def consent_grant(
 @transaction.atomic
 def consent_revoke(*, learner: User, course: Course) -> Consent:
     """Revoke the active consent and end the learner's open sessions in the course."""
+    _lock_enrollment(learner=learner, course=course)
     consent = (
         Consent.objects.select_for_update()
         .filter(learner=learner, course=course, revoked_at__isnull=True)
@@ -85,10 +124,7 @@ def consent_revoke(*, learner: User, course: Course) -> Consent:
         raise ValidationError("there is no active consent to revoke")
     consent.revoked_at = timezone.now()
     consent.save(update_fields=["revoked_at"])
-    for s in LearnerSession.objects.filter(
-        learner=learner, course=course, status=LearnerSession.Status.ACTIVE
-    ):
-        session_end(session=s, reason="consent_revoked")
+    _sessions_end_open(learner=learner, course=course, reason="consent_revoked")
     return consent
 
 
@@ -147,10 +183,30 @@ def session_end(*, session: LearnerSession, reason: str = "ended") -> LearnerSes
     return session
 
 
+def learner_data_counts(*, learner: User) -> dict:
+    """What ``learner_data_erase`` would erase (and keep) for ``learner``, for a confirmation
+    screen: kept next to the erase so the two cannot drift apart."""
+    from emotion.models import Reading
+
+    readings = Reading.objects.filter(session__learner=learner)
+    sessions = LearnerSession.objects.filter(learner=learner)
+    consents = Consent.objects.filter(learner=learner)
+    return {
+        "sessions": sessions.count(),
+        "open_sessions": sessions.filter(status=LearnerSession.Status.ACTIVE).count(),
+        "readings": readings.count(),
+        "face_crops": readings.filter(face_crop__isnull=False).count(),
+        "consents_active": consents.filter(revoked_at__isnull=True).count(),
+        "consents": consents.count(),
+    }
+
+
 @transaction.atomic
 def learner_data_erase(*, learner: User) -> dict:
     """Erase a learner's sessions and readings (and any kept face crops).
 
+    Open sessions are first ended through ``session_end`` (reason ``data_erased``), so the
+    course's live dashboard and the session's stream are told before the rows go.
     Consent records are kept as the legal record of what was agreed (active ones are revoked).
     Course reports are computed from readings on request, so aggregates that included this
     learner change with the next request; nothing precomputed needs rebuilding.
@@ -158,6 +214,8 @@ def learner_data_erase(*, learner: User) -> dict:
     from emotion.models import Reading
 
     now = timezone.now()
+    for s in LearnerSession.objects.filter(learner=learner, status=LearnerSession.Status.ACTIVE):
+        session_end(session=s, reason="data_erased")
     readings = Reading.objects.filter(session__learner=learner)
     n_readings = readings.count()
     readings.delete()
@@ -182,6 +240,36 @@ def readings_purge_expired(*, now=None) -> dict[int, int]:
         if n:
             deleted[course.pk] = n
     return deleted
+
+
+def sessions_purge_expired(*, now=None) -> dict[int, int]:
+    """Delete ENDED sessions (and their readings) that ended more than each course's retention
+    ago; returns {course_id: sessions deleted}. Active sessions are never touched."""
+    from emotion.models import Reading
+
+    now = now or timezone.now()
+    deleted = {}
+    for course in Course.objects.all().only("id", "retention_days"):
+        cutoff = now - timedelta(days=course.retention_days)
+        with transaction.atomic():
+            expired = LearnerSession.objects.filter(
+                course=course, status=LearnerSession.Status.ENDED, ended_at__lt=cutoff
+            )
+            Reading.objects.filter(session__in=expired).delete()
+            n = expired.delete()[1].get(LearnerSession._meta.label, 0)
+        if n:
+            deleted[course.pk] = n
+    return deleted
+
+
+def retention_purge_expired(*, now=None) -> dict[str, dict[int, int]]:
+    """Everything past retention: readings by capture time, then ended sessions by end time
+    (with their browser ``client_info``). Idempotent: re-running deletes nothing."""
+    now = now or timezone.now()
+    return {
+        "readings": readings_purge_expired(now=now),
+        "sessions": sessions_purge_expired(now=now),
+    }
 
 
 DEMO_USERS = [

@@ -1,9 +1,16 @@
 from celery import shared_task
 
-from tutoring.services import readings_purge_expired
+from tutoring.services import retention_purge_expired
 
 
 @shared_task(name="tutoring.tasks.purge_expired_readings")
 def purge_expired_readings() -> dict:
-    """Delete readings past each course's retention (idempotent: re-running deletes nothing)."""
-    return {str(k): v for k, v in readings_purge_expired().items()}
+    """Delete what is past each course's retention: readings, and ended sessions with them.
+
+    Returns ``{"readings": {course_id: n}, "sessions": {course_id: n}}`` (ids as strings, for
+    JSON); idempotent: re-running deletes nothing.
+    """
+    deleted = retention_purge_expired()
+    return {
+        kind: {str(k): v for k, v in per_course.items()} for kind, per_course in deleted.items()
+    }

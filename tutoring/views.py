@@ -11,7 +11,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.exceptions import ValidationError as DRFValidationError
 
 from tutoring import selectors, services
@@ -66,7 +66,11 @@ def learn_course(request, course_id: int):
     course = _learner_course(request, course_id)
     consent = selectors.consent_active(learner=request.user, course=course)
     open_session = (
-        selectors.session_list(user=request.user, course=course).filter(status="active").first()
+        selectors.session_list(user=request.user, course=course)
+        .filter(status="active", consent=consent)  # one under a superseded consent takes no frames
+        .first()
+        if consent
+        else None
     )
     return render(
         request,
@@ -123,6 +127,36 @@ def learn_start(request, course_id: int):
         client_info={"user_agent": request.headers.get("User-Agent", "")},
     )
     return redirect("learn-session", session_id=session.pk)
+
+
+ERASE_WORD = "ERASE"
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(learner=True)
+def learn_erase(request):
+    """The learner's own erasure request: GET shows what would be erased (counts), POST with
+    the typed confirmation erases it, through the same service as ``DELETE /api/me/data/``."""
+    error, status = None, 200
+    if request.method == "POST":
+        if request.POST.get("confirm", "").strip().upper() == ERASE_WORD:
+            erased = services.learner_data_erase(learner=request.user)
+            messages.success(
+                request,
+                f"Your data is erased: {erased['sessions']} session(s) and "
+                f"{erased['readings']} reading(s) deleted, consent revoked in "
+                f"{erased['consents_revoked']} course(s). Your consent records are kept as the "
+                "record of what you agreed to.",
+            )
+            return redirect("learn-home")
+        error, status = f"Type {ERASE_WORD} in the box to confirm. Nothing was erased.", 400
+    counts = services.learner_data_counts(learner=request.user)
+    return render(
+        request,
+        "tutoring/learn_erase.html",
+        {"counts": counts, "word": ERASE_WORD, "error": error},
+        status=status,
+    )
 
 
 @role_required(learner=True)
