@@ -44,6 +44,7 @@ END_REASONS = {
     "consent_superseded": "consent was given again, which ends the open session",
     "superseded": "a newer session was started for this course (another tab or device?)",
     "data_erased": "your data for this course was erased",
+    "policy_changed": "the course's data policy changed: read it and give consent again",
 }
 
 

@@ -55,8 +55,11 @@ def session_check_ingest(*, session: LearnerSession) -> None:
     """Raise unless frames may be ingested now: session open and consent still active."""
     if session.status != LearnerSession.Status.ACTIVE:
         raise SessionClosed(f"session {session.pk} has ended")
-    if not Consent.objects.filter(pk=session.consent_id, revoked_at__isnull=True).exists():
+    consent = Consent.objects.filter(pk=session.consent_id).select_related("course").first()
+    if consent is None or consent.revoked_at is not None:
         raise PermissionDenied("consent for this course was revoked")
+    if consent.policy_version != consent.course.consent_policy_version:
+        raise PermissionDenied("this course's data policy changed: read it and give consent again")
 
 
 def frames_accept(
@@ -200,8 +203,9 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
     for r in revoked:
         r.analysed_at, r.error = now, "consent_revoked"
     to_run = [r for r in pending if r.session.consent.revoked_at is None]
-    predictor = get_predictor() if to_run else None
     frames = store.get_many([r.pk for r in to_run]) if to_run else {}
+    # no frame, no model: a re-queue that only records expired frames loads nothing
+    predictor = get_predictor() if frames else None
     t_fetched = time.perf_counter()
     images, classify, rows = [], [], []
     for r in to_run:
@@ -237,7 +241,11 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
         )
         if emo:
             r.probs, r.label, r.confidence = face.probs, face.label, face.confidence
-        if r.session.course.keep_face_crops and face.crop is not None:
+        if (
+            r.session.course.keep_face_crops
+            and r.session.consent.policy_version == r.session.course.consent_policy_version
+            and face.crop is not None
+        ):  # only when the learner agreed to the policy that keeps them
             r.face_crop = _png(face.crop)
     if settings.INFERENCE_TEST_DELAY_SECONDS:
         time.sleep(settings.INFERENCE_TEST_DELAY_SECONDS)

@@ -82,6 +82,19 @@ class CourseAdmin(admin.ModelAdmin):
     filter_horizontal = ("instructors",)
     inlines = [EnrollmentInline]
 
+    def save_model(self, request, obj, form, change):
+        if not change:
+            return super().save_model(request, obj, form, change)
+        widened = services.course_update(course=obj)
+        if widened:
+            self.message_user(
+                request,
+                f"The data policy now takes more ({'; '.join(widened)}): it is version "
+                f"{obj.consent_policy_version}, open sessions were ended and every learner "
+                "must give consent again before recording.",
+                level=messages.WARNING,
+            )
+
 
 @admin.register(Enrollment)
 class EnrollmentAdmin(admin.ModelAdmin):

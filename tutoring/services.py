@@ -38,6 +38,50 @@ def course_create(*, title: str, instructors, learners=(), **policy) -> Course:
     return course
 
 
+def course_policy_widened(*, before: Course, after: Course) -> list[str]:
+    """The changes of a course's data policy that take more from learners than they agreed to
+    (narrowing ones apply at once and need no new consent)."""
+    changes = []
+    if after.emotion_inference_enabled and not before.emotion_inference_enabled:
+        changes.append("emotion inference turned on")
+    if after.keep_face_crops and not before.keep_face_crops:
+        changes.append("face thumbnails kept for label review")
+    if after.retention_days > before.retention_days:
+        changes.append(f"retention {before.retention_days} → {after.retention_days} days")
+    return changes
+
+
+@transaction.atomic
+def course_update(*, course: Course) -> list[str]:
+    """Save an edited course (the admin's form); return the widening changes of its policy.
+
+    When the data policy now takes more than before and the policy version was not changed by
+    hand, a new version is stamped. Either way a new version ends the course's open sessions
+    (``policy_changed``, the dashboard is told): no frame is taken under terms the learner has
+    not seen. Consent under an older version does not start sessions or take frames; the
+    learner's course page asks for consent again.
+    """
+    before = Course.objects.select_for_update().get(pk=course.pk)
+    widened = course_policy_widened(before=before, after=course)
+    if widened and course.consent_policy_version == before.consent_policy_version:
+        course.consent_policy_version = timezone.now().strftime("%Y-%m-%d.%H%M%S")
+    course.full_clean()
+    course.save()
+    if course.consent_policy_version != before.consent_policy_version:
+        for s in LearnerSession.objects.filter(course=course, status=LearnerSession.Status.ACTIVE):
+            session_end(session=s, reason="policy_changed")
+    return widened
+
+
+def consent_current(*, consent: Consent | None, course: Course) -> bool:
+    """Whether ``consent`` is active and was given under the course's policy version."""
+    return (
+        consent is not None
+        and consent.revoked_at is None
+        and consent.policy_version == course.consent_policy_version
+    )
+
+
 @transaction.atomic
 def course_enroll(*, course: Course, learner: User) -> Enrollment:
     if not learner.is_learner:
@@ -139,6 +183,11 @@ def session_start(
     ).first()
     if consent is None:
         raise PermissionDenied("no active consent for this course: grant consent first")
+    if not consent_current(consent=consent, course=course):
+        raise PermissionDenied(
+            f"this course's data policy changed (version {course.consent_policy_version}; "
+            f"you agreed to {consent.policy_version}): read it and give consent again"
+        )
     for s in LearnerSession.objects.select_for_update().filter(
         learner=learner, course=course, status=LearnerSession.Status.ACTIVE
     ):

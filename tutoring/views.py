@@ -65,6 +65,13 @@ def _learner_course(request, course_id) -> Course:
 def learn_course(request, course_id: int):
     course = _learner_course(request, course_id)
     consent = selectors.consent_active(learner=request.user, course=course)
+    outdated = (
+        consent
+        if consent and not services.consent_current(consent=consent, course=course)
+        else None
+    )
+    if outdated:  # given under an older data policy: ask again, showing the current terms
+        consent = None
     open_session = (
         selectors.session_list(user=request.user, course=course)
         .filter(status="active", consent=consent)  # one under a superseded consent takes no frames
@@ -75,7 +82,12 @@ def learn_course(request, course_id: int):
     return render(
         request,
         "tutoring/learn_course.html",
-        {"course": course, "consent": consent, "open_session": open_session},
+        {
+            "course": course,
+            "consent": consent,
+            "outdated_consent": outdated,
+            "open_session": open_session,
+        },
     )
 
 

@@ -121,3 +121,36 @@ def test_auto_numbered_frame_past_the_largest_sequence_is_rejected_with_a_reason
     assert [r["code"] for r in result.rejected] == ["bad_sequence"]
     assert "used up" in result.rejected[0]["reason"]
     assert Reading.objects.filter(session=classroom.session).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_face_crop_is_kept_for_a_learner_who_agreed_to_an_older_policy(classroom, face_frames):
+    """Frames accepted just before the course turned keep_face_crops on are analysed after:
+    the learner never agreed to thumbnails, so none is kept."""
+    from tutoring.models import Course
+
+    ids = frames_accept(
+        session=classroom.session, enqueue=False, frames=[IncomingFrame(face_frames[0])]
+    ).reading_ids
+    Course.objects.filter(pk=classroom.course.pk).update(
+        keep_face_crops=True, consent_policy_version="2027-01"
+    )
+    assert readings_analyse(reading_ids=ids)["faces"] == 1
+    assert Reading.objects.get(pk=ids[0]).face_crop is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_whose_frames_all_expired_does_not_load_the_model(
+    classroom, face_frames, monkeypatch
+):
+    ids = frames_accept(
+        session=classroom.session, enqueue=False, frames=[IncomingFrame(face_frames[0])]
+    ).reading_ids
+    get_frame_store().delete_many(ids)
+
+    def no_model():
+        raise AssertionError("nothing to classify: the model must not be loaded")
+
+    monkeypatch.setattr("emotion.inference.get_predictor", no_model)
+    assert readings_analyse(reading_ids=ids)["analysed"] == 1
+    assert Reading.objects.get(pk=ids[0]).error == "frame_expired"
