@@ -1,12 +1,15 @@
-"""Throttled logins for the pages: the same ``auth`` budget as the API's token endpoint.
+"""Throttled logins for the pages (``/accounts/login/`` and the admin's ``/admin/login/``).
 
-DRF throttles only DRF views, so the login form (``/accounts/login/``) and the admin's
-(``/admin/login/``) count their POSTs here, against the very cache entries the token endpoint
-uses (``ScopedRateThrottle``, scope ``auth``, ``THROTTLE_AUTH``): one budget per client address
-(``NUM_PROXIES`` decides which address), whichever door a password guesser knocks on.
+DRF throttles only DRF views (the token endpoint has its own ``auth`` scope, per address), so
+the login forms count their POSTs here, at the same ``THROTTLE_AUTH`` rate, per client address
+*and* username: guessing one account's password is slowed down, while a classroom behind one
+school NAT address, where every learner logs in at the start of a lesson, is not locked out
+(``NUM_PROXIES`` decides which address counts).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from django.contrib import admin
 from django.contrib.auth.forms import AuthenticationForm
@@ -16,17 +19,24 @@ from rest_framework.throttling import ScopedRateThrottle
 
 
 class _AuthScope:
-    """What ScopedRateThrottle reads off a view."""
+    """What ScopedRateThrottle reads off a view: the ``auth`` rate."""
 
     throttle_scope = "auth"
 
 
+class LoginAttemptThrottle(ScopedRateThrottle):
+    def get_cache_key(self, request, view):
+        username = (request.POST.get("username") or "").strip().lower()
+        who = hashlib.sha256(username.encode()).hexdigest()[:20]  # any characters, fixed length
+        return f"throttle_login_{self.get_ident(request)}_{who}"
+
+
 def login_wait_seconds(request) -> int | None:
-    """Count a login POST against the ``auth`` budget: None while within it, else the seconds
-    to wait. GETs (showing the form) are free."""
+    """Count a login POST: None while within the budget, else the seconds to wait. GETs
+    (showing the form) are free."""
     if request.method != "POST":
         return None
-    throttle = ScopedRateThrottle()
+    throttle = LoginAttemptThrottle()
     if throttle.allow_request(request, _AuthScope()):
         return None
     return max(1, round(throttle.wait() or 60))
@@ -37,7 +47,13 @@ def too_many_attempts(request, wait: int) -> TemplateResponse:
     response = TemplateResponse(
         request,
         "registration/login.html",
-        {"form": AuthenticationForm(request), "throttled": True, "retry_after": wait, "next": ""},
+        {
+            "form": AuthenticationForm(request),
+            "throttled": True,
+            "retry_after": wait,
+            "login_action": request.path,  # the admin's form posts back to the admin
+            "next": request.POST.get("next", ""),
+        },
         status=429,
     )
     response["Retry-After"] = str(wait)

@@ -254,7 +254,8 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
                 session=self.session, frames=[frame], enqueue=False
             )
         except SessionClosed:
-            return await self.close_with(CLOSE_ENDED, ended_reason(None))
+            await database_sync_to_async(self.session.refresh_from_db)(fields=["end_reason"])
+            return await self.close_with(CLOSE_ENDED, ended_reason(self.session.end_reason))
         except PermissionDenied as e:
             return await self.close_with(CLOSE_FORBIDDEN, str(e))
         if result.accepted:

@@ -175,6 +175,23 @@ def _png(crop) -> bytes:
     return buf.tobytes() if ok else b""
 
 
+def _scrub(reading: Reading, now) -> None:
+    """Drop what inference found: the reading only says consent was revoked."""
+    for name, value in (
+        ("face_found", False),
+        ("box", None),
+        ("cues", {}),
+        ("attentive", False),
+        ("probs", None),
+        ("label", None),
+        ("confidence", None),
+        ("model_version", None),
+        ("face_crop", None),
+    ):
+        setattr(reading, name, value)
+    reading.analysed_at, reading.error = now, "consent_revoked"
+
+
 def readings_analyse(*, reading_ids: list[int]) -> dict:
     """Run the CNN on pending readings; idempotent (analysed readings are skipped).
 
@@ -204,7 +221,7 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
         r.analysed_at, r.error = now, "consent_revoked"
     to_run = [r for r in pending if r.session.consent.revoked_at is None]
     frames = store.get_many([r.pk for r in to_run]) if to_run else {}
-    # no frame, no model: a re-queue that only records expired frames loads nothing
+    # no frame, no model: a re-queue that only records expired frames loads no weights
     predictor = get_predictor() if frames else None
     t_fetched = time.perf_counter()
     images, classify, rows = [], [], []
@@ -251,13 +268,17 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
         time.sleep(settings.INFERENCE_TEST_DELAY_SECONDS)
     t_db = time.perf_counter()
     with transaction.atomic():
-        # lock the rows and write only those no other delivery has written meanwhile
-        still_pending = set(
-            Reading.objects.select_for_update()
+        # lock the rows and write only those no other delivery has written meanwhile; consent
+        # revoked while the model ran still wins: those results are dropped
+        still_pending = dict(
+            Reading.objects.select_for_update(of=("self",))
             .filter(pk__in=[r.pk for r in pending], analysed_at__isnull=True)
-            .values_list("pk", flat=True)
+            .values_list("pk", "session__consent__revoked_at")
         )
         written = [r for r in pending if r.pk in still_pending]
+        for r in written:
+            if still_pending[r.pk] is not None and r.error != "consent_revoked":
+                _scrub(r, now)
         Reading.objects.bulk_update(written, Reading.ANALYSIS_FIELDS)
     # every id is analysed now, by this delivery or another one: no frame is needed any more
     store.delete_many(reading_ids)

@@ -126,8 +126,10 @@ class ConsentAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):  # consent is given by the learner, never by staff
         return False
 
-    def has_delete_permission(self, request, obj=None):  # the rows are the consent history
-        return False
+    def has_delete_permission(self, request, obj=None):
+        # The rows are the consent history: staff cannot delete them. A superuser can, which
+        # Django also asks when a whole user or course is deleted (the rows go with it).
+        return request.user.is_active and request.user.is_superuser
 
 
 @admin.register(LearnerSession)

@@ -32,10 +32,24 @@ from tutoring.models import Consent, Course, LearnerSession
 class ConsentOutput(serializers.ModelSerializer):
     scopes = serializers.ListField(child=serializers.CharField(), read_only=True)
     active = serializers.BooleanField(read_only=True)
+    # active AND given under the course's policy version: only then can sessions start
+    current = serializers.SerializerMethodField()
 
     class Meta:
         model = Consent
-        fields = ["id", "course", "scopes", "policy_version", "granted_at", "revoked_at", "active"]
+        fields = [
+            "id",
+            "course",
+            "scopes",
+            "policy_version",
+            "granted_at",
+            "revoked_at",
+            "active",
+            "current",
+        ]
+
+    def get_current(self, consent) -> bool:
+        return services.consent_current(consent=consent, course=consent.course)
 
 
 class SessionOutput(serializers.ModelSerializer):
@@ -172,7 +186,10 @@ class CourseOutput(serializers.ModelSerializer):
             c = course.viewer_consents[0] if course.viewer_consents else None
         else:
             c = selectors.consent_active(learner=user, course=course)
-        return ConsentOutput(c).data if c else None
+        if c is None:
+            return None
+        c.course = course  # no query per course for ConsentOutput.current
+        return ConsentOutput(c).data
 
 
 class CourseListApi(APIView):
@@ -214,6 +231,7 @@ class CourseConsentApi(APIView):
             from django.http import Http404
 
             raise Http404("no active consent")
+        c.course = course
         return Response(ConsentOutput(c).data)
 
     @extend_schema(request=InputSerializer, responses={201: ConsentOutput})

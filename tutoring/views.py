@@ -50,10 +50,11 @@ def home(request):
 @role_required(learner=True)
 def learn_home(request):
     courses = selectors.course_list(user=request.user).order_by("title")
-    rows = [
-        {"course": c, "consent": selectors.consent_active(learner=request.user, course=c)}
-        for c in courses
-    ]
+    rows = []
+    for c in courses:
+        consent = selectors.consent_active(learner=request.user, course=c)
+        current = services.consent_current(consent=consent, course=c)
+        rows.append({"course": c, "consent": consent, "current": current})
     return render(request, "tutoring/learn_home.html", {"rows": rows})
 
 

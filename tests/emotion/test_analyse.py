@@ -154,3 +154,26 @@ def test_a_batch_whose_frames_all_expired_does_not_load_the_model(
     monkeypatch.setattr("emotion.inference.get_predictor", no_model)
     assert readings_analyse(reading_ids=ids)["analysed"] == 1
     assert Reading.objects.get(pk=ids[0]).error == "frame_expired"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_consent_revoked_while_the_model_runs_drops_the_results(
+    classroom, face_frames, monkeypatch
+):
+    ids = frames_accept(
+        session=classroom.session, enqueue=False, frames=[IncomingFrame(face_frames[0])]
+    ).reading_ids
+    store = get_frame_store()
+    real_get_many = type(store).get_many
+
+    def get_many_then_revoke(self, reading_ids):
+        frames = real_get_many(self, reading_ids)
+        consent_revoke(learner=classroom.learner, course=classroom.course)
+        return frames
+
+    monkeypatch.setattr(type(store), "get_many", get_many_then_revoke)
+    stats = readings_analyse(reading_ids=ids)
+    assert stats["analysed"] == 1 and stats["consent_revoked"] == 1 and stats["faces"] == 0
+    r = Reading.objects.get(pk=ids[0])
+    assert r.error == "consent_revoked"
+    assert not r.face_found and r.box is None and r.probs is None and r.label is None

@@ -115,3 +115,22 @@ def test_admin_edit_goes_through_the_service_and_warns(learner_in_course):
     assert any("must give consent again" in t for t in texts)
     session.refresh_from_db()
     assert session.end_reason == "policy_changed"
+
+
+@pytest.mark.django_db
+def test_api_and_home_page_tell_an_outdated_consent_from_a_current_one(client, learner_in_course):
+    from rest_framework.test import APIClient
+
+    course, learner, session = learner_in_course
+    api = APIClient()
+    api.force_authenticate(learner)
+    assert api.get(f"/api/courses/{course.pk}/consent/").json()["current"] is True
+    client.force_login(learner)
+    assert "Consent given" in client.get("/learn/").content.decode()
+    services.course_update(course=_edited(course, keep_face_crops=True))
+    consent = api.get(f"/api/courses/{course.pk}/consent/").json()
+    assert consent["active"] is True and consent["current"] is False
+    course_json = api.get(f"/api/courses/{course.pk}/").json()
+    assert course_json["my_consent"]["current"] is False
+    home = client.get("/learn/").content.decode()
+    assert "data policy changed" in home and "Consent given" not in home
