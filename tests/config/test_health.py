@@ -164,3 +164,25 @@ def test_web_with_separate_workers_does_not_load_the_model(admin_client, fake_pi
         "loaded": False,
         "ms": body["checks"]["model"]["ms"],
     }
+
+
+@pytest.mark.django_db
+def test_database_down_with_a_session_cookie_is_a_503_not_a_500(admin_client, monkeypatch):
+    """The user behind a session cookie is looked up in the database that is down: the probe
+    still answers 503 with the failing check, without the staff details."""
+    from django.db.utils import OperationalError
+
+    import config.health
+
+    def down():
+        raise OperationalError("connection refused")
+
+    def user_lookup_fails(request):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setitem(config.health.CHECKS, "database", down)
+    monkeypatch.setattr("django.contrib.auth.middleware.auth.get_user", user_lookup_fails)
+    r = admin_client.get("/healthz")
+    assert r.status_code == 503
+    body = r.json()
+    assert "database" in body["failing"] and body["checks"]["database"] == {"ok": False}
