@@ -134,3 +134,39 @@ def test_anonymous_visitors_are_sent_to_login(browser, asgi_server, course):
     page.goto(f"{asgi_server}/teach/courses/{course.pk}/live/")
     assert "/accounts/login/" in page.url
     expect(page.get_by_role("button", name="Log in")).to_be_visible()
+
+
+def test_policy_change_asks_for_consent_again_and_the_learner_erases_their_data(
+    browser, asgi_server, course
+):
+    from tests.factories import ConsentFactory, LearnerSessionFactory, ReadingFactory
+    from tutoring import services
+    from tutoring.models import Course
+
+    lina = course.learners.get(username="lina")
+    consent = ConsentFactory(course=course, learner=lina)
+    ReadingFactory.create_batch(
+        3, session=LearnerSessionFactory(learner=lina, course=course, consent=consent)
+    )
+    edited = Course.objects.get(pk=course.pk)
+    edited.keep_face_crops = True
+    services.course_update(course=edited)
+
+    page = browser.new_context().new_page()
+    login(page, asgi_server, "lina", PW)
+    page.goto(f"{asgi_server}/learn/courses/{course.pk}/")
+    expect(page.get_by_role("alert")).to_contain_text("data policy has changed")
+    expect(page.get_by_text("keeps a small 48×48 grey thumbnail")).to_be_visible()  # new terms
+    expect(page.get_by_role("button", name="Start a session")).to_have_count(0)
+    page.get_by_label(re.compile("presence and attention")).check()
+    page.get_by_role("button", name="Give consent").click()
+    expect(page.get_by_role("button", name="Start a session")).to_be_visible()
+
+    page.get_by_role("link", name="erase it").click()
+    expect(page.get_by_role("heading", name="Erase my data")).to_be_visible()
+    page.get_by_label(re.compile("to confirm")).fill("ERASE")
+    page.get_by_role("button", name="Erase my data").click()
+    page.wait_for_load_state()
+    shot(page, "learner-data-erased")
+    assert not Reading.objects.filter(session__learner=lina).exists()
+    assert not LearnerSession.objects.filter(learner=lina).exists()
