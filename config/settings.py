@@ -254,7 +254,9 @@ EMOTION_LIMITS = {
     "max_frame_bytes": env.int("FRAME_MAX_BYTES", default=2 * 1024 * 1024),
     "max_request_bytes": env.int("FRAME_MAX_REQUEST_BYTES", default=24 * 1024 * 1024),
     "max_frames_per_request": env.int("FRAME_MAX_PER_REQUEST", default=50),
-    "max_side": env.int("FRAME_MAX_SIDE", default=4096),
+    # 1080p webcams send 1920 px at most (the recorder sends 640): a worker decodes each frame
+    # in colour at full size, so this bounds a 32-frame batch to ~350 MB (4096 px: ~1.6 GB)
+    "max_side": env.int("FRAME_MAX_SIDE", default=1920),
     "max_clock_skew_s": env.int("FRAME_MAX_CLOCK_SKEW_SECONDS", default=300),
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = EMOTION_LIMITS["max_request_bytes"]
