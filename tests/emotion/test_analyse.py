@@ -18,6 +18,23 @@ from emotion.services import (
 from tutoring.services import consent_revoke
 
 
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if the batch loads the CNN."""
+
+    def get_predictor():
+        raise AssertionError("the model must not be loaded for this batch")
+
+    monkeypatch.setattr("emotion.inference.get_predictor", get_predictor)
+
+
+def accept(session, *frames) -> list[int]:
+    """Pending readings for ``frames``, not queued (the test runs the batch itself)."""
+    return frames_accept(
+        session=session, enqueue=False, frames=[IncomingFrame(f) for f in frames]
+    ).reading_ids
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_late_overlapping_delivery_does_not_overwrite_the_first_result(
     classroom, face_frames, monkeypatch
@@ -25,9 +42,7 @@ def test_a_late_overlapping_delivery_does_not_overwrite_the_first_result(
     """Delivery B reads the pending rows, then delivery A analyses them, commits and deletes
     the frames before B fetches the bytes: B finds no frames and must not record its
     'frame_expired' over A's real result."""
-    ids = frames_accept(
-        session=classroom.session, enqueue=False, frames=[IncomingFrame(face_frames[0])]
-    ).reading_ids
+    ids = accept(classroom.session, face_frames[0])
     store = get_frame_store()
     real_get_many = type(store).get_many
     calls = []
@@ -48,19 +63,10 @@ def test_a_late_overlapping_delivery_does_not_overwrite_the_first_result(
 
 @pytest.mark.django_db(transaction=True)
 def test_frames_of_revoked_consent_are_not_analysed_and_their_bytes_are_deleted(
-    classroom, face_frames, monkeypatch
+    classroom, face_frames, no_model
 ):
-    ids = frames_accept(
-        session=classroom.session,
-        enqueue=False,
-        frames=[IncomingFrame(face_frames[0]), IncomingFrame(face_frames[1])],
-    ).reading_ids
+    ids = accept(classroom.session, face_frames[0], face_frames[1])
     consent_revoke(learner=classroom.learner, course=classroom.course)
-
-    def no_model():
-        raise AssertionError("the CNN must not run on frames whose consent was revoked")
-
-    monkeypatch.setattr("emotion.inference.get_predictor", no_model)
     stats = readings_analyse(reading_ids=ids)
     assert stats["analysed"] == 2 and stats["consent_revoked"] == 2
     for r in Reading.objects.filter(pk__in=ids):
@@ -77,9 +83,7 @@ def test_periodic_requeue_backs_off_instead_of_queueing_the_backlog_every_minute
     monkeypatch.setattr(
         "emotion.services.readings_enqueue", lambda *, reading_ids: queued.append(reading_ids)
     )
-    ids = frames_accept(
-        session=classroom.session, enqueue=False, frames=[IncomingFrame(face_frames[0])]
-    ).reading_ids
+    ids = accept(classroom.session, face_frames[0])
     t0 = timezone.now()
     Reading.objects.filter(pk__in=ids).update(received_at=t0 - timedelta(seconds=90))
     clock = {"now": t0}
@@ -129,9 +133,7 @@ def test_no_face_crop_is_kept_for_a_learner_who_agreed_to_an_older_policy(classr
     the learner never agreed to thumbnails, so none is kept."""
     from tutoring.models import Course
 
-    ids = frames_accept(
-        session=classroom.session, enqueue=False, frames=[IncomingFrame(face_frames[0])]
-    ).reading_ids
+    ids = accept(classroom.session, face_frames[0])
     Course.objects.filter(pk=classroom.course.pk).update(
         keep_face_crops=True, consent_policy_version="2027-01"
     )
@@ -140,18 +142,9 @@ def test_no_face_crop_is_kept_for_a_learner_who_agreed_to_an_older_policy(classr
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_batch_whose_frames_all_expired_does_not_load_the_model(
-    classroom, face_frames, monkeypatch
-):
-    ids = frames_accept(
-        session=classroom.session, enqueue=False, frames=[IncomingFrame(face_frames[0])]
-    ).reading_ids
+def test_a_batch_whose_frames_all_expired_does_not_load_the_model(classroom, face_frames, no_model):
+    ids = accept(classroom.session, face_frames[0])
     get_frame_store().delete_many(ids)
-
-    def no_model():
-        raise AssertionError("nothing to classify: the model must not be loaded")
-
-    monkeypatch.setattr("emotion.inference.get_predictor", no_model)
     assert readings_analyse(reading_ids=ids)["analysed"] == 1
     assert Reading.objects.get(pk=ids[0]).error == "frame_expired"
 
@@ -160,9 +153,7 @@ def test_a_batch_whose_frames_all_expired_does_not_load_the_model(
 def test_consent_revoked_while_the_model_runs_drops_the_results(
     classroom, face_frames, monkeypatch
 ):
-    ids = frames_accept(
-        session=classroom.session, enqueue=False, frames=[IncomingFrame(face_frames[0])]
-    ).reading_ids
+    ids = accept(classroom.session, face_frames[0])
     store = get_frame_store()
     real_get_many = type(store).get_many
 
