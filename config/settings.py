@@ -134,6 +134,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 HEALTHZ_WORKER_PING_CACHE_S = env.int("HEALTHZ_WORKER_PING_CACHE_S", default=15)
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-readings": {"task": "emotion.tasks.requeue_stale_readings", "schedule": 60.0},
+    "end-idle-sessions": {"task": "tutoring.tasks.end_idle_sessions", "schedule": 300.0},
     "purge-expired-readings": {
         "task": "tutoring.tasks.purge_expired_readings",
         "schedule": env.float("PURGE_INTERVAL_SECONDS", default=3600.0),
@@ -263,6 +264,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = EMOTION_LIMITS["max_request_bytes"]
 FILE_UPLOAD_MAX_MEMORY_SIZE = EMOTION_LIMITS["max_frame_bytes"]
 DATA_UPLOAD_MAX_NUMBER_FILES = EMOTION_LIMITS["max_frames_per_request"] + 10
 FRAME_TTL_SECONDS = env.int("FRAME_TTL_SECONDS", default=300)  # raw bytes never outlive this
+# an open session that took no frame for this long is ended (reason "idle") by the periodic
+# job: a closed tab or a sleeping laptop never says goodbye
+SESSION_IDLE_MINUTES = env.int("SESSION_IDLE_MINUTES", default=60)
+if SESSION_IDLE_MINUTES < 1:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("SESSION_IDLE_MINUTES must be at least 1")
 INFERENCE_BATCH_SIZE = env.int("INFERENCE_BATCH_SIZE", default=32)  # frames per task (N)
 INFERENCE_BATCH_WAIT_MS = env.int("INFERENCE_BATCH_WAIT_MS", default=200)  # or T ms
 STREAM_MAX_IN_FLIGHT = env.int("STREAM_MAX_IN_FLIGHT", default=4)  # credit window per socket

@@ -277,6 +277,43 @@ def learner_data_erase(*, learner: User) -> dict:
     return {"readings": n_readings, "sessions": n_sessions, "consents_revoked": revoked}
 
 
+def sessions_end_idle(*, now=None, idle_minutes: int | None = None) -> list[int]:
+    """End open sessions that took no frame for ``idle_minutes`` (``SESSION_IDLE_MINUTES``):
+    a learner who closed the tab, lost the network or whose laptop went to sleep leaves an
+    open session, which no other code path ends; ended sessions fall under retention.
+
+    Idle since the last frame, or since the start when none came. Each is ended through
+    ``session_end`` (reason ``idle``), so the dashboard and the session's stream are told;
+    a frame that arrives meanwhile keeps the session open (checked again under its row lock).
+    Returns the ids of the sessions ended.
+    """
+    from django.conf import settings
+    from django.db.models.functions import Coalesce
+
+    now = now or timezone.now()
+    idle = settings.SESSION_IDLE_MINUTES if idle_minutes is None else idle_minutes
+    cutoff = now - timedelta(minutes=idle)
+    candidates = (
+        LearnerSession.objects.filter(status=LearnerSession.Status.ACTIVE)
+        .annotate(active_at=Coalesce("last_frame_at", "started_at"))
+        .filter(active_at__lt=cutoff)
+        .values_list("pk", flat=True)
+    )
+    ended = []
+    for pk in list(candidates):
+        with transaction.atomic():
+            s = (
+                LearnerSession.objects.select_for_update()
+                .filter(pk=pk, status=LearnerSession.Status.ACTIVE)
+                .first()
+            )
+            if s is None or (s.last_frame_at or s.started_at) >= cutoff:
+                continue  # ended, or a frame came, since the first look
+            session_end(session=s, reason="idle")
+            ended.append(pk)
+    return ended
+
+
 def readings_purge_expired(*, now=None) -> dict[int, int]:
     """Delete readings older than each course's retention; returns {course_id: deleted}."""
     from emotion.models import Reading

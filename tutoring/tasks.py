@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from tutoring.services import retention_purge_expired
+from tutoring.services import retention_purge_expired, sessions_end_idle
 
 
 @shared_task(name="tutoring.tasks.purge_expired_readings")
@@ -14,3 +14,9 @@ def purge_expired_readings() -> dict:
     return {
         kind: {str(k): v for k, v in per_course.items()} for kind, per_course in deleted.items()
     }
+
+
+@shared_task(name="tutoring.tasks.end_idle_sessions")
+def end_idle_sessions() -> list[int]:
+    """End open sessions idle for ``SESSION_IDLE_MINUTES``; returns their ids (idempotent)."""
+    return sessions_end_idle()

@@ -53,3 +53,24 @@ def client_for(user) -> APIClient:
 @pytest.fixture
 def api():
     return client_for
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Every live broadcast the tutoring services make: (group, event type, payload)."""
+    calls = []
+
+    def record(group, event_type, payload):
+        calls.append((group, event_type, payload))
+        return True
+
+    monkeypatch.setattr("tutoring.services.group_send", record)
+    return calls
+
+
+def ended_broadcasts(sent, session):
+    return {
+        (group, payload["reason"])
+        for group, event_type, payload in sent
+        if event_type == "session.ended" and payload["session"] == session.pk
+    }

@@ -8,31 +8,11 @@ from django.test import Client
 from emotion.models import Reading
 from emotion.services import SessionClosed, session_check_ingest
 from tests.factories import ReadingFactory, UserFactory
+from tests.tutoring.conftest import ended_broadcasts
 from tutoring import services
 from tutoring.models import Consent, LearnerSession, User
 
 ERASE_URL = "/learn/data/erase/"
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    """Every live broadcast the tutoring services make: (group, event type, payload)."""
-    calls = []
-
-    def record(group, event_type, payload):
-        calls.append((group, event_type, payload))
-        return True
-
-    monkeypatch.setattr("tutoring.services.group_send", record)
-    return calls
-
-
-def ended_broadcasts(sent, session):
-    return {
-        (group, payload["reason"])
-        for group, event_type, payload in sent
-        if event_type == "session.ended" and payload["session"] == session.pk
-    }
 
 
 def browser(user) -> Client:

@@ -37,6 +37,13 @@ def job_purge_expired() -> tuple[int, str]:
     )
 
 
+def job_end_idle() -> tuple[int, str]:
+    from tutoring.services import sessions_end_idle
+
+    ended = sessions_end_idle()
+    return len(ended), f"{len(ended)} idle session(s) ended"
+
+
 def job_requeue_stale(older_than_s: float) -> tuple[int, str]:
     from emotion.services import readings_requeue_stale
 
@@ -46,7 +53,8 @@ def job_requeue_stale(older_than_s: float) -> tuple[int, str]:
 
 class Command(BaseCommand):
     help = (
-        "Run the periodic jobs (retention purge, re-queue of stale pending readings) every "
+        "Run the periodic jobs (end idle sessions, retention purge, re-queue of stale pending "
+        "readings) every "
         "--interval seconds, for deployments without Celery beat. --once runs them once and "
         "exits. Stops cleanly on SIGTERM/SIGINT."
     )
@@ -87,6 +95,7 @@ class Command(BaseCommand):
         if requeue_older_than is None:
             requeue_older_than = 60.0 if settings.REDIS_URL else settings.FRAME_TTL_SECONDS + 60.0
         jobs = [
+            ("end_idle", job_end_idle),
             ("purge_expired", job_purge_expired),
             ("requeue_stale", lambda: job_requeue_stale(requeue_older_than)),
         ]
