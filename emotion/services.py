@@ -160,6 +160,25 @@ def readings_enqueue(*, reading_ids: list[int]) -> None:
         analyse_batch.delay(reading_ids[i : i + n])
 
 
+def frames_discard_pending(*, readings, error: str = "consent_revoked") -> int:
+    """Settle the pending ones among ``readings`` (a ``Reading`` queryset) as not analysed
+    (``error``), and delete their raw frame bytes once the caller's transaction commits.
+
+    For consent revoked or superseded and for erasure: the bytes go now, not when the queued
+    batch runs or their TTL ends. A batch already running writes nothing over these readings
+    (it writes only rows still pending), and one queued later skips them. Returns how many.
+    """
+    now = timezone.now()
+    ids = list(readings.filter(analysed_at__isnull=True).values_list("pk", flat=True))
+    if ids:
+        Reading.objects.filter(pk__in=ids, analysed_at__isnull=True).update(
+            analysed_at=now, error=error
+        )
+        store = get_frame_store()
+        transaction.on_commit(lambda: store.delete_many(ids))
+    return len(ids)
+
+
 def _model_version(predictor) -> ModelVersion:
     d = predictor.describe()
     mv, _ = ModelVersion.objects.get_or_create(

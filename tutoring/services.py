@@ -96,6 +96,15 @@ def _lock_enrollment(*, learner: User, course: Course) -> Enrollment | None:
     return Enrollment.objects.select_for_update().filter(course=course, learner=learner).first()
 
 
+def _frames_discard(*, consent: Consent) -> int:
+    """Frames accepted under ``consent`` and still waiting for inference are not analysed
+    (``consent_revoked``) and their raw bytes are deleted on commit."""
+    from emotion.models import Reading
+    from emotion.services import frames_discard_pending
+
+    return frames_discard_pending(readings=Reading.objects.filter(session__consent=consent))
+
+
 def _sessions_end_open(*, learner: User, course: Course, reason: str) -> int:
     """End the learner's open sessions in ``course`` through ``session_end`` (which tells the
     live dashboard and the session's stream); returns how many were ended."""
@@ -144,6 +153,7 @@ def consent_grant(
             return active
         active.revoked_at = now
         active.save(update_fields=["revoked_at"])
+        _frames_discard(consent=active)
         _sessions_end_open(learner=learner, course=course, reason="consent_superseded")
     return Consent.objects.create(
         learner=learner,
@@ -168,6 +178,7 @@ def consent_revoke(*, learner: User, course: Course) -> Consent:
         raise ValidationError("there is no active consent to revoke")
     consent.revoked_at = timezone.now()
     consent.save(update_fields=["revoked_at"])
+    _frames_discard(consent=consent)
     _sessions_end_open(learner=learner, course=course, reason="consent_revoked")
     return consent
 
@@ -265,7 +276,10 @@ def learner_data_erase(*, learner: User) -> dict:
     now = timezone.now()
     for s in LearnerSession.objects.filter(learner=learner, status=LearnerSession.Status.ACTIVE):
         session_end(session=s, reason="data_erased")
+    from emotion.services import frames_discard_pending
+
     readings = Reading.objects.filter(session__learner=learner)
+    frames_discard_pending(readings=readings)  # raw bytes still waiting for inference go too
     n_readings = readings.count()
     readings.delete()
     sessions = LearnerSession.objects.filter(learner=learner)

@@ -61,18 +61,37 @@ def test_a_late_overlapping_delivery_does_not_overwrite_the_first_result(
     assert r.error == "" and r.face_found and r.label is not None
 
 
+@pytest.mark.parametrize(
+    "store", ["memory", pytest.param("redis", marks=pytest.mark.redis)], ids=str
+)
 @pytest.mark.django_db(transaction=True)
-def test_frames_of_revoked_consent_are_not_analysed_and_their_bytes_are_deleted(
-    classroom, face_frames, no_model
+def test_revoking_consent_settles_pending_frames_and_deletes_their_bytes_at_once(
+    classroom, face_frames, no_model, store
 ):
     ids = accept(classroom.session, face_frames[0], face_frames[1])
+    frames = get_frame_store()
+    assert type(frames).__name__.lower().startswith(store)
+    assert set(frames.get_many(ids)) == set(ids)
     consent_revoke(learner=classroom.learner, course=classroom.course)
-    stats = readings_analyse(reading_ids=ids)
-    assert stats["analysed"] == 2 and stats["consent_revoked"] == 2
+    # no batch has run: the bytes are gone now, not after the TTL or the queued task
+    assert frames.get_many(ids) == {}
     for r in Reading.objects.filter(pk__in=ids):
         assert r.analysed_at and r.error == "consent_revoked"
         assert r.label is None and r.probs is None and not r.face_found and r.face_crop is None
+    # the queued batch, when it comes, finds nothing left to do and loads no model
+    assert readings_analyse(reading_ids=ids) == {"analysed": 0, "skipped": 2}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_giving_other_consent_settles_the_old_consents_pending_frames(
+    classroom, face_frames, no_model
+):
+    from tutoring.services import consent_grant
+
+    ids = accept(classroom.session, face_frames[0])
+    consent_grant(learner=classroom.learner, course=classroom.course, emotion=False)
     assert get_frame_store().get_many(ids) == {}
+    assert Reading.objects.get(pk=ids[0]).error == "consent_revoked"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -164,7 +183,30 @@ def test_consent_revoked_while_the_model_runs_drops_the_results(
 
     monkeypatch.setattr(type(store), "get_many", get_many_then_revoke)
     stats = readings_analyse(reading_ids=ids)
-    assert stats["analysed"] == 1 and stats["consent_revoked"] == 1 and stats["faces"] == 0
+    # the revoke settled the reading while the model ran: the batch writes nothing over it
+    assert stats["analysed"] == 0 and stats["skipped"] == 1
     r = Reading.objects.get(pk=ids[0])
     assert r.error == "consent_revoked"
     assert not r.face_found and r.box is None and r.probs is None and r.label is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_erasing_a_learners_data_deletes_the_bytes_of_frames_still_waiting(
+    classroom, face_frames, no_model
+):
+    from tutoring.services import learner_data_erase
+
+    ids = accept(classroom.session, face_frames[0])
+    other = accept(
+        type(classroom.session).objects.create(
+            learner=classroom.other_learner,
+            course=classroom.course,
+            consent=classroom.other_learner.consents.get(),
+            started_at=timezone.now(),
+        ),
+        face_frames[1],
+    )
+    learner_data_erase(learner=classroom.learner)
+    assert get_frame_store().get_many(ids + other) == {other[0]: face_frames[1]}
+    assert not Reading.objects.filter(pk__in=ids).exists()
+    assert readings_analyse(reading_ids=ids) == {"analysed": 0, "skipped": 1}
