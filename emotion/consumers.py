@@ -45,6 +45,8 @@ END_REASONS = {
     "superseded": "a newer session was started for this course (another tab or device?)",
     "data_erased": "your data for this course was erased",
     "policy_changed": "the course's data policy changed: read it and give consent again",
+    "deleted": "an administrator deleted this session",
+    "course_deleted": "the course was deleted",
     "idle": "no frame arrived for a long while (camera off, tab closed or computer asleep)",
 }
 

@@ -17,6 +17,14 @@ class UserAdmin(BaseUserAdmin):
     add_fieldsets = BaseUserAdmin.add_fieldsets + (("Role", {"fields": ("role",)}),)
     actions = ["erase_learner_data"]
 
+    def delete_model(self, request, obj):
+        services.user_delete(user=obj)
+
+    def delete_queryset(self, request, queryset):
+        # one at a time, through the service: open sessions are ended and announced first
+        for user in queryset:
+            services.user_delete(user=user)
+
     def has_erase_permission(self, request) -> bool:
         return request.user.has_perm("tutoring.delete_learnersession")
 
@@ -81,6 +89,13 @@ class CourseAdmin(admin.ModelAdmin):
     search_fields = ("title", "instructors__username")
     filter_horizontal = ("instructors",)
     inlines = [EnrollmentInline]
+
+    def delete_model(self, request, obj):
+        services.course_delete(course=obj)
+
+    def delete_queryset(self, request, queryset):
+        for course in queryset:
+            services.course_delete(course=course)
 
     def save_model(self, request, obj, form, change):
         if not change:
@@ -148,3 +163,11 @@ class LearnerSessionAdmin(admin.ModelAdmin):
     search_fields = ("learner__username", "course__title")
     date_hierarchy = "started_at"
     raw_id_fields = ("consent",)
+
+    def delete_model(self, request, obj):
+        services.session_delete(session=obj)
+
+    def delete_queryset(self, request, queryset):
+        # one at a time, through the service: an open session is ended and announced first
+        for session in queryset:
+            services.session_delete(session=session)

@@ -123,7 +123,9 @@ class LearnerSession(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="learner_sessions"
     )
     course = models.ForeignKey(Course, on_delete=models.CASCADE, related_name="sessions")
-    consent = models.ForeignKey(Consent, on_delete=models.PROTECT, related_name="sessions")
+    # RESTRICT: a consent record cannot be deleted on its own while sessions were taken under
+    # it, but deleting the learner or the course (which takes the sessions too) can proceed
+    consent = models.ForeignKey(Consent, on_delete=models.RESTRICT, related_name="sessions")
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
     started_at = models.DateTimeField()
     ended_at = models.DateTimeField(null=True, blank=True)

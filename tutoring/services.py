@@ -328,6 +328,49 @@ def sessions_end_idle(*, now=None, idle_minutes: int | None = None) -> list[int]
     return ended
 
 
+@transaction.atomic
+def session_delete(*, session: LearnerSession) -> int:
+    """Delete a session and its readings (an admin's delete). An open one is first ended
+    (reason ``deleted``) so the dashboard and the session's stream are told; raw bytes of its
+    frames still waiting for inference are deleted on commit. Returns readings deleted."""
+    from emotion.models import Reading
+    from emotion.services import frames_discard_pending
+
+    session_end(session=session, reason="deleted")
+    readings = Reading.objects.filter(session=session)
+    frames_discard_pending(readings=readings, error="deleted")
+    n = readings.count()
+    readings.delete()
+    LearnerSession.objects.filter(pk=session.pk).delete()
+    return n
+
+
+@transaction.atomic
+def user_delete(*, user: User) -> dict:
+    """Delete an account (an admin's delete): its learning data is erased first through
+    ``learner_data_erase`` (open sessions ended and announced, pending frames' bytes deleted),
+    then the user with their consent records, enrollments and tokens."""
+    erased = learner_data_erase(learner=user)
+    User.objects.filter(pk=user.pk).delete()
+    return erased
+
+
+@transaction.atomic
+def course_delete(*, course: Course) -> int:
+    """Delete a course with everything taken in it; open sessions are first ended (reason
+    ``course_deleted``) so learners' streams are told. Returns the sessions deleted."""
+    from emotion.models import Reading
+    from emotion.services import frames_discard_pending
+
+    for s in LearnerSession.objects.filter(course=course, status=LearnerSession.Status.ACTIVE):
+        session_end(session=s, reason="course_deleted")
+    frames_discard_pending(readings=Reading.objects.filter(session__course=course), error="deleted")
+    n = LearnerSession.objects.filter(course=course).count()
+    Reading.objects.filter(session__course=course).delete()
+    Course.objects.filter(pk=course.pk).delete()
+    return n
+
+
 def readings_purge_expired(*, now=None) -> dict[int, int]:
     """Delete readings older than each course's retention; returns {course_id: deleted}."""
     from emotion.models import Reading

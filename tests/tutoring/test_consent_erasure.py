@@ -10,7 +10,7 @@ from emotion.services import SessionClosed, session_check_ingest
 from tests.factories import ReadingFactory, UserFactory
 from tests.tutoring.conftest import ended_broadcasts
 from tutoring import services
-from tutoring.models import Consent, LearnerSession, User
+from tutoring.models import Consent, Course, LearnerSession, User
 
 ERASE_URL = "/learn/data/erase/"
 
@@ -242,14 +242,82 @@ def test_consent_records_cannot_be_deleted_by_staff_in_admin(world):
     assert Consent.objects.filter(pk=consent.pk).exists()
 
 
-def test_a_superuser_can_still_delete_a_whole_account_with_its_consents(world, admin_client):
-    """Sessions protect their consent: the learning data is erased first (the admin action),
-    then the account goes, consents with it."""
+def test_deleting_an_account_in_admin_erases_its_data_first_and_tells_the_dashboard(
+    world, admin_client, sent, django_capture_on_commit_callbacks
+):
+    """One delete, no erase-first dance: the open session is ended and announced, then the
+    sessions, readings, consents and the account go."""
     learner = world.session_a.learner
-    r = admin_client.post(f"/admin/tutoring/user/{learner.pk}/delete/", {"post": "yes"})
-    assert r.status_code == 200 and "protected" in r.content.decode()
-    services.learner_data_erase(learner=learner)
-    r = admin_client.post(f"/admin/tutoring/user/{learner.pk}/delete/", {"post": "yes"})
+    ReadingFactory(session=world.session_a, sequence=0)
+    with django_capture_on_commit_callbacks(execute=True):
+        r = admin_client.post(f"/admin/tutoring/user/{learner.pk}/delete/", {"post": "yes"})
     assert r.status_code == 302
     assert not User.objects.filter(pk=learner.pk).exists()
     assert not Consent.objects.filter(learner_id=learner.pk).exists()
+    assert not LearnerSession.objects.filter(learner_id=learner.pk).exists()
+    assert not Reading.objects.filter(session_id=world.session_a.pk).exists()
+    assert ended_broadcasts(sent, world.session_a) == {
+        (f"course-{world.course.pk}", "data_erased"),
+        (f"session-{world.session_a.pk}", "data_erased"),
+    }
+    assert LearnerSession.objects.filter(pk=world.session_b.pk).exists()  # someone else's
+
+
+def test_bulk_deleting_accounts_goes_through_the_same_erasure(world, admin_client, sent):
+    ids = [world.learner_a.pk, world.learner_b.pk]
+    r = admin_client.post(
+        "/admin/tutoring/user/",
+        {"action": "delete_selected", "_selected_action": ids, "post": "yes"},
+    )
+    assert r.status_code == 302
+    assert not User.objects.filter(pk__in=ids).exists()
+    assert not LearnerSession.objects.filter(course=world.course).exists()
+
+
+def test_a_consent_with_sessions_cannot_be_deleted_alone_even_by_a_superuser(world, admin_client):
+    consent = world.session_a.consent
+    r = admin_client.post(f"/admin/tutoring/consent/{consent.pk}/delete/", {"post": "yes"})
+    assert r.status_code == 200 and "protected" in r.content.decode()
+    assert Consent.objects.filter(pk=consent.pk).exists()
+
+
+def test_deleting_a_session_in_admin_ends_it_first_and_tells_the_dashboard(
+    world, admin_client, sent, django_capture_on_commit_callbacks
+):
+    ReadingFactory(session=world.session_a, sequence=0)
+    with django_capture_on_commit_callbacks(execute=True):
+        r = admin_client.post(
+            f"/admin/tutoring/learnersession/{world.session_a.pk}/delete/", {"post": "yes"}
+        )
+    assert r.status_code == 302
+    assert not LearnerSession.objects.filter(pk=world.session_a.pk).exists()
+    assert not Reading.objects.filter(session_id=world.session_a.pk).exists()
+    assert ended_broadcasts(sent, world.session_a) == {
+        (f"course-{world.course.pk}", "deleted"),
+        (f"session-{world.session_a.pk}", "deleted"),
+    }
+    # the consent record stays
+    assert Consent.objects.filter(pk=world.session_a.consent_id).exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            "/admin/tutoring/learnersession/",
+            {"action": "delete_selected", "_selected_action": [world.session_b.pk], "post": "yes"},
+        )
+    assert ended_broadcasts(sent, world.session_b) == {
+        (f"course-{world.course.pk}", "deleted"),
+        (f"session-{world.session_b.pk}", "deleted"),
+    }
+
+
+def test_deleting_a_course_in_admin_ends_its_open_sessions_first(
+    world, admin_client, sent, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        r = admin_client.post(f"/admin/tutoring/course/{world.course.pk}/delete/", {"post": "yes"})
+    assert r.status_code == 302
+    assert not LearnerSession.objects.filter(pk=world.session_a.pk).exists()
+    assert ended_broadcasts(sent, world.session_a) == {
+        (f"course-{world.course.pk}", "course_deleted"),
+        (f"session-{world.session_a.pk}", "course_deleted"),
+    }
+    assert Course.objects.filter(pk=world.other_course.pk).exists()
