@@ -1,8 +1,10 @@
 from collections import Counter
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.core.exceptions import ValidationError
 from django.template.response import TemplateResponse
 
 from tutoring import services
@@ -76,8 +78,23 @@ class EnrollmentInline(admin.TabularInline):
     autocomplete_fields = ("learner",)
 
 
+class CourseAdminForm(forms.ModelForm):
+    """The admin builds the model form on this base (no Meta: its fields are the admin's)."""
+
+    def clean_consent_policy_version(self):
+        version = self.cleaned_data["consent_policy_version"]
+        if self.instance.pk is not None:
+            probe = Course(pk=self.instance.pk, consent_policy_version=version)
+            try:
+                services.course_policy_version_check(course=probe)
+            except ValidationError as e:
+                raise ValidationError(e.message_dict["consent_policy_version"]) from None
+        return version
+
+
 @admin.register(Course)
 class CourseAdmin(admin.ModelAdmin):
+    form = CourseAdminForm
     list_display = (
         "title",
         "emotion_inference_enabled",

@@ -63,14 +63,53 @@ def course_update(*, course: Course) -> list[str]:
     """
     before = Course.objects.select_for_update().get(pk=course.pk)
     widened = course_policy_widened(before=before, after=course)
-    if widened and course.consent_policy_version == before.consent_policy_version:
-        course.consent_policy_version = timezone.now().strftime("%Y-%m-%d.%H%M%S")
+    if course.consent_policy_version != before.consent_policy_version:
+        course_policy_version_check(course=course)
+    elif widened:
+        course.consent_policy_version = _policy_version_new(course=course)
     course.full_clean()
     course.save()
     if course.consent_policy_version != before.consent_policy_version:
         for s in LearnerSession.objects.filter(course=course, status=LearnerSession.Status.ACTIVE):
             session_end(session=s, reason="policy_changed")
     return widened
+
+
+def _policy_versions_used(*, course: Course) -> set[str]:
+    used = set(Consent.objects.filter(course=course).values_list("policy_version", flat=True))
+    used.add(
+        Course.objects.filter(pk=course.pk).values_list("consent_policy_version", flat=True)[0]
+    )
+    return used
+
+
+def _policy_version_new(*, course: Course) -> str:
+    """A version stamp (date and time) this course has never had: two edits in the same second
+    get ``…-2``, ``…-3``."""
+    used = _policy_versions_used(course=course)
+    stamp = timezone.now().strftime("%Y-%m-%d.%H%M%S")
+    version, n = stamp, 1
+    while version in used:
+        n += 1
+        version = f"{stamp}-{n}"
+    return version
+
+
+def course_policy_version_check(*, course: Course) -> None:
+    """A version set by hand must be new: going back to one that consents were given under
+    would make those consents (to other terms) current again."""
+    version = course.consent_policy_version
+    if course.pk is not None and version in _policy_versions_used(course=course):
+        current = Course.objects.get(pk=course.pk).consent_policy_version
+        if version != current:
+            raise ValidationError(
+                {
+                    "consent_policy_version": (
+                        f"version {version!r} was used before in this course: consent given "
+                        "under it would count again; choose a version it never had"
+                    )
+                }
+            )
 
 
 def consent_current(*, consent: Consent | None, course: Course) -> bool:

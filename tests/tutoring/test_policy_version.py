@@ -1,13 +1,22 @@
 """A course's data policy that widens gets a new version: open sessions end, and consent given
 under the older version neither starts sessions nor lets frames in until given again."""
 
+from datetime import UTC
+
 import pytest
 from django.contrib.messages.storage.fallback import FallbackStorage
 from django.core.exceptions import PermissionDenied
 from django.test import RequestFactory
 
 from emotion.services import IncomingFrame, frames_accept
-from tests.factories import AdminFactory, CourseFactory, LearnerSessionFactory, UserFactory, enroll
+from tests.factories import (
+    AdminFactory,
+    CourseFactory,
+    InstructorFactory,
+    LearnerSessionFactory,
+    UserFactory,
+    enroll,
+)
 from tutoring import services
 from tutoring.models import Course, LearnerSession
 
@@ -134,3 +143,57 @@ def test_api_and_home_page_tell_an_outdated_consent_from_a_current_one(client, l
     assert course_json["my_consent"]["current"] is False
     home = client.get("/learn/").content.decode()
     assert "data policy changed" in home and "Consent given" not in home
+
+
+@pytest.mark.django_db
+def test_two_widening_edits_in_the_same_second_get_different_versions(
+    learner_in_course, monkeypatch
+):
+    from datetime import datetime
+
+    course, learner, _ = learner_in_course
+    frozen = datetime(2026, 11, 25, 9, 30, 0, tzinfo=UTC)
+    monkeypatch.setattr("tutoring.services.timezone.now", lambda: frozen)
+    services.course_update(course=_edited(course, keep_face_crops=True))
+    first = Course.objects.get(pk=course.pk).consent_policy_version
+    services.consent_grant(learner=learner, course=course)  # consent to the first widening
+    services.course_update(course=_edited(course, retention_days=90))
+    second = Course.objects.get(pk=course.pk).consent_policy_version
+    assert (first, second) == ("2026-11-25.093000", "2026-11-25.093000-2")
+    # the consent to the first widening does not cover the second
+    consent = learner.consents.get(revoked_at__isnull=True)
+    assert not services.consent_current(consent=consent, course=Course.objects.get(pk=course.pk))
+
+
+@pytest.mark.django_db
+def test_a_version_used_before_cannot_be_typed_back_in(learner_in_course, admin_client):
+    from django.core.exceptions import ValidationError
+
+    course, learner, _ = learner_in_course
+    old = course.consent_policy_version  # the learner consented under it
+    services.course_update(course=_edited(course, keep_face_crops=True))
+    new = Course.objects.get(pk=course.pk).consent_policy_version
+    with pytest.raises(ValidationError, match="was used before"):
+        services.course_update(course=_edited(course, consent_policy_version=old))
+    assert Course.objects.get(pk=course.pk).consent_policy_version == new
+    # the admin's form says why instead of saving
+    form = admin_client.get(f"/admin/tutoring/course/{course.pk}/change/").context["adminform"]
+    data = {k: v for k, v in form.form.initial.items() if v is not None}
+    data.update(
+        {
+            "instructors": [InstructorFactory().pk],
+            "consent_policy_version": old,
+            "enrollments-TOTAL_FORMS": "0",
+            "enrollments-INITIAL_FORMS": "0",
+        }
+    )
+    r = admin_client.post(f"/admin/tutoring/course/{course.pk}/change/", data)
+    assert r.status_code == 200
+    assert list(r.context["adminform"].form.errors) == ["consent_policy_version"]
+    assert "was used before in this course" in r.content.decode()
+    assert Course.objects.get(pk=course.pk).consent_policy_version == new
+    # a version the course never had is fine
+    data["consent_policy_version"] = "2027-01"
+    r = admin_client.post(f"/admin/tutoring/course/{course.pk}/change/", data)
+    assert r.status_code == 302, r.context["adminform"].form.errors
+    assert Course.objects.get(pk=course.pk).consent_policy_version == "2027-01"
