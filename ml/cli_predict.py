@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(json.dumps(r), flush=True)
                 if target is not None and not cv2.imwrite(str(target), annotate(img, preds)):
                     raise InputError(f"could not write {target}")
+        except cv2.error as e:  # OpenCV refused this input: one line, not a traceback
+            failures += 1
+            print(f"error: {path}: OpenCV failed in {e.func}: {e.err}", file=sys.stderr)
         except InputError as e:
             failures += 1
             print(f"error: {e}", file=sys.stderr)

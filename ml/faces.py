@@ -81,12 +81,11 @@ def detect_faces(image: np.ndarray, config: DetectorConfig | None = None) -> lis
         raise ValueError("image must be a non-empty 2-D (gray) or 3-D (BGR/BGRA) array")
     gray = to_gray(image)
     H, W = gray.shape
+    if min(H, W) < cfg.min_face_px:  # no face fits (a strip, a thumbnail): nothing to detect
+        return []
     scale = min(1.0, cfg.max_side / max(H, W))
-    small = (
-        cv2.resize(gray, (int(W * scale), int(H * scale)), interpolation=cv2.INTER_AREA)
-        if scale < 1
-        else gray
-    )
+    size = (max(1, round(W * scale)), max(1, round(H * scale)))  # never 0 px on a side
+    small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA) if scale < 1 else gray
     small = cv2.equalizeHist(small)
     min_side = max(cfg.min_face_px, int(cfg.min_face_fraction * min(small.shape)))
     if min(small.shape) < min_side:

@@ -148,6 +148,14 @@ def test_predict_missing_and_corrupt_files_fail_but_report_the_rest(photos, tmp_
     assert json.loads(r.stdout.splitlines()[0])["file"] == str(face)
 
 
+def test_predict_a_one_pixel_high_image(tmp_path):
+    strip = tmp_path / "strip.png"
+    cv2.imwrite(str(strip), np.full((1, 1000, 3), 128, np.uint8))
+    r = ml("predict", strip)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["face"] is False
+
+
 def test_predict_video_sampling(fer_val, tmp_path):
     video = tmp_path / "clip.mp4"
     w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 480))

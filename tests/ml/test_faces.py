@@ -108,3 +108,11 @@ def test_bad_input():
     with pytest.raises(ValueError):
         detect_faces(np.zeros((4, 4, 4, 4), np.uint8))
     assert detect_faces(np.zeros((10, 10), np.uint8), DetectorConfig()) == []
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 1000), (2000, 1), (5, 5000), (5000, 5), (1, 1000, 3), (2000, 1, 4)]
+)
+def test_thin_strips_have_no_faces_and_do_not_crash(shape):
+    # the downscale to max_side once made the short side 0 px (cv2.resize: inv_scale_x > 0)
+    assert detect_faces(np.full(shape, 128, np.uint8)) == []

@@ -45,6 +45,11 @@ def test_empty_batch_and_frame(predictor):
     assert predictor.predict_frame(np.zeros((240, 320, 3), np.uint8)) == []
 
 
+@pytest.mark.parametrize("shape", [(1, 1000, 3), (1000, 1, 3), (5, 5000, 3), (3000, 2)])
+def test_thin_frames_have_no_faces(predictor, shape):
+    assert predictor.predict_frame(np.full(shape, 128, np.uint8)) == []
+
+
 def test_thread_safe(predictor, fer_val):
     crops = fer_val.images[:32]
     expected = predictor.predict_faces(crops)
