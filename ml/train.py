@@ -172,11 +172,31 @@ def evaluate(model, ds: FaceDataset, device, tta: bool = False) -> dict:
 
 
 def _rng_state() -> dict:
-    return {
+    """Every global RNG a training step draws from: torch's (dropout; CUDA's too on a GPU),
+    numpy's (the mixup λ) and Python's, as values a ``weights_only`` load accepts."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
         "torch": torch.get_rng_state(),
-        "numpy": json.dumps(np.random.get_state()[1].tolist()),
-        "python": json.dumps(random.getstate()[1]),
+        "numpy": json.dumps([name, keys.tolist(), pos, has_gauss, gauss]),
+        "python": json.dumps(random.getstate()),
     }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    """Restore :func:`_rng_state`; the RNG setters take CPU ByteTensors only."""
+    torch.set_rng_state(state["torch"].cpu())
+    if "numpy" in state:  # last.pt files written before it was saved lack it
+        name, keys, pos, has_gauss, gauss = json.loads(state["numpy"])
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "python" in state:
+        version, internal, gauss = json.loads(state["python"])
+        random.setstate((version, tuple(internal), gauss))
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([t.cpu() for t in cuda])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     start_epoch, best_acc, history = 0, -1.0, []
     last_path, best_path = out / "last.pt", out / "best.pt"
     if args.resume and last_path.exists():
-        ck = load_checkpoint(last_path, map_location=device)
+        # loaded on the CPU: the RNG states must stay CPU ByteTensors (set_rng_state refuses
+        # CUDA ones) and optimizer.load_state_dict moves its state to the parameters' device
+        ck = load_checkpoint(last_path, map_location="cpu")
         if ModelConfig.from_dict(ck["model_config"]) != mcfg:
             print(f"error: {last_path} was trained with a different model config", file=sys.stderr)
             return 2
@@ -340,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         ts = ck["train_state"]
         optimizer.load_state_dict(ts["optimizer"])
         scheduler.load_state_dict(ts["scheduler"])
-        generator.set_state(ts["generator"])
-        torch.set_rng_state(ts["rng"]["torch"])
+        generator.set_state(ts["generator"].cpu())
+        _set_rng_state(ts["rng"])
         start_epoch, best_acc, history = ck["epoch"], ts["best_acc"], ts["history"]
         print(f"resumed from {last_path} at epoch {start_epoch}", file=sys.stderr)
     elif args.resume:
@@ -435,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "generator": generator.get_state(),
-                    "rng": {"torch": torch.get_rng_state()},
+                    "rng": _rng_state(),
                     "best_acc": best_acc,
                     "history": history,
                 },

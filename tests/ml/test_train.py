@@ -67,6 +67,46 @@ def test_resume_continues_to_the_same_weights(pattern_folder, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
 
 
+def test_resume_with_mixup_continues_to_the_same_weights(pattern_folder, tmp_path):
+    # mixup draws λ from numpy's global RNG: a resume that reseeded it replayed epoch 1's λs
+    mix = ("--epochs", "2", "--mixup-alpha", "0.4")
+    _run(pattern_folder, tmp_path / "straight", *mix)
+    _run(pattern_folder, tmp_path / "split", *mix, "--max-minutes", "1e-9")
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 1
+    _run(pattern_folder, tmp_path / "split", *mix, "--resume")
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "split" / "last.pt")["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_resume_hands_the_rng_setters_cpu_byte_tensors(pattern_folder, tmp_path, monkeypatch):
+    """On a GPU, last.pt loaded with map_location=<the run's device> put the saved RNG states
+    on CUDA and torch.set_rng_state refused them. Without a GPU here, a load mapped to any
+    device but "cpu" lands on 'meta', standing in for CUDA."""
+    run = tmp_path / "run"
+    _run(pattern_folder, run, "--epochs", "2", "--max-minutes", "1e-9")
+    real_load = train.load_checkpoint
+    monkeypatch.setattr(
+        train,
+        "load_checkpoint",
+        lambda path, map_location="cpu": real_load(
+            path, map_location="cpu" if map_location == "cpu" else "meta"
+        ),
+    )
+    seen = []
+    real_set = torch.set_rng_state
+
+    def set_rng_state(state):
+        seen.append((state.device.type, state.dtype))
+        real_set(state)
+
+    monkeypatch.setattr(torch, "set_rng_state", set_rng_state)
+    _run(pattern_folder, run, "--epochs", "2", "--resume")
+    assert seen == [("cpu", torch.uint8)]
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+
+
 def test_class_weights_and_schedule():
     w = train.class_weights(np.array([0] * 90 + [1] * 10), power=1.0)
     assert w[1] / w[0] == 9.0 and float(w[2]) == 0.0
