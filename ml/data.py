@@ -123,11 +123,17 @@ def load_image_folder(
             try:
                 z = np.load(cache_file, allow_pickle=False)
                 skipped = [tuple(s.split("\t", 1)) for s in z["skipped"].tolist()]
-                return FaceDataset(
+                ds = FaceDataset(
                     z["images"], z["labels"], z["paths"].tolist(), ignored + skipped, str(root)
                 )
             except Exception:  # corrupt cache: rebuild it
                 cache_file.unlink(missing_ok=True)
+            else:
+                # a cache written by a skipping load holds no trace of its unreadable files
+                # but this list: a raising load stops at the first, as a fresh decode would
+                if skipped and on_error == "raise":
+                    raise DatasetError(skipped[0][1])
+                return ds
     images = np.empty((len(entries), size, size), dtype=np.uint8)
     labels = np.empty(len(entries), dtype=np.int64)
     paths: list[str] = []

@@ -61,6 +61,15 @@ def test_unreadable_file_raises_with_path_or_is_counted(tmp_path):
     assert [p for p, _ in ds.skipped] == [str(bad)]
 
 
+def test_a_cached_skipping_load_does_not_hide_unreadable_files_from_a_raising_one(tmp_path):
+    root = write_image_folder(tmp_path / "d", per_class=3, classes=("fear",))
+    (root / "fear" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    assert len(load_image_folder(root, on_error="skip")) == 3  # writes the cache
+    with pytest.raises(DatasetError, match="unreadable image file: .*broken.jpg"):
+        load_image_folder(root)
+    assert len(load_image_folder(root, on_error="skip")) == 3  # the cache still serves skips
+
+
 def test_non_image_files_are_reported_not_loaded(tmp_path):
     root = write_image_folder(tmp_path / "d", per_class=2, classes=("angry",))
     (root / "angry" / "notes.txt").write_text("hello")
