@@ -211,6 +211,30 @@ def _scrub(reading: Reading, now) -> None:
     reading.analysed_at, reading.error = now, "consent_revoked"
 
 
+def _predict(predictor, images, classify, timings) -> list:
+    """The batch's faces per frame. When the batched call fails, each frame is tried alone:
+    a frame that fails alone gets ``None`` (its reading says ``inference_failed``) and the
+    others are kept. When every frame fails, the error is the model's or the worker's, not a
+    frame's: it is raised, so the task is retried and nothing is recorded."""
+    try:
+        return predictor.predict_frames(images, classify, timings)
+    except Exception:
+        if len(images) == 1:
+            raise
+        logger.exception("batch of %d frames failed: trying each frame alone", len(images))
+    out, first_error = [], None
+    for img, emo in zip(images, classify, strict=True):
+        try:
+            out.append(predictor.predict_frames([img], [emo], timings)[0])
+        except Exception as e:
+            first_error = first_error or e
+            out.append(None)
+    if all(faces is None for faces in out):
+        raise first_error
+    logger.warning("%d of %d frames failed alone", sum(f is None for f in out), len(out))
+    return out
+
+
 def readings_analyse(*, reading_ids: list[int]) -> dict:
     """Run the CNN on pending readings; idempotent (analysed readings are skipped).
 
@@ -257,9 +281,12 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
         classify.append(r.session.emotion_enabled and course.emotion_inference_enabled)
     t_decoded = time.perf_counter()
     timings: dict = {}
-    preds = predictor.predict_frames(images, classify, timings) if images else []
+    preds = _predict(predictor, images, classify, timings) if images else []
     mv = _model_version(predictor) if rows else None
     for r, faces, emo in zip(rows, preds, classify, strict=True):
+        if faces is None:  # this frame alone made the model fail
+            r.error = "inference_failed"
+            continue
         r.model_version = mv
         r.face_found = bool(faces)
         if not faces:

@@ -27,7 +27,7 @@ _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 
 @dataclass
 class FrameRejection(Exception):
-    code: str  # too_large | unsupported_type | undecodable | too_many_pixels | empty
+    code: str  # too_large | unsupported_type | undecodable | too_many_pixels | too_small | empty
     reason: str
 
     @property
@@ -111,6 +111,11 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
         i += length
 
 
+# no face the detector can find fits in fewer pixels (FER2013 faces are 48 px); thinner images
+# are not webcam frames
+MIN_SIDE = 16
+
+
 def check_frame(data: bytes, size: int | None = None) -> str:
     """Return the sniffed content type, or raise FrameRejection with the reason."""
     limits = settings.EMOTION_LIMITS
@@ -130,6 +135,10 @@ def check_frame(data: bytes, size: int | None = None) -> str:
     if w > max_side or h > max_side:
         raise FrameRejection(
             "too_many_pixels", f"{w}×{h} px exceeds the limit of {max_side} px a side"
+        )
+    if w < MIN_SIDE or h < MIN_SIDE:
+        raise FrameRejection(
+            "too_small", f"{w}×{h} px: a frame needs at least {MIN_SIDE} px a side to show a face"
         )
     # Then decode (an image now known to be in bounds) to check the compressed stream, at 1/8
     # scale: for a JPEG about 1/8 of the cost of a full decode, for a PNG about half the memory.

@@ -210,3 +210,58 @@ def test_erasing_a_learners_data_deletes_the_bytes_of_frames_still_waiting(
     assert get_frame_store().get_many(ids + other) == {other[0]: face_frames[1]}
     assert not Reading.objects.filter(pk__in=ids).exists()
     assert readings_analyse(reading_ids=ids) == {"analysed": 0, "skipped": 1}
+
+
+@pytest.fixture
+def poisoned_model(monkeypatch):
+    """The real model, except that any batch holding an all-black frame raises (as a frame
+    that breaks the detector did): stands in for a frame-caused inference failure."""
+    import numpy as np
+
+    from emotion.inference import get_predictor
+
+    real = get_predictor()
+
+    class Poisoned:
+        sha256 = real.sha256
+
+        def describe(self):
+            return real.describe()
+
+        def predict_frames(self, images, classify, timings=None):
+            if any(not np.any(img) for img in images):
+                raise RuntimeError("this frame breaks the model")
+            return real.predict_frames(images, classify, timings)
+
+    monkeypatch.setattr("emotion.inference.get_predictor", lambda: Poisoned())
+
+
+def black_jpeg() -> bytes:
+    import cv2
+    import numpy as np
+
+    return cv2.imencode(".jpg", np.zeros((64, 64, 3), np.uint8))[1].tobytes()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_frame_that_breaks_the_model_fails_alone_not_the_batch(
+    classroom, face_frames, poisoned_model
+):
+    ids = accept(classroom.session, face_frames[0], black_jpeg(), face_frames[1])
+    stats = readings_analyse(reading_ids=ids)
+    assert stats["analysed"] == 3 and stats["faces"] == 2
+    good1, bad, good2 = (Reading.objects.get(pk=i) for i in ids)
+    assert bad.error == "inference_failed" and bad.analysed_at and not bad.face_found
+    assert good1.error == good2.error == "" and good1.label and good2.label
+    assert get_frame_store().get_many(ids) == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_when_every_frame_fails_the_batch_raises_and_keeps_them_for_a_retry(
+    classroom, poisoned_model
+):
+    ids = accept(classroom.session, black_jpeg(), black_jpeg())
+    with pytest.raises(RuntimeError, match="breaks the model"):
+        readings_analyse(reading_ids=ids)
+    assert not Reading.objects.filter(pk__in=ids, analysed_at__isnull=False).exists()
+    assert set(get_frame_store().get_many(ids)) == set(ids)  # still there for the retry
