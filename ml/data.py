@@ -23,7 +23,7 @@ from ml.preprocessing import resize_crop, to_gray
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm"}
 FER_USAGES = ("Training", "PublicTest", "PrivateTest")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: 16-bit and float images scaled, not clipped
 
 
 class DatasetError(ValueError):
@@ -96,7 +96,10 @@ def decode_image_file(path: Path, size: int = 48) -> np.ndarray:
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise DatasetError(f"unreadable image file: {path}")
-    return resize_crop(to_gray(img), size)
+    try:
+        return resize_crop(to_gray(img), size)
+    except ValueError as e:  # an unsupported channel count, NaN pixels
+        raise DatasetError(f"unusable image file: {path}: {e}") from None
 
 
 def load_image_folder(

@@ -32,8 +32,26 @@ class Preprocessing:
 DEFAULT_PREPROCESSING = Preprocessing()
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """8-bit pixels of the same picture: 16-bit values are scaled by 1/257 (65535 → 255),
+    floats in [0, 1] by 255, other types clipped to 0..255; NaN or inf is refused."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise ValueError("image has non-finite pixel values (NaN or inf)")
+        if image.size and image.min() >= 0 and image.max() <= 1:
+            image = image * 255.0
+        return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
 def to_gray(image: np.ndarray) -> np.ndarray:
-    """Return a 2-D uint8 grayscale view of a gray, BGR or BGRA image."""
+    """Return a 2-D uint8 grayscale view of a gray, BGR or BGRA image of any pixel type
+    (see :func:`to_uint8`)."""
+    image = to_uint8(image)
     if image.ndim == 2:
         gray = image
     elif image.ndim == 3 and image.shape[2] == 1:
@@ -44,8 +62,6 @@ def to_gray(image: np.ndarray) -> np.ndarray:
         gray = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
     else:
         raise ValueError(f"unsupported image shape {image.shape}")
-    if gray.dtype != np.uint8:
-        gray = np.clip(gray, 0, 255).astype(np.uint8)
     return gray
 
 

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from ml.classes import CLASS_INDEX, EMOTIONS
-from ml.data import DatasetError, load_dataset, load_fer_csv, load_image_folder
+from ml.data import (
+    DatasetError,
+    decode_image_file,
+    load_dataset,
+    load_fer_csv,
+    load_image_folder,
+)
+from ml.preprocessing import to_gray
 from tests.ml.conftest import write_image_folder
 
 
@@ -68,6 +75,27 @@ def test_a_cached_skipping_load_does_not_hide_unreadable_files_from_a_raising_on
     with pytest.raises(DatasetError, match="unreadable image file: .*broken.jpg"):
         load_image_folder(root)
     assert len(load_image_folder(root, on_error="skip")) == 3  # the cache still serves skips
+
+
+@pytest.mark.parametrize("shape", [(48, 48), (60, 50, 3)], ids=["gray", "bgr"])
+def test_a_16_bit_png_decodes_as_its_8_bit_version(tmp_path, shape):
+    # 16-bit pixels were clipped to 255, not scaled: every face came out nearly white
+    img8 = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "a8.png"), img8)
+    cv2.imwrite(str(tmp_path / "a16.png"), img8.astype(np.uint16) * 257)
+    assert cv2.imread(str(tmp_path / "a16.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    a16 = decode_image_file(tmp_path / "a16.png")
+    np.testing.assert_array_equal(a16, decode_image_file(tmp_path / "a8.png"))
+
+
+def test_float_pixels_in_0_1_are_scaled_and_non_finite_ones_refused():
+    img8 = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(to_gray(img8 / 255.0), to_gray(img8))
+    np.testing.assert_array_equal(to_gray(img8.astype(np.float32)), to_gray(img8))
+    bad = np.full((48, 48), 0.5)
+    bad[3, 4] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        to_gray(bad)
 
 
 def test_non_image_files_are_reported_not_loaded(tmp_path):
