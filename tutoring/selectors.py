@@ -20,6 +20,13 @@ from tutoring.models import Consent, Course, Enrollment, LearnerSession, User
 READING_FIELDS = ("session_id", "sequence", "captured_at", "face_found", "cues", "probs")
 
 
+def _analysed(readings):
+    """The readings the server analysed: a frame it could not analyse (``error`` set:
+    ``frame_expired``, ``undecodable``, ``consent_revoked``…) also has ``analysed_at`` and no
+    face, but says nothing about the learner, so it never counts as an absent frame."""
+    return readings.filter(analysed_at__isnull=False, error="")
+
+
 def course_list(*, user: User) -> QuerySet[Course]:
     qs = Course.objects.all()
     if user.is_platform_admin:
@@ -114,7 +121,7 @@ def _observations(readings, started_at: datetime, emotion: bool) -> list[Observa
 
 
 def _session_readings(session: LearnerSession, date_from=None, date_to=None):
-    qs = session.readings.filter(analysed_at__isnull=False)
+    qs = _analysed(session.readings.all())
     if date_from:
         qs = qs.filter(captured_at__gte=date_from)
     if date_to:
@@ -185,7 +192,7 @@ def _report_sessions(course: Course, date_from=None, date_to=None) -> QuerySet[L
     A session spans ``started_at`` to its end (``ended_at``, else the last frame, else its
     start). It overlaps when it starts before ``date_to`` and ends after ``date_from`` (or
     starts at or after it). A session with an analysed reading captured inside the range is
-    included too: clients stamp ``captured_at`` themselves, within the allowed clock skew of
+    included too (a frame the server could not analyse does not count): clients stamp ``captured_at`` themselves, within the allowed clock skew of
     the server's times.
     """
     from emotion.models import Reading
@@ -201,7 +208,7 @@ def _report_sessions(course: Course, date_from=None, date_to=None) -> QuerySet[L
     if date_to:
         overlaps &= Q(started_at__lt=date_to)
     inside = _in_range(
-        Reading.objects.filter(session=OuterRef("pk"), analysed_at__isnull=False),
+        _analysed(Reading.objects.filter(session=OuterRef("pk"))),
         date_from,
         date_to,
     )
@@ -241,7 +248,7 @@ def course_report(*, course: Course, date_from=None, date_to=None) -> dict:
     by_session: dict[int, list[dict]] = {s.pk: [] for s in sessions}
     if sessions:
         readings = _in_range(
-            Reading.objects.filter(session_id__in=list(by_session), analysed_at__isnull=False),
+            _analysed(Reading.objects.filter(session_id__in=list(by_session))),
             date_from,
             date_to,
         )

@@ -324,3 +324,41 @@ def test_course_output_only_shows_the_learners_active_consent(world, api):
     detail = api(world.instructor).get(f"/api/courses/{world.course.pk}/").json()
     assert detail["learner_count"] == 2
     assert api(world.instructor).get(f"/api/courses/{world.other_course.pk}/").status_code == 404
+
+
+# --- frames the server could not analyse ----------------------------------------------------------
+
+
+@pytest.fixture
+def with_unanalysable_frames(world):
+    """learner_a's session, ended: 6 attentive frames and 4 whose bytes expired before
+    inference (analysed_at set, no face, error "frame_expired")."""
+    s = world.session_a
+    s.status, s.ended_at = "ended", s.started_at + dt.timedelta(seconds=10)
+    s.save()
+    world.session_b.delete()
+    for t in range(10):
+        expired = t >= 6
+        ReadingFactory(
+            session=s,
+            sequence=t,
+            face_found=not expired,
+            error="frame_expired" if expired else "",
+            probs=None if expired else probs_for("neutral"),
+        )
+    return s
+
+
+def test_frames_the_server_could_not_analyse_are_not_absences(world, api, with_unanalysable_frames):
+    s = with_unanalysable_frames
+    c = api(world.instructor)
+    rep = c.get(f"/api/sessions/{s.pk}/report/").json()
+    assert rep["n_frames"] == 6 and rep["presence_ratio"] == 1.0
+    assert rep["engagement"] == pytest.approx(1.0)
+    tl = c.get(f"/api/sessions/{s.pk}/timeline/?window=5").json()["windows"]
+    assert [w["n_frames"] for w in tl] == [5, 1]
+    assert [w["presence_ratio"] for w in tl] == [1.0, 1.0]
+    course = c.get(f"/api/courses/{world.course.pk}/report/").json()
+    (row,) = course["learners"]
+    assert row["n_frames"] == 6 and row["presence_ratio"] == 1.0
+    assert course["overall"]["n_frames"] == 6 and course["overall"]["presence_ratio"] == 1.0
