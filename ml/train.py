@@ -29,7 +29,14 @@ from ml.classes import EMOTIONS, NUM_CLASSES
 from ml.data import FaceDataset, load_dataset
 from ml.evaluate import predict_logits, predict_probs
 from ml.metrics import classification_summary
-from ml.model import LogitEnsemble, ModelConfig, count_parameters, create_model, model_config
+from ml.model import (
+    MODEL_SIZES,
+    LogitEnsemble,
+    ModelConfig,
+    count_parameters,
+    create_model,
+    model_config,
+)
 from ml.preprocessing import DEFAULT_PREPROCESSING
 
 
@@ -53,6 +60,10 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     init: str = ""  # checkpoint whose weights start the run (same model config)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss); the CLI reports it as one line, exit 2."""
 
 
 def class_weights(labels: np.ndarray, power: float) -> torch.Tensor:
@@ -134,11 +145,17 @@ def train_one_epoch(
         if t_probs is not None:
             kd = F.kl_div(F.log_softmax(logits / tau, 1), t_probs, reduction="batchmean")
             loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd * tau * tau
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):  # stop before the step spreads it into the weights
+            raise TrainingError(
+                f"training loss is {loss_value} at step {start // cfg.batch_size + 1}: "
+                f"the run diverged (lower --lr, now {cfg.lr:g})"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        total_loss += loss.item() * len(idx)
+        total_loss += loss_value * len(idx)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(idx)
         if progress:
@@ -206,7 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder for checkpoints and logs")
     d = TrainConfig()
     p.add_argument(
-        "--size", default=d.size, help="model size: tiny | fast | small | compact | large"
+        "--size",
+        default=d.size,
+        choices=list(MODEL_SIZES),
+        help="model size: tiny | fast | small | compact | large",
     )
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -261,8 +281,60 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_args(args: argparse.Namespace) -> str | None:
+    """The first flag whose value cannot make a run, as an error message (None: all fine)."""
+    rules = [
+        ("--epochs", args.epochs, args.epochs >= 1, "≥ 1"),
+        ("--batch-size", args.batch_size, args.batch_size >= 1, "≥ 1"),
+        ("--lr", args.lr, math.isfinite(args.lr) and args.lr > 0, "> 0"),
+        ("--kd-temperature", args.kd_temperature, args.kd_temperature > 0, "> 0"),
+        ("--kd-alpha", args.kd_alpha, 0 <= args.kd_alpha <= 1, "in [0, 1]"),
+        ("--weight-decay", args.weight_decay, args.weight_decay >= 0, "≥ 0"),
+        ("--warmup-epochs", args.warmup_epochs, args.warmup_epochs >= 0, "≥ 0"),
+        ("--label-smoothing", args.label_smoothing, 0 <= args.label_smoothing < 1, "in [0, 1)"),
+        ("--mixup-alpha", args.mixup_alpha, args.mixup_alpha >= 0, "≥ 0"),
+        ("--threads", args.threads, args.threads >= 0, "≥ 0 (0: torch's default)"),
+        ("--limit", args.limit, args.limit >= 0, "≥ 0"),
+        ("--max-minutes", args.max_minutes, args.max_minutes >= 0, "≥ 0"),
+    ]
+    for flag, value, ok, want in rules:
+        if not ok:  # NaN fails every comparison, so it lands here too
+            return f"{flag} must be {want}, not {value}"
+    return None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else the CPU; a named device must exist here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device: use auto, cpu or cuda") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {name}: MPS is not available on this machine")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name!r}: training runs on auto, cpu or cuda")
+    return device
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    problem = check_args(args)
+    if problem is None:
+        try:
+            device = resolve_device(args.device)
+        except ValueError as e:
+            problem = str(e)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     cfg = TrainConfig(
         size=args.size,
         epochs=args.epochs,
@@ -284,9 +356,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    )
     amp = device.type == "cuda"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -349,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     weights = class_weights(train_ds.labels, cfg.class_weight_power).to(device)
     generator = torch.Generator().manual_seed(cfg.seed)
 
-    start_epoch, best_acc, history = 0, -1.0, []
+    # -inf: without --val the score is -train_loss, often below -1 (best.pt was then never
+    # written)
+    start_epoch, best_acc, history = 0, -math.inf, []
     last_path, best_path = out / "last.pt", out / "best.pt"
     if args.resume and last_path.exists():
         # loaded on the CPU: the RNG states must stay CPU ByteTensors (set_rng_state refuses
@@ -397,8 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.monotonic()
         row = {"epoch": epoch + 1}
-        row.update(
-            train_one_epoch(
+        try:
+            stats = train_one_epoch(
                 model,
                 optimizer,
                 scheduler,
@@ -414,7 +485,11 @@ def main(argv: list[str] | None = None) -> int:
                 teacher=teacher,
                 teacher_table=teacher_table,
             )
-        )
+        except TrainingError as e:
+            kept = f"; {last_path} holds epoch {epoch}" if epoch > 0 else ""
+            print(f"error: epoch {epoch + 1}: {e}{kept}", file=sys.stderr)
+            return 2
+        row.update(stats)
         row["lr"] = optimizer.param_groups[0]["lr"]
         summary = None
         if val_ds is not None:
@@ -474,10 +549,11 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 0
-    print(
-        f"done: best {'val acc' if val_ds is not None else 'score'} {best_acc:.4f} -> {best_path}",
-        file=sys.stderr,
-    )
+    if best_path.exists():
+        what = "val acc" if val_ds is not None else "score"
+        print(f"done: best {what} {best_acc:.4f} -> {best_path}", file=sys.stderr)
+    else:
+        print(f"done: {cfg.epochs} epochs; no {best_path} was written", file=sys.stderr)
     return 0
 
 

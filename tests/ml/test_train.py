@@ -123,6 +123,70 @@ def test_bad_training_input_exits_nonzero(tmp_path, capsys):
     assert "dataset folder not found" in capsys.readouterr().err
 
 
+def _exit_code(argv) -> int:
+    from ml.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse's own refusals (--size's choices)
+        return e.code
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--epochs", "0", "--epochs must be ≥ 1"),
+        ("--batch-size", "0", "--batch-size must be ≥ 1"),
+        ("--lr", "0", "--lr must be > 0"),
+        ("--lr", "nan", "--lr must be > 0"),
+        ("--lr", "inf", "--lr must be > 0"),
+        ("--kd-temperature", "0", "--kd-temperature must be > 0"),
+        ("--kd-temperature", "-2", "--kd-temperature must be > 0"),
+        ("--threads", "-1", "--threads must be ≥ 0"),
+        ("--size", "huge", "invalid choice: 'huge'"),
+        ("--device", "gpu0", "--device 'gpu0' is not a device"),
+        ("--device", "meta", "training runs on auto, cpu or cuda"),
+    ],
+)
+def test_bad_flags_exit_2_before_the_data_is_read(tmp_path, capsys, flag, value, message):
+    missing = str(tmp_path / "missing")  # checked first: the flag's error, not the data's
+    assert _exit_code(["train", "--data", missing, "--out", str(tmp_path / "o"), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "dataset folder not found" not in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_asked_for_without_cuda_is_a_clear_error(tmp_path, capsys):
+    args = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cuda"]
+    assert _exit_code(args) == 2
+    assert "CUDA is not available on this machine" in capsys.readouterr().err
+
+
+def test_a_diverging_run_stops_with_a_clear_error(pattern_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--data", str(pattern_folder), "--out", str(out), "--size", "tiny", "--lr", "1e12"]
+    assert train.main([*args, "--batch-size", "16", "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "error: epoch 1: training loss is nan" in err and "lower --lr" in err
+    assert not (out / "best.pt").exists() and "done:" not in err
+
+
+def test_without_val_best_pt_is_written_and_done_names_it_only_if_it_exists(
+    pattern_folder, tmp_path, capsys
+):
+    # the score is then -train_loss: below the old starting best of -1.0, best.pt never came
+    args = ["--data", str(pattern_folder), "--out", str(tmp_path / "run"), "--size", "tiny"]
+    args += ["--batch-size", "16", "--epochs", "1", "--no-progress", "--threads", "1"]
+    assert train.main(args) == 0
+    assert (tmp_path / "run" / "best.pt").exists()
+    assert f"-> {tmp_path / 'run' / 'best.pt'}" in capsys.readouterr().err
+    (tmp_path / "run" / "best.pt").unlink()
+    assert train.main([*args, "--resume"]) == 0  # nothing left to run, no best.pt
+    err = capsys.readouterr().err
+    assert "no " + str(tmp_path / "run" / "best.pt") + " was written" in err and "->" not in err
+
+
 @pytest.fixture
 def teacher_run(pattern_folder, tmp_path):
     run = tmp_path / "teacher"
