@@ -7,6 +7,7 @@ enrolled in and only their own sessions. Views turn "not visible" into 404.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from datetime import datetime
 
@@ -130,6 +131,14 @@ def _session_readings(session: LearnerSession, date_from=None, date_to=None):
 
 
 def session_timeline(*, session: LearnerSession, window_s: float = 10.0) -> list[dict]:
+    """The session in ``window_s``-second windows on a grid anchored at ``started_at``.
+
+    The windows run from the session's start to its end (``ended_at``; while open, the window
+    holding the last frame). Frames carry the client's ``captured_at``, which may be up to the
+    allowed clock skew before ``started_at`` or after ``ended_at``: the timeline then starts
+    (ends) with the whole grid windows holding them — offsets ``-10…0`` s and so on, never a
+    shifted grid — so every frame the report counts is in exactly one window.
+    """
     emotion = session_emotion_visible(session)
     obs = _observations(_session_readings(session), session.started_at, emotion)
     end = None
@@ -137,8 +146,13 @@ def session_timeline(*, session: LearnerSession, window_s: float = 10.0) -> list
         end = max((session.ended_at - session.started_at).total_seconds(), 0.0)
     if not obs and end is None:
         return []
+    start = 0.0
+    if obs and obs[0].t < 0:  # a client clock behind the server's
+        start = math.floor(obs[0].t / window_s) * window_s
+    if obs and end is not None and obs[-1].t >= end:  # ahead of it
+        end = (math.floor(obs[-1].t / window_s) + 1) * window_s
     result = []
-    for w in windows(obs, window_s=window_s, start=0.0, end=end):
+    for w in windows(obs, window_s=window_s, start=start, end=end):
         d = w.to_dict(include_emotion=emotion)
         d["start_at"] = session.started_at.timestamp() + w.start
         result.append(d)

@@ -362,3 +362,27 @@ def test_frames_the_server_could_not_analyse_are_not_absences(world, api, with_u
     (row,) = course["learners"]
     assert row["n_frames"] == 6 and row["presence_ratio"] == 1.0
     assert course["overall"]["n_frames"] == 6 and course["overall"]["presence_ratio"] == 1.0
+
+
+# --- client clocks off the server's ---------------------------------------------------------------
+
+
+def test_timeline_keeps_frames_stamped_before_the_start_or_after_the_end(world, api):
+    """captured_at is the client's clock (up to the allowed skew off the server's): frames
+    stamped 30 s before started_at, or after ended_at, are still in the timeline's windows,
+    which stay on the grid anchored at started_at."""
+    s = world.session_a
+    s.status, s.ended_at = "ended", s.started_at + dt.timedelta(seconds=20)
+    s.save()
+    offsets = [-30, -29, -25, -12, 0, 5, 19, 24]
+    for i, t in enumerate(offsets):
+        ReadingFactory(session=s, sequence=i, captured_at=s.started_at + dt.timedelta(seconds=t))
+    c = api(world.instructor)
+    rep = c.get(f"/api/sessions/{s.pk}/report/").json()
+    tl = c.get(f"/api/sessions/{s.pk}/timeline/?window=10").json()["windows"]
+    assert sum(w["n_frames"] for w in tl) == rep["n_frames"] == len(offsets)
+    assert [(w["start"], w["end"]) for w in tl] == [(t, t + 10.0) for t in range(-30, 30, 10)]
+    assert [w["n_frames"] for w in tl] == [3, 1, 0, 2, 1, 1]
+    assert tl[0]["start_at"] == pytest.approx(s.started_at.timestamp() - 30)
+    # the report's band shares are over the same windows
+    assert sum(rep["band_share"].values()) == pytest.approx(1.0)
