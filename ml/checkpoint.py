@@ -83,6 +83,14 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return ckpt
 
 
+def model_config_of(ckpt: dict, path: str | os.PathLike = "checkpoint") -> ModelConfig:
+    """The checkpoint's :class:`ModelConfig`; CheckpointError if this code cannot read it."""
+    try:
+        return ModelConfig.from_dict(ckpt["model_config"])
+    except (TypeError, KeyError, ValueError) as e:  # an unknown or missing field
+        raise CheckpointError(f"{path}: model config not readable by this code: {e}") from None
+
+
 def build_model(ckpt: dict) -> torch.nn.Module:
     """Instantiate the checkpoint's model in eval mode; CheckpointError if weights don't fit."""
     try:

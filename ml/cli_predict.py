@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         predictor = Predictor(args.weights, device=args.device, tta=args.tta)
-    except CheckpointError as e:
+    except (CheckpointError, ValueError) as e:  # ValueError: a bad ML_PRECISION
         print(f"error: {e}", file=sys.stderr)
         return 2
     out_dir = None

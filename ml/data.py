@@ -182,8 +182,17 @@ def load_fer_csv(
         raise DatasetError(f"unknown usage {usage!r}: expected one of {list(FER_USAGES)}")
     if not path.is_file():
         raise DatasetError(f"CSV file not found: {path}")
+    try:
+        return _read_fer_csv(path, usage, on_error)
+    except UnicodeDecodeError as e:  # a whole-file problem: on_error="skip" cannot help
+        raise DatasetError(
+            f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); is it really a CSV?"
+        ) from None
+
+
+def _read_fer_csv(path: Path, usage: str | None, on_error: str) -> FaceDataset:
     images, labels, rows, skipped = [], [], [], []
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's BOM
         reader = csv.DictReader(f)
         missing = {"emotion", "pixels"} - set(reader.fieldnames or [])
         if missing:

@@ -24,7 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from ml.augment import AugmentConfig, augment_batch
-from ml.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from ml.checkpoint import (
+    CheckpointError,
+    file_sha256,
+    load_checkpoint,
+    model_config_of,
+    save_checkpoint,
+)
 from ml.classes import EMOTIONS, NUM_CLASSES
 from ml.data import FaceDataset, load_dataset
 from ml.evaluate import predict_logits, predict_probs
@@ -32,7 +38,6 @@ from ml.metrics import classification_summary
 from ml.model import (
     MODEL_SIZES,
     LogitEnsemble,
-    ModelConfig,
     count_parameters,
     create_model,
     model_config,
@@ -396,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             prm.requires_grad_(False)
     if cfg.init:
         ick = load_checkpoint(cfg.init)
-        if ModelConfig.from_dict(ick["model_config"]) != mcfg:  # older files lack new defaults
+        if model_config_of(ick, cfg.init) != mcfg:  # older files lack new defaults
             print(f"error: --init {cfg.init} has a different model config", file=sys.stderr)
             return 2
         model.load_state_dict(ick["state_dict"])
@@ -426,16 +431,26 @@ def main(argv: list[str] | None = None) -> int:
         # loaded on the CPU: the RNG states must stay CPU ByteTensors (set_rng_state refuses
         # CUDA ones) and optimizer.load_state_dict moves its state to the parameters' device
         ck = load_checkpoint(last_path, map_location="cpu")
-        if ModelConfig.from_dict(ck["model_config"]) != mcfg:
+        if model_config_of(ck, last_path) != mcfg:
             print(f"error: {last_path} was trained with a different model config", file=sys.stderr)
             return 2
-        model.load_state_dict(ck["state_dict"])
-        ts = ck["train_state"]
-        optimizer.load_state_dict(ts["optimizer"])
-        scheduler.load_state_dict(ts["scheduler"])
-        generator.set_state(ts["generator"].cpu())
-        _set_rng_state(ts["rng"])
-        start_epoch, best_acc, history = ck["epoch"], ts["best_acc"], ts["history"]
+        ts = ck.get("train_state")
+        if not isinstance(ts, dict):
+            raise CheckpointError(
+                f"{last_path} is not a resumable checkpoint: it has no train_state "
+                "(a release file such as best.pt?)"
+            )
+        try:
+            model.load_state_dict(ck["state_dict"])
+            optimizer.load_state_dict(ts["optimizer"])
+            scheduler.load_state_dict(ts["scheduler"])
+            generator.set_state(ts["generator"].cpu())
+            _set_rng_state(ts["rng"])
+            start_epoch, best_acc, history = ck["epoch"], ts["best_acc"], ts["history"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(
+                f"{last_path}: its train_state does not fit this run: {e}"
+            ) from None
         print(f"resumed from {last_path} at epoch {start_epoch}", file=sys.stderr)
     elif args.resume:
         print(f"--resume: no {last_path} yet, starting fresh", file=sys.stderr)

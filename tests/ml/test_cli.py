@@ -198,6 +198,14 @@ def test_export_and_benchmark_commands(tmp_path, fer_root):
         assert "error" in r.stderr
 
 
+def test_predict_with_a_bad_ml_precision_is_a_clean_error(tmp_path, monkeypatch, capsys):
+    from ml.cli import main
+
+    monkeypatch.setenv("ML_PRECISION", "bogus")
+    assert main(["predict", str(tmp_path / "any.jpg")]) == 2
+    assert "error: ML_PRECISION must be one of" in capsys.readouterr().err
+
+
 def test_unknown_command():
     r = ml("frobnicate")
     assert r.returncode == 2 and "unknown command" in r.stderr

@@ -143,6 +143,20 @@ def test_fer_csv_rows_usage_and_errors(tmp_path):
         load_fer_csv(f, usage="Test")
 
 
+def test_a_csv_that_is_not_utf8_is_a_dataset_error(tmp_path, capsys):
+    from ml.cli import main
+
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes("emotion,pixels\n3,é 1 2\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match="latin1.csv: not UTF-8 text"):
+        load_fer_csv(bad, on_error="skip")
+    # train and calibrate report it as one line (it was a UnicodeDecodeError traceback)
+    assert main(["train", "--data", str(bad), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert main(["calibrate", str(bad), "--out", str(tmp_path / "c.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("latin1.csv: not UTF-8 text") == 2 and "Traceback" not in err
+
+
 def test_real_fer2013_validation_split_counts(fer_val):
     assert len(fer_val) == 3589
     assert fer_val.class_counts == {

@@ -8,6 +8,7 @@ from ml import train
 from ml.checkpoint import load_checkpoint
 from ml.data import load_image_folder
 from ml.predictor import Predictor
+from tests.ml.conftest import write_image_folder
 
 
 def _run(folder, out, *extra):
@@ -185,6 +186,45 @@ def test_without_val_best_pt_is_written_and_done_names_it_only_if_it_exists(
     assert train.main([*args, "--resume"]) == 0  # nothing left to run, no best.pt
     err = capsys.readouterr().err
     assert "no " + str(tmp_path / "run" / "best.pt") + " was written" in err and "->" not in err
+
+
+def _untrained(path, fields=None, **extra):
+    """A valid tiny checkpoint without training; ``fields`` are added to its model config."""
+    from ml.checkpoint import save_checkpoint
+    from ml.classes import EMOTIONS
+    from ml.model import create_model, model_config
+    from ml.preprocessing import DEFAULT_PREPROCESSING
+
+    mcfg = model_config("tiny")
+    payload = {
+        "model_config": {**mcfg.to_dict(), **(fields or {})},
+        "class_names": list(EMOTIONS),
+        "preprocessing": DEFAULT_PREPROCESSING.to_dict(),
+        "state_dict": create_model(mcfg).state_dict(),
+        "epoch": 1,
+        **extra,
+    }
+    return save_checkpoint(path, payload)
+
+
+@pytest.mark.parametrize("how", ["--init", "--resume"])
+def test_a_model_config_with_an_unknown_field_is_a_clean_error(tmp_path, capsys, how):
+    data = write_image_folder(tmp_path / "d", per_class=2)
+    out = tmp_path / "run"
+    ck = _untrained(out / "last.pt", fields={"attention": True})  # a newer code's field
+    args = ["train", "--data", str(data), "--out", str(out), "--size", "tiny", "--no-progress"]
+    assert _exit_code([*args, *(["--init", str(ck)] if how == "--init" else ["--resume"])]) == 2
+    err = capsys.readouterr().err
+    assert "model config not readable by this code" in err and "attention" in err
+
+
+def test_resuming_from_a_release_checkpoint_says_it_is_not_resumable(tmp_path, capsys):
+    data = write_image_folder(tmp_path / "d", per_class=2)
+    out = tmp_path / "run"
+    _untrained(out / "last.pt")  # best.pt copied over last.pt: no train_state
+    args = ["train", "--data", str(data), "--out", str(out), "--size", "tiny", "--resume"]
+    assert _exit_code([*args, "--no-progress"]) == 2
+    assert "is not a resumable checkpoint: it has no train_state" in capsys.readouterr().err
 
 
 @pytest.fixture
