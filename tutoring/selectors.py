@@ -7,6 +7,7 @@ enrolled in and only their own sessions. Views turn "not visible" into 404.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections import Counter
 from datetime import datetime
@@ -303,12 +304,46 @@ def course_report(*, course: Course, date_from=None, date_to=None) -> dict:
     }
 
 
+#: a reading as the learner's export shows it: everything stored except ``reviewed_by`` (the
+#: reviewer's identity is not the learner's data) and ``requeued_at`` (queue bookkeeping)
+EXPORT_READING_FIELDS = (
+    "session_id",
+    "sequence",
+    "captured_at",
+    "received_at",
+    "analysed_at",
+    "error",
+    "face_found",
+    "box",
+    "cues",
+    "attentive",
+    "label",
+    "confidence",
+    "probs",
+    "reviewed_label",
+    "reviewed_at",
+    "face_crop",
+)
+
+
 def learner_export(*, learner: User) -> dict:
-    """Everything stored about a learner, for a data-access request (GDPR Art. 15/20)."""
+    """Everything stored about a learner, for a data-access request (GDPR Art. 15/20).
+
+    Readings carry what inference wrote, whether it failed (``error``), and a reviewer's label
+    of the face (``reviewed_label``, ``reviewed_at``; not who reviewed it). A face crop kept
+    for review (courses with ``keep_face_crops``) is the learner's own image: it is included as
+    ``face_crop_png_base64`` (a 48×48 grayscale PNG, base64), ``null`` where none was kept.
+    Readings are read as plain rows in chunks, never as model instances all at once.
+    """
     from emotion.models import Reading
 
     sessions = LearnerSession.objects.filter(learner=learner).order_by("started_at")
-    readings = Reading.objects.filter(session__learner=learner).order_by("session_id", "sequence")
+    readings = (
+        Reading.objects.filter(session__learner=learner)
+        .order_by("session_id", "sequence")
+        .values(*EXPORT_READING_FIELDS)
+        .iterator(chunk_size=1000)
+    )
     return {
         "user": {
             "username": learner.username,
@@ -317,6 +352,7 @@ def learner_export(*, learner: User) -> dict:
             "email": learner.email,
             "role": learner.role,
             "date_joined": learner.date_joined,
+            "last_login": learner.last_login,
         },
         "enrollments": [
             {"course": e.course_id, "title": e.course.title, "since": e.created_at}
@@ -324,6 +360,7 @@ def learner_export(*, learner: User) -> dict:
         ],
         "consents": [
             {
+                "id": c.pk,
                 "course": c.course_id,
                 "scopes": c.scopes,
                 "policy_version": c.policy_version,
@@ -336,27 +373,24 @@ def learner_export(*, learner: User) -> dict:
             {
                 "id": s.pk,
                 "course": s.course_id,
+                "consent": s.consent_id,
                 "status": s.status,
                 "started_at": s.started_at,
                 "ended_at": s.ended_at,
+                "end_reason": s.end_reason,
+                "last_frame_at": s.last_frame_at,
                 "emotion_enabled": s.emotion_enabled,
                 "client_info": s.client_info,
             }
             for s in sessions
         ],
-        "readings": [
-            {
-                "session": r.session_id,
-                "sequence": r.sequence,
-                "captured_at": r.captured_at,
-                "face_found": r.face_found,
-                "box": r.box,
-                "cues": r.cues,
-                "label": r.label,
-                "confidence": r.confidence,
-                "probs": r.probs,
-                "face_crop_kept": r.face_crop is not None,
-            }
-            for r in readings
-        ],
+        "readings": [_export_reading(r) for r in readings],
     }
+
+
+def _export_reading(row: dict) -> dict:
+    crop = row.pop("face_crop")
+    out = {"session": row.pop("session_id"), **row}
+    out["face_crop_kept"] = crop is not None
+    out["face_crop_png_base64"] = None if crop is None else base64.b64encode(crop).decode("ascii")
+    return out
