@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -63,6 +64,24 @@ def annotate(frame: np.ndarray, preds: list[FacePrediction]) -> np.ndarray:
     return out
 
 
+def annotate_folder(out: str, n_inputs: int) -> Path | None:
+    """The folder ``--annotate OUT`` names, or None when OUT is the one output file: OUT is a
+    folder for several inputs, when it is one already, ends in a slash or has no extension."""
+    path = Path(out)
+    if n_inputs > 1 or path.is_dir() or out.endswith(("/", os.sep)) or not path.suffix:
+        return path
+    return None
+
+
+def write_image(target: Path, image: np.ndarray) -> None:
+    try:
+        ok = cv2.imwrite(str(target), image)
+    except cv2.error as e:  # e.g. "could not find a writer for the specified extension"
+        raise InputError(f"could not write {target}: {e.err}") from None
+    if not ok:
+        raise InputError(f"could not write {target}")
+
+
 def records(file: str, frame: int, t: float, preds: list[FacePrediction]) -> list[dict]:
     if not preds:
         return [
@@ -109,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--annotate",
         metavar="OUT",
-        help="write annotated copies: a file for one input, else a folder",
+        help="write annotated copies: a file for one input, else a folder (also a path ending "
+        "in / or without an extension); missing folders are created",
     )
     p.add_argument("--device", default="auto")
     return p
@@ -126,9 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out_dir = None
-    if args.annotate and (len(args.paths) > 1 or Path(args.annotate).is_dir()):
-        out_dir = Path(args.annotate)
-        out_dir.mkdir(parents=True, exist_ok=True)
+    if args.annotate:
+        try:
+            out_dir = annotate_folder(args.annotate, len(args.paths))
+            (out_dir or Path(args.annotate).parent).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            print(f"error: --annotate {args.annotate}: {e.strerror or e}", file=sys.stderr)
+            return 2
     failures = 0
     for raw in args.paths:
         path = Path(raw)
@@ -149,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                 preds = predictor.predict_frame(img)
                 for r in records(str(path), 0, 0.0, preds):
                     print(json.dumps(r), flush=True)
-                if target is not None and not cv2.imwrite(str(target), annotate(img, preds)):
-                    raise InputError(f"could not write {target}")
+                if target is not None:
+                    write_image(target, annotate(img, preds))
         except cv2.error as e:  # OpenCV refused this input: one line, not a traceback
             failures += 1
             print(f"error: {path}: OpenCV failed in {e.func}: {e.err}", file=sys.stderr)
@@ -179,12 +203,12 @@ def _predict_video(predictor: Predictor, path: Path, args, target: Path | None) 
             if target is not None:
                 if writer is None:
                     h, w = frame.shape[:2]
+                    out = target.with_suffix(".mp4")
                     writer = cv2.VideoWriter(
-                        str(target.with_suffix(".mp4")),
-                        cv2.VideoWriter_fourcc(*"mp4v"),
-                        out_fps,
-                        (w, h),
+                        str(out), cv2.VideoWriter_fourcc(*"mp4v"), out_fps, (w, h)
                     )
+                    if not writer.isOpened():
+                        raise InputError(f"could not open {out} for writing (mp4v video)")
                 writer.write(annotate(frame, preds))
     finally:
         if writer is not None:

@@ -140,6 +140,39 @@ def test_predict_real_photo():
     assert rec["face"] is True and rec["label"] == "happy"  # she is smiling
 
 
+@pytest.mark.parametrize("out", ["out/", "out", "a/b/out/"])
+def test_annotating_one_image_into_a_missing_folder_creates_it(tmp_path, monkeypatch, out):
+    from ml.cli import main
+
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), background(seed=5))
+    monkeypatch.chdir(tmp_path)  # "out/" as typed, relative (it was written to a file "out")
+    assert main(["predict", str(photo), "--annotate", out]) == 0
+    assert cv2.imread(str(tmp_path / out / "photo.annotated.png")).shape == (480, 640, 3)
+
+
+def test_annotating_to_a_file_cv2_cannot_write_is_a_clean_error(tmp_path, capsys):
+    from ml.cli import main
+
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), background(seed=5))
+    assert main(["predict", str(photo), "--annotate", str(tmp_path / "new" / "x.png")]) == 0
+    assert (tmp_path / "new" / "x.png").is_file()  # a missing parent folder is created
+    assert main(["predict", str(photo), "--annotate", str(tmp_path / "x.nope")]) == 1
+    err = capsys.readouterr().err
+    assert "could not write" in err and "x.nope" in err and "Traceback" not in err
+    video = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 480))
+    for _ in range(3):
+        w.write(background(seed=1))
+    w.release()
+    (tmp_path / "ann" / "clip.annotated.mp4").mkdir(parents=True)  # in the writer's way
+    assert main(["predict", str(video), "--annotate", str(tmp_path / "ann")]) == 1
+    assert (
+        "could not open " + str(tmp_path / "ann" / "clip.annotated.mp4") in capsys.readouterr().err
+    )
+
+
 def test_predict_missing_and_corrupt_files_fail_but_report_the_rest(photos, tmp_path):
     face, _, corrupt = photos
     r = ml("predict", tmp_path / "nope.jpg", corrupt, face)
