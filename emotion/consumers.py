@@ -10,6 +10,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from emotion.batcher import get_batcher
@@ -119,6 +120,9 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
                 "capture_fps": self.session.course.capture_fps,
                 "max_frame_bytes": stream_max_frame_bytes(),
                 "emotion_enabled": self.session.emotion_enabled,
+                # the recorder stamps captured_at in server time: a computer whose clock is
+                # minutes off would otherwise have every frame refused as bad_timestamp
+                "server_time": timezone.now().isoformat(),
             }
         )
 

@@ -134,11 +134,17 @@ def learn_revoke(request, course_id: int):
 @role_required(learner=True)
 def learn_start(request, course_id: int):
     course = _learner_course(request, course_id)
-    session = services.session_start(
-        learner=request.user,
-        course=course,
-        client_info={"user_agent": request.headers.get("User-Agent", "")},
-    )
+    try:
+        session = services.session_start(
+            learner=request.user,
+            course=course,
+            client_info={"user_agent": request.headers.get("User-Agent", "")},
+        )
+    except PermissionDenied as e:
+        # consent revoked, or the policy changed since the course page was loaded: say why
+        # there, where consent can be given again, rather than on a bare 403 page
+        messages.error(request, str(e) or "a session cannot be started now")
+        return redirect("learn-course", course_id=course.pk)
     return redirect("learn-session", session_id=session.pk)
 
 

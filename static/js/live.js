@@ -6,9 +6,14 @@ const ago = (ms) => {
   const s = Math.max(0, Math.round(ms / 1000));
   return s < 90 ? `${s} s` : `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")} min`;
 };
-const learners = new Map(); // learner id → {name, session summary, lastFrame (ms)}
+// learner id → {name, session summary, lastFrame, since}: times are this browser's clock (ms),
+// worked out from the server's "seconds since" figures, so a PC clock that is off by minutes
+// does not turn every learner absent
+const learners = new Map();
+let serverAlerts = [], serverAlertsAt = 0; // the last summary's alerts and when they came
 const MAX_FAILURES = 8; // connection attempts in a row that never opened: then stop, offer Retry
-let backoff = 500, failures = 0;
+const SLOW_RETRY_MS = 30000; // after MAX_FAILURES: keep trying this often (and when back online)
+let backoff = 500, failures = 0, current = null, refused = false; // current: the socket in use
 
 const engagementChart = new Chart($("engagement-chart"), {
   type: "line",
@@ -64,13 +69,21 @@ function render(id) {
   $("present-count").textContent = `${present} present`;
 }
 
-function update(s) {
-  const l = learners.get(s.learner) || { name: s.learner_name };
+// A session summary from the server: when its last frame came, by this browser's clock.
+function track(id, name, s) {
+  const l = learners.get(id) || { name };
   l.session = s;
-  if (s.last_frame_at) l.lastFrame = Date.parse(s.last_frame_at);
-  learners.set(s.learner, l);
-  render(s.learner);
+  const now = Date.now();
+  l.lastFrame = s && s.seconds_since_frame != null ? now - s.seconds_since_frame * 1000 : null;
+  if (s && s.status === "active" && l.since == null) {
+    const absent = (s.alerts || []).find((a) => a.kind === "absent");
+    l.since = now - (absent ? absent.seconds * 1000 : 0); // start of the wait for a first frame
+  }
+  learners.set(id, l);
+  render(id);
 }
+
+const update = (s) => track(s.learner, s.learner_name, s);
 
 function summary(sum) {
   if (!sum) return;
@@ -85,15 +98,61 @@ function summary(sum) {
     emotionChart.data.datasets[0].data = EMOTIONS.map((e) => sum.emotion_distribution[e]);
     emotionChart.update();
   }
-  const ul = $("alerts");
-  ul.innerHTML = "";
-  for (const a of sum.alerts || []) {
-    const li = document.createElement("li");
-    li.dataset.kind = a.kind;
-    li.textContent = `${a.learner_name}: ${a.kind} for ${Math.round(a.seconds)} s`;
-    ul.appendChild(li);
+  serverAlerts = sum.alerts || [];
+  serverAlertsAt = Date.now();
+  renderAlerts();
+}
+
+// Alerts: "absent" from the tiles, worked out every second here (no summary comes while
+// nobody's frames are analysed), the server's other alerts (disengaged) as they came, aged.
+// Items are updated in place; only a new alert is announced to screen readers.
+function currentAlerts() {
+  const now = Date.now(), out = [];
+  learners.forEach((l, id) => {
+    const el = document.querySelector(`[data-learner="${id}"]`);
+    if (!el || el.dataset.state !== "absent") return;
+    const from = l.lastFrame != null ? l.lastFrame : l.since;
+    const secs = from != null ? (now - from) / 1000 : null;
+    if (secs === null || secs > cfg.absentSeconds) out.push({ learner: id, name: l.name, kind: "absent", seconds: secs });
+  });
+  const aged = (now - serverAlertsAt) / 1000;
+  for (const a of serverAlerts) {
+    if (a.kind === "absent" || out.some((x) => x.learner === a.learner)) continue;
+    const l = learners.get(a.learner);
+    if (!l || !l.session || l.session.status !== "active") continue;
+    out.push({ learner: a.learner, name: a.learner_name, kind: a.kind, seconds: a.seconds + aged });
   }
+  return out;
+}
+
+function renderAlerts() {
+  const ul = $("alerts"), seen = new Set(), fresh = [];
+  ul.querySelector(".muted")?.remove();
+  for (const a of currentAlerts()) {
+    const key = `${a.learner}:${a.kind}`;
+    seen.add(key);
+    let li = ul.querySelector(`li[data-key="${key}"]`);
+    if (!li) {
+      li = document.createElement("li");
+      li.dataset.key = key;
+      li.dataset.kind = a.kind;
+      ul.appendChild(li);
+      fresh.push(`${a.name}: ${a.kind}`);
+    }
+    li.textContent = `${a.name}: ${a.kind}` + (a.seconds == null ? "" : ` for ${ago(a.seconds * 1000)}`);
+  }
+  ul.querySelectorAll("li[data-key]").forEach((li) => { if (!seen.has(li.dataset.key)) li.remove(); });
   if (!ul.children.length) ul.innerHTML = '<li class="muted">No alerts.</li>';
+  if (fresh.length) $("alerts-announce").textContent = `New alert: ${fresh.join("; ")}`;
+}
+
+// the engagement chart keeps the last 5 minutes, also when no summary comes
+function trimChart() {
+  const ds = engagementChart.data.datasets[0].data;
+  const cutoff = Date.now() - 5 * 60 * 1000;
+  let n = 0;
+  while (ds.length && ds[0].x < cutoff) { ds.shift(); n += 1; }
+  if (n) engagementChart.update();
 }
 
 const sentence = (text) => {
@@ -111,14 +170,22 @@ function showConn(state, text, retry = false) {
     b.type = "button";
     b.className = "retry";
     b.textContent = "Retry";
-    b.addEventListener("click", () => { failures = 0; backoff = 500; showConn("connecting", "Connecting…"); connect(); });
+    b.addEventListener("click", reconnectNow);
     conn.append(" ", b);
   }
+}
+
+function reconnectNow() {
+  failures = 0;
+  backoff = 500;
+  showConn("connecting", "Connecting…");
+  connect();
 }
 
 function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${proto}://${location.host}${cfg.wsPath}`);
+  current = ws;
   let accepted = false, told = null; // told: the server's {code, reason} before it closes
   ws.onmessage = (ev) => {
     const msg = JSON.parse(ev.data);
@@ -130,41 +197,43 @@ function connect() {
       accepted = true;
       backoff = 500;
       failures = 0;
-      for (const l of msg.learners) {
-        learners.set(l.learner, { name: l.learner_name, session: l.session,
-          lastFrame: l.session && l.session.last_frame_at ? Date.parse(l.session.last_frame_at) : null });
-        render(l.learner);
-      }
+      for (const l of msg.learners) track(l.learner, l.learner_name, l.session);
       summary(msg.summary);
     } else if (msg.type === "summary") {
       (msg.sessions || []).forEach(update);
       summary(msg.summary);
     } else if (msg.type === "session_started") {
       const l = learners.get(msg.learner) || { name: msg.learner_name };
-      l.session = { session: msg.session, status: "active", present: false };
-      learners.set(msg.learner, l);
-      render(msg.learner);
+      l.since = null;
+      track(msg.learner, l.name, { session: msg.session, status: "active", present: false });
     } else if (msg.type === "session_ended") {
       const l = learners.get(msg.learner);
-      if (l && l.session) { l.session.status = "ended"; render(msg.learner); }
+      if (l && l.session) { l.session.status = "ended"; l.since = null; render(msg.learner); renderAlerts(); }
     }
   };
   ws.onclose = (ev) => {
     const code = ev.code === 1006 && told ? told.code : ev.code;
     if (code === 4403 || code === 4401) {
       const why = sentence((told && told.reason) || ev.reason);
+      refused = true; // signed out or not this course's: retrying cannot help
       return showConn("error", "Not allowed" + (why ? `: ${why}` : ""));
     }
     if (!accepted) failures += 1;
+    if (current !== ws) return; // a newer socket took over (Retry, back online)
     if (failures >= MAX_FAILURES) {
+      // say so and offer Retry, but keep trying now and then, and at once when back online
+      setTimeout(() => { if (current === ws) connect(); }, SLOW_RETRY_MS);
       return showConn("error", "Disconnected: the server cannot be reached.", true);
     }
     showConn("reconnecting", "Reconnecting…");
-    setTimeout(connect, backoff);
+    setTimeout(() => { if (current === ws) connect(); }, backoff);
     backoff = Math.min(backoff * 2, 8000);
   };
 }
 
-setInterval(() => learners.forEach((_, id) => render(id)), 1000);
+window.addEventListener("online", () => {
+  if (!refused && ["error", "reconnecting"].includes($("conn").dataset.state)) reconnectNow();
+});
+setInterval(() => { learners.forEach((_, id) => render(id)); renderAlerts(); trimChart(); }, 1000);
 connect();
 window.affectLive = { engagementChart, emotionChart, learners };

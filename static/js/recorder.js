@@ -14,6 +14,12 @@ const MESSAGES = {
   disconnected: "Could not reach the server. Check your connection, then press Retry.",
   "camera-denied": "Camera access was denied. Allow the camera for this site in your browser settings, then press Start again.",
   "no-camera": "No camera was found on this device.",
+  "camera-busy": "The camera is in use by another program (a video call?) or not working. Close that program, then press Start again.",
+  "camera-insecure": "The browser only allows the camera on a secure page (https://). Ask whoever runs this site to serve it over HTTPS.",
+  "camera-error": "The camera could not be started.",
+  "camera-lost": "The camera stopped (unplugged, or its permission was withdrawn). Nothing is being sent. Press Start to use it again.",
+  refusing: "The server is refusing the pictures:",
+  "end-failed": "The session could not be ended on the server:",
   ended: "Session ended. Thank you!",
   error: "The server refused this session.",
 };
@@ -33,7 +39,10 @@ const state = {
   credit: 0, nextSeq: 0, sent: 0, skipped: 0, backoff: 500, encoding: false, lastPing: 0,
   failures: 0, closing: null, // closing: the server's {code, reason} before it closes
   maxFrameBytes: Infinity,
+  clockOffset: 0, // server clock − this computer's, from "ready": captured_at is in server time
+  rejected: 0, rejectedInRow: 0,
 };
+const SLOW_RETRY_MS = 30000; // after MAX_FAILURES: keep trying this often (and when back online)
 
 const sentence = (text) => {
   const t = (text || "").trim();
@@ -45,26 +54,52 @@ function setStatus(kind, extra = "") {
   statusEl.dataset.state = kind;
   statusEl.textContent = MESSAGES[kind] + (extra ? " " + extra : "");
   startBtn.textContent = kind === "disconnected" ? "Retry" : "Start";
-  startBtn.disabled = ["sending", "connecting", "reconnecting", "camera", "ended", "error"].includes(kind);
-  pauseBtn.disabled = !["sending", "paused"].includes(kind);
+  startBtn.disabled = ["sending", "refusing", "connecting", "reconnecting", "camera", "ended", "error", "end-failed"].includes(kind);
+  pauseBtn.disabled = !["sending", "refusing", "paused"].includes(kind);
   pauseBtn.textContent = kind === "paused" ? "Resume" : "Pause";
-  stopBtn.disabled = ["idle", "ended", "camera-denied", "no-camera", "camera"].includes(kind);
+  stopBtn.disabled = ["idle", "ended", "camera-denied", "no-camera", "camera", "camera-busy",
+    "camera-insecure", "camera-error"].includes(kind);
 }
 
+const CAMERA_ERRORS = {
+  NotAllowedError: "camera-denied", SecurityError: "camera-denied",
+  NotFoundError: "no-camera", OverconstrainedError: "no-camera",
+  NotReadableError: "camera-busy", AbortError: "camera-busy",
+};
+
+const liveTrack = () => state.stream && state.stream.getVideoTracks().find((t) => t.readyState === "live");
+
 async function openCamera() {
-  if (state.stream) return true;
+  if (state.stream && liveTrack()) return true;
+  state.stream = null;
+  if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    setStatus("camera-insecure");
+    return false;
+  }
   setStatus("camera");
   try {
     state.stream = await navigator.mediaDevices.getUserMedia({
       video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false,
     });
   } catch (err) {
-    setStatus(err && err.name === "NotFoundError" ? "no-camera" : "camera-denied");
+    const name = (err && err.name) || "";
+    setStatus(CAMERA_ERRORS[name] || "camera-error", CAMERA_ERRORS[name] ? "" : `(${name || err})`);
     return false;
   }
+  for (const t of state.stream.getVideoTracks()) t.addEventListener("ended", cameraLost);
   video.srcObject = state.stream;
   await video.play().catch(() => {});
   return true;
+}
+
+// The camera went away while recording (unplugged, permission withdrawn, another app took it).
+function cameraLost() {
+  if (state.userStopped || !state.stream) return;
+  stopCapture();
+  state.stream.getTracks().forEach((t) => t.stop());
+  state.stream = null;
+  video.srcObject = null;
+  setStatus("camera-lost");
 }
 
 function connect() {
@@ -85,8 +120,11 @@ function connect() {
     if (code === CLOSE_ENDED || REFUSED.includes(code)) return refused(code, reason);
     if (!wasReady) state.failures += 1;
     if (state.failures >= MAX_FAILURES) {
+      // say so and offer Retry, but keep trying now and then, and at once when back online
       stopCapture();
-      return setStatus("disconnected");
+      setStatus("disconnected");
+      setTimeout(() => { if (!state.userStopped && state.ws === ws) connect(); }, SLOW_RETRY_MS);
+      return;
     }
     setStatus("reconnecting");
     setTimeout(() => { if (!state.userStopped && state.ws === ws) connect(); }, state.backoff);
@@ -113,9 +151,21 @@ function onMessage(msg) {
     state.failures = 0;
     state.nextSeq = Math.max(state.nextSeq, msg.next_sequence);
     if (msg.max_frame_bytes) state.maxFrameBytes = msg.max_frame_bytes;
+    if (msg.server_time) state.clockOffset = Date.parse(msg.server_time) - Date.now();
+    if (!liveTrack()) return cameraLost();
+    if (!state.timer && !state.userStopped) state.timer = setInterval(capture, 1000 / cfg.fps);
     setStatus(state.paused ? "paused" : "sending");
   } else if (msg.type === "ack") {
     if (msg.status === "dropped") state.skipped += 1;
+    if (msg.status === "rejected") {
+      // one refused picture can be noise; several in a row mean nothing is being recorded
+      state.rejected += 1;
+      state.rejectedInRow += 1;
+      if (state.rejectedInRow >= 3 && !state.paused) setStatus("refusing", sentence(msg.reason));
+    } else if (msg.status === "accepted") {
+      state.rejectedInRow = 0;
+      if (statusEl.dataset.state === "refusing") setStatus("sending");
+    }
   } else if (msg.type === "summary") {
     $("engagement").textContent = msg.engagement == null ? "—" :
       `${Math.round(msg.engagement * 100)} % (${msg.band})`;
@@ -129,6 +179,7 @@ function onMessage(msg) {
 function capture() {
   const ws = state.ws;
   if (state.paused || !state.ready || !ws || ws.readyState !== WebSocket.OPEN || state.encoding) return;
+  if (!liveTrack()) return cameraLost();
   if (!video.videoWidth) return;
   if (state.credit <= 0) {  // the server is busy: skip this picture rather than queue it
     state.skipped += 1;
@@ -149,7 +200,7 @@ function capture() {
     if (!blob || ws.readyState !== WebSocket.OPEN) return;
     if (blob.size > state.maxFrameBytes) { state.credit += 1; state.skipped += 1; return; }
     const header = new TextEncoder().encode(JSON.stringify({
-      sequence: state.nextSeq, captured_at: new Date().toISOString(),
+      sequence: state.nextSeq, captured_at: new Date(Date.now() + state.clockOffset).toISOString(),
     }));
     state.nextSeq += 1;
     const body = new Uint8Array(await blob.arrayBuffer());
@@ -168,21 +219,37 @@ function stopCapture() {
   state.timer = null;
 }
 
-function finish(endOnServer, why = "") {
+// End the session on the server; null when it is ended (now or before), else why not.
+async function endOnServer() {
+  const csrf = document.cookie.split("; ").find((c) => c.startsWith("csrftoken="));
+  let res;
+  try {
+    res = await fetch(cfg.endUrl, {
+      method: "POST", credentials: "same-origin", keepalive: true,
+      headers: { "X-CSRFToken": csrf ? csrf.split("=")[1] : "", Accept: "application/json" },
+    });
+  } catch {
+    return "the server could not be reached. Check your connection, then press Stop again.";
+  }
+  if (res.ok || res.status === 409) return null; // 409: it had already ended
+  const body = await res.json().catch(() => null);
+  const why = (body && body.error && body.error.message) || `the server answered ${res.status}`;
+  return `${why}. Press Stop again to retry.`;
+}
+
+async function finish(endIt, why = "") {
   state.userStopped = true;
   stopCapture();
   if (state.ws) state.ws.close(1000);
   if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
   state.stream = null;
   video.srcObject = null;
-  setStatus("ended", why);
-  if (endOnServer) {
-    const csrf = document.cookie.split("; ").find((c) => c.startsWith("csrftoken="));
-    fetch(cfg.endUrl, {
-      method: "POST", credentials: "same-origin",
-      headers: { "X-CSRFToken": csrf ? csrf.split("=")[1] : "" },
-    });
+  if (endIt) {
+    stopBtn.disabled = true;
+    const failed = await endOnServer();
+    if (failed) return setStatus("end-failed", failed);
   }
+  setStatus("ended", why);
 }
 
 startBtn.addEventListener("click", async () => {
@@ -201,6 +268,13 @@ pauseBtn.addEventListener("click", () => {
 });
 stopBtn.addEventListener("click", () => finish(true));
 window.addEventListener("offline", () => { if (state.ws) state.ws.close(); });
+window.addEventListener("online", () => {
+  if (state.userStopped || !["disconnected", "reconnecting"].includes(statusEl.dataset.state)) return;
+  state.failures = 0;
+  state.backoff = 500;
+  setStatus("reconnecting");
+  connect();
+});
 
 if (!cfg.open) setStatus("ended");
 else setStatus("idle");

@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 
 from emotion.models import Reading
 from tests.browser.conftest import login, shot
+from tests.browser.test_recorder import SHIFT_CLOCK
 from tests.factories import CourseFactory, InstructorFactory, UserFactory, enroll
 from tutoring.models import LearnerSession
 
@@ -40,7 +41,10 @@ def test_learner_streams_and_instructor_sees_it_live(browser, asgi_server, cours
     status = learner_page.locator("#status")
     expect(status).to_have_attribute("data-state", "sending", timeout=20_000)
 
-    teacher_page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    teacher_context = browser.new_context(viewport={"width": 1280, "height": 900})
+    # the instructor's PC clock runs 2 minutes fast: learners must not all look absent
+    teacher_context.add_init_script(SHIFT_CLOCK % (2 * 60 * 1000))
+    teacher_page = teacher_context.new_page()
     login(teacher_page, asgi_server, "teacher", PW)
     teacher_page.get_by_role("link", name="Live view").click()
     tile = teacher_page.locator('.tile:has-text("Lina Learner")')
@@ -76,6 +80,10 @@ def test_learner_streams_and_instructor_sees_it_live(browser, asgi_server, cours
     learner_page.get_by_role("button", name="Pause").click()
     expect(status).to_have_attribute("data-state", "paused")
     expect(tile).to_have_attribute("data-state", "absent", timeout=20_000)
+    # …and an alert says so, though no summary comes while nobody's frames are analysed
+    alert = teacher_page.locator('#alerts li[data-kind="absent"]')
+    expect(alert).to_contain_text("Lina Learner: absent", timeout=5_000)
+    expect(teacher_page.locator("#alerts-announce")).to_contain_text("New alert: Lina Learner")
     shot(teacher_page, "instructor-live-absent")
 
     # drill-down: the session timeline chart gets its windows from the API

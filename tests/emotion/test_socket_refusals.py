@@ -230,12 +230,20 @@ def test_pages_stop_reconnecting_after_repeated_failures(chromium, asgi_server, 
     _run_timers_until(page, "document.getElementById('status').dataset.state === 'disconnected'")
     assert len(attempts) == 8
     expect(status).to_contain_text("Could not reach the server")
-    page.clock.run_for(60_000)
+    # then only a slow retry, every 30 s (one, not the back-off's eight, in the next 40 s)
+    page.clock.run_for(40_000)
     page.wait_for_timeout(300)
-    assert len(attempts) == 8  # it has stopped
+    assert len(attempts) == 9
+    expect(status).to_have_attribute("data-state", "disconnected")
     page.get_by_role("button", name="Retry").click()
     expect(status).to_have_attribute("data-state", "reconnecting")
-    assert len(attempts) == 9
+    assert len(attempts) == 10
+    # back online: an attempt at once, not at the next slow retry
+    _run_timers_until(page, "document.getElementById('status').dataset.state === 'disconnected'")
+    n = len(attempts)
+    page.evaluate("window.dispatchEvent(new Event('online'))")
+    page.wait_for_timeout(300)
+    assert len(attempts) == n + 1
 
     # the instructor's live view
     page = chromium.new_context().new_page()
@@ -251,3 +259,11 @@ def test_pages_stop_reconnecting_after_repeated_failures(chromium, asgi_server, 
     conn.get_by_role("button", name="Retry").click()
     expect(conn).to_have_attribute("data-state", "reconnecting")
     assert len(attempts) == 9
+    _run_timers_until(page, "document.getElementById('conn').textContent.startsWith('Disconn')")
+    n = len(attempts)
+    page.clock.run_for(31_000)  # the slow retry
+    page.wait_for_timeout(300)
+    assert len(attempts) == n + 1
+    page.evaluate("window.dispatchEvent(new Event('online'))")
+    page.wait_for_timeout(300)
+    assert len(attempts) == n + 2

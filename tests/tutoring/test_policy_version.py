@@ -197,3 +197,16 @@ def test_a_version_used_before_cannot_be_typed_back_in(learner_in_course, admin_
     r = admin_client.post(f"/admin/tutoring/course/{course.pk}/change/", data)
     assert r.status_code == 302, r.context["adminform"].form.errors
     assert Course.objects.get(pk=course.pk).consent_policy_version == "2027-01"
+
+
+@pytest.mark.django_db
+def test_start_after_the_policy_changed_says_why_on_the_course_page(learner_in_course, client):
+    """The course page was loaded before an admin widened the policy: Start explains, on the
+    course page where consent can be given again, instead of a bare 403."""
+    course, learner, _ = learner_in_course
+    services.course_update(course=_edited(course, keep_face_crops=True))
+    client.force_login(learner)
+    r = client.post(f"/learn/courses/{course.pk}/start/", follow=True)
+    assert r.redirect_chain == [(f"/learn/courses/{course.pk}/", 302)]
+    assert "data policy changed" in r.content.decode()
+    assert not LearnerSession.objects.filter(learner=learner, status="active").exists()
