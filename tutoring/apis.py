@@ -332,7 +332,13 @@ class CourseSessionListApi(APIView):
         return paginated(request, self, f.qs, SessionOutput)
 
 
-WINDOW_PARAM = OpenApiParameter("window", float, description="window length in seconds (5–3600)")
+WINDOW_PARAM = OpenApiParameter(
+    "window",
+    float,
+    description="window length in seconds (5–3600); a session longer than "
+    f"{selectors.MAX_TIMELINE_WINDOWS} windows gets a whole multiple of it (the response's "
+    "window_s)",
+)
 
 
 class SessionTimelineApi(APIView):
@@ -350,13 +356,14 @@ class SessionTimelineApi(APIView):
     )
     def get(self, request, session_id: int):
         session = selectors.session_get(user=request.user, session_id=session_id)
-        window = _window_param(request)
+        # window_s is the one used: wider than asked for a very long session (see the selector)
+        timeline = selectors.session_timeline_data(session=session, window_s=_window_param(request))
         return Response(
             {
                 "session": session.pk,
-                "window_s": window,
+                "window_s": timeline["window_s"],
                 "emotion_enabled": selectors.session_emotion_visible(session),
-                "windows": selectors.session_timeline(session=session, window_s=window),
+                "windows": timeline["windows"],
             }
         )
 

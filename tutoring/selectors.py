@@ -131,33 +131,63 @@ def _session_readings(session: LearnerSession, date_from=None, date_to=None):
     return list(qs.order_by("captured_at").values(*READING_FIELDS))
 
 
+#: the most windows a timeline has: a longer span gets wider windows (see ``session_timeline``)
+MAX_TIMELINE_WINDOWS = 2000
+
+
 def session_timeline(*, session: LearnerSession, window_s: float = 10.0) -> list[dict]:
-    """The session in ``window_s``-second windows on a grid anchored at ``started_at``.
+    """The session's windows; see :func:`session_timeline_data`."""
+    return session_timeline_data(session=session, window_s=window_s)["windows"]
+
+
+def session_timeline_data(*, session: LearnerSession, window_s: float = 10.0) -> dict:
+    """The session in windows on a grid anchored at ``started_at``: ``{"window_s", "windows"}``.
 
     The windows run from the session's start to its end (``ended_at``; while open, the window
     holding the last frame). Frames carry the client's ``captured_at``, which may be up to the
     allowed clock skew before ``started_at`` or after ``ended_at``: the timeline then starts
     (ends) with the whole grid windows holding them — offsets ``-10…0`` s and so on, never a
     shifted grid — so every frame the report counts is in exactly one window.
+
+    A span of more than ``MAX_TIMELINE_WINDOWS`` windows gets windows a whole multiple of
+    ``window_s`` wide, the smallest that fits (a 12-hour session asked for at 10 s comes in
+    30 s windows), rather than an error: each wide window is exactly some of the narrow ones,
+    and the ``window_s`` returned is the one used.
     """
     emotion = session_emotion_visible(session)
     obs = _observations(_session_readings(session), session.started_at, emotion)
-    end = None
+    return _timeline(session, obs, emotion, window_s)
+
+
+def _timeline(session, obs: list[Observation], emotion: bool, window_s: float) -> dict:
+    ended = None
     if session.ended_at:
-        end = max((session.ended_at - session.started_at).total_seconds(), 0.0)
-    if not obs and end is None:
-        return []
-    start = 0.0
-    if obs and obs[0].t < 0:  # a client clock behind the server's
-        start = math.floor(obs[0].t / window_s) * window_s
-    if obs and end is not None and obs[-1].t >= end:  # ahead of it
-        end = (math.floor(obs[-1].t / window_s) + 1) * window_s
+        ended = max((session.ended_at - session.started_at).total_seconds(), 0.0)
+    if not obs and ended is None:
+        return {"window_s": window_s, "windows": []}
+
+    def grid(w: float) -> tuple[float, float, int]:
+        """First window's start, last window's end, and how many windows of ``w`` seconds."""
+        start = math.floor(min(obs[0].t, 0.0) / w) * w if obs else 0.0  # < 0: clock behind
+        end = ended  # the last window may be shorter
+        if obs and (ended is None or obs[-1].t >= ended):  # open, or a client clock ahead
+            end = (math.floor(obs[-1].t / w) + 1) * w  # the window holding the last frame
+        return start, end, math.ceil((end - start) / w - 1e-9)
+
+    base, k = window_s, 1
+    start, end, n = grid(base)
+    if n > MAX_TIMELINE_WINDOWS:
+        k = math.ceil(n / MAX_TIMELINE_WINDOWS)
+        while grid(base * k)[2] > MAX_TIMELINE_WINDOWS:
+            k += 1
+        start, end, n = grid(base * k)
+    window_s = base * k
     result = []
     for w in windows(obs, window_s=window_s, start=start, end=end):
         d = w.to_dict(include_emotion=emotion)
         d["start_at"] = session.started_at.timestamp() + w.start
         result.append(d)
-    return result
+    return {"window_s": window_s, "windows": result}
 
 
 def _summary(obs: list[Observation], emotion: bool) -> dict:
@@ -180,9 +210,11 @@ def _summary(obs: list[Observation], emotion: bool) -> dict:
 
 
 def session_report(*, session: LearnerSession, window_s: float = 10.0) -> dict:
+    """The whole session's aggregates; ``band_share`` is the share of the timeline's windows
+    with frames in each band (``window_s`` windows, wider for a very long session). One query."""
     emotion = session_emotion_visible(session)
     obs = _observations(_session_readings(session), session.started_at, emotion)
-    timeline = session_timeline(session=session, window_s=window_s)
+    timeline = _timeline(session, obs, emotion, window_s)["windows"]
     bands = Counter(w["band"] for w in timeline if w["n_frames"])
     n_windows = sum(bands.values())
     end = session.ended_at or (session.last_frame_at or session.started_at)

@@ -43,3 +43,16 @@ def test_export_has_reviews_crops_errors_and_session_details(world, api):
     assert dt.datetime.fromisoformat(session["last_frame_at"]) == s.last_frame_at
     assert session["consent"] == s.consent_id
     assert [c["id"] for c in body["consents"]] == [s.consent_id]
+
+
+def test_export_reads_readings_as_rows_not_model_instances(world, api, monkeypatch):
+    """Readings (with their face crops) are read as plain rows, in chunks."""
+    for i in range(5):
+        ReadingFactory(session=world.session_a, sequence=i, face_crop=PNG if i % 2 else None)
+
+    def no_instances(*args, **kwargs):
+        raise AssertionError("the export built Reading instances")
+
+    monkeypatch.setattr(Reading, "from_db", classmethod(no_instances))
+    body = api(world.learner_a).get("/api/me/export/").json()
+    assert [r["face_crop_kept"] for r in body["readings"]] == [False, True, False, True, False]

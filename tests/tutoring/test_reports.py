@@ -386,3 +386,38 @@ def test_timeline_keeps_frames_stamped_before_the_start_or_after_the_end(world, 
     assert tl[0]["start_at"] == pytest.approx(s.started_at.timestamp() - 30)
     # the report's band shares are over the same windows
     assert sum(rep["band_share"].values()) == pytest.approx(1.0)
+
+
+# --- memory and queries ----------------------------------------------------------------------------
+
+
+def test_session_report_reads_the_readings_once(world, readings, django_assert_num_queries):
+    from tutoring.selectors import session_get, session_report
+
+    session = session_get(user=world.instructor, session_id=world.session_a.pk)
+    with django_assert_num_queries(1):
+        rep = session_report(session=session)
+    assert rep["n_frames"] == 20 and rep["band_share"] == {"disengaged": 0.5, "highly engaged": 0.5}
+
+
+def test_a_very_long_session_gets_wider_windows_not_thousands(world, api):
+    """12 hours at the asked-for 10 s would be 4320 windows; the timeline stops at
+    MAX_TIMELINE_WINDOWS (2000) with windows a whole multiple of 10 s wide, and says so."""
+    s = world.session_a
+    s.status, s.ended_at = "ended", s.started_at + dt.timedelta(hours=12)
+    s.save()
+    offsets = [-25, 0, 5, 3600, 12 * 3600 - 1, 12 * 3600 + 40]  # clocks behind and ahead too
+    for i, t in enumerate(offsets):
+        ReadingFactory(session=s, sequence=i, captured_at=s.started_at + dt.timedelta(seconds=t))
+    c = api(world.instructor)
+    body = c.get(f"/api/sessions/{s.pk}/timeline/?window=10").json()
+    assert body["window_s"] == 30.0
+    tl = body["windows"]
+    assert len(tl) == 1 + 1440 + 2 <= 2000
+    assert (tl[0]["start"], tl[-1]["end"]) == (-30.0, 12 * 3600 + 60.0)
+    assert all(w["end"] - w["start"] == 30.0 for w in tl)
+    assert sum(w["n_frames"] for w in tl) == len(offsets)
+    assert c.get(f"/api/sessions/{s.pk}/report/").json()["n_frames"] == len(offsets)
+    # a short session keeps the window asked for
+    short = c.get(f"/api/sessions/{world.session_b.pk}/timeline/?window=5").json()
+    assert short["window_s"] == 5.0
