@@ -4,6 +4,10 @@ One scalar T divides the logits; it is chosen to minimise the negative log-likel
 given set (use the validation split, never test data). Accuracy is unchanged (argmax is
 invariant to T); calibration (ECE, NLL) usually improves. The temperature is written into
 the checkpoint under ``calibration`` and every Predictor applies it.
+
+T is searched in [0.05, 20] and stays 1 unless the NLL improves. A set of fewer than
+``--min-samples`` (200) images, or one on which T ends on a bound (degenerate logits: all
+right by huge margins pushes T to 0, all wrong to infinity), is refused: nothing is written.
 """
 
 from __future__ import annotations
@@ -21,22 +25,63 @@ from ml.evaluate import predict_logits
 from ml.metrics import classification_summary
 from ml.predictor import default_weights
 
+T_BOUNDS = (0.05, 20.0)
+MIN_SAMPLES = 200
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, steps: int = 200) -> float:
-    """T > 0 minimising mean cross-entropy of softmax(logits / T)."""
+
+class CalibrationError(ValueError):
+    """The set cannot support a temperature: too few images, or degenerate logits."""
+
+
+def _nll(z: torch.Tensor, y: torch.Tensor, t: float) -> float:
+    return float(torch.nn.functional.cross_entropy(z / t, y))
+
+
+def fit_temperature(
+    logits: np.ndarray, labels: np.ndarray, bounds=T_BOUNDS, steps: int = 80
+) -> float:
+    """T in ``bounds`` minimising mean cross-entropy of softmax(logits / T); 1 unless better.
+
+    The NLL is convex in 1/T, hence unimodal in log T: a golden-section search over log T
+    finds its minimum, or the bound the logits push it to.
+    """
     z = torch.as_tensor(logits, dtype=torch.float64)
     y = torch.as_tensor(labels, dtype=torch.long)
-    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=steps, line_search_fn="strong_wolfe")
+    a, b = np.log(bounds[0]), np.log(bounds[1])
+    g = (np.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = _nll(z, y, np.exp(c)), _nll(z, y, np.exp(d))
+    for _ in range(steps):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = _nll(z, y, np.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = _nll(z, y, np.exp(d))
+    t = float(np.exp((a + b) / 2))
+    return t if _nll(z, y, t) < _nll(z, y, 1.0) - 1e-9 else 1.0  # not for rounding noise
 
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
-        loss.backward()
-        return loss
 
-    opt.step(closure)
-    return float(log_t.exp().item())
+def checked_temperature(
+    logits: np.ndarray, labels: np.ndarray, min_samples: int = MIN_SAMPLES
+) -> float:
+    """:func:`fit_temperature`, refused (CalibrationError) on too small a set or at a bound."""
+    n = len(labels)
+    if n < min_samples:
+        raise CalibrationError(
+            f"{n} labelled images are too few to fit a temperature (at least {min_samples}: "
+            "use the validation split; --min-samples)"
+        )
+    t = fit_temperature(logits, labels)
+    lo, hi = T_BOUNDS
+    if not lo * 1.001 < t < hi / 1.001:
+        raise CalibrationError(
+            f"the fitted temperature ran into its bound ({t:.3g}, allowed {lo:g}..{hi:g}): the "
+            "logits are degenerate on this set (all right by huge margins, or all wrong)"
+        )
+    return t
 
 
 def _softmax(z: np.ndarray, t: float) -> np.ndarray:
@@ -49,13 +94,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("data", help="labelled set to fit on (the validation split)")
     p.add_argument("--weights", help="checkpoint (default: the shipped weights)")
     p.add_argument("--out", help="write the calibrated checkpoint here (default: in place)")
+    p.add_argument(
+        "--min-samples",
+        type=int,
+        default=MIN_SAMPLES,
+        help=f"refuse a set smaller than this (default {MIN_SAMPLES})",
+    )
     args = p.parse_args(argv)
     weights = Path(args.weights) if args.weights else default_weights()
     ckpt = load_checkpoint(weights)
     model = build_model(ckpt)
     ds = load_dataset(args.data)
     logits = predict_logits(model, ds.images, pre=preprocessing_of(ckpt))
-    t = fit_temperature(logits, ds.labels)
+    try:
+        t = checked_temperature(logits, ds.labels, args.min_samples)
+    except CalibrationError as e:
+        print(f"error: {e}; nothing written", file=sys.stderr)
+        return 2
     before = classification_summary(_softmax(logits, 1.0), ds.labels)
     after = classification_summary(_softmax(logits, t), ds.labels)
     ckpt["calibration"] = {

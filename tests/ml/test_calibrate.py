@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from ml.calibrate import fit_temperature
+from ml.calibrate import CalibrationError, checked_temperature, fit_temperature
 from ml.checkpoint import load_checkpoint
+from ml.classes import EMOTIONS
 from ml.predictor import Predictor, default_weights
 
 
@@ -21,13 +22,60 @@ def test_fit_temperature_recovers_the_miscalibration(scale, expected):
     assert fit_temperature(z, y) == pytest.approx(expected, rel=0.1)
 
 
-def test_calibrate_command_writes_a_temperature_the_predictor_uses(tmp_path, pattern_folder):
+def _degenerate(kind: str, n: int = 500):
+    """All right by a margin of 10 (NLL falls as T → 0) or all wrong (falls as T → ∞)."""
+    y = np.random.default_rng(0).integers(0, 7, n)
+    z = np.zeros((n, 7))
+    z[np.arange(n), y if kind == "separable" else (y + 1) % 7] = 10.0
+    return z, y
+
+
+@pytest.mark.parametrize(("kind", "bound"), [("separable", 0.05), ("all_wrong", 20.0)])
+def test_degenerate_logits_keep_t_bounded_and_are_refused(kind, bound):
+    # the search was unbounded: T = 0.06 or 1.6e7 was written into the checkpoint
+    z, y = _degenerate(kind)
+    assert fit_temperature(z, y) == pytest.approx(bound)
+    with pytest.raises(CalibrationError, match="ran into its bound"):
+        checked_temperature(z, y)
+
+
+def test_too_few_samples_are_refused_and_t_stays_1_unless_nll_improves():
+    z, y = _logits(1.0, n=150)
+    with pytest.raises(CalibrationError, match="150 labelled images are too few"):
+        checked_temperature(z, y)
+    assert 0.5 < checked_temperature(z, y, min_samples=100) < 2
+    # perfectly calibrated logits (p = 0.4 on the top class, which is right 4 times in 10;
+    # 0.1 on each other, right once in 10 each): no T beats 1, which is kept exactly
+    top = np.repeat(np.arange(70) % 7, 10)
+    z = np.where(np.arange(7) == top[:, None], np.log(0.4), np.log(0.1))
+    y = np.array([(k + [0, 0, 0, 0, 1, 2, 3, 4, 5, 6][i % 10]) % 7 for i, k in enumerate(top)])
+    assert fit_temperature(z, y) == 1.0
+
+
+def test_calibrate_command_refuses_a_small_or_degenerate_set(tmp_path, pattern_folder, capsys):
     from ml.cli import main
 
     out = tmp_path / "cal.pt"
-    assert main(["calibrate", str(pattern_folder), "--out", str(out)]) == 0
+    assert main(["calibrate", str(pattern_folder), "--out", str(out)]) == 2
+    assert "84 labelled images are too few" in capsys.readouterr().err and not out.exists()
+    # on these synthetic patterns the shipped model is at chance: T ran off to ~1e5
+    args = ["calibrate", str(pattern_folder), "--out", str(out), "--min-samples", "50"]
+    assert main(args) == 2
+    assert "ran into its bound (20" in capsys.readouterr().err and not out.exists()
+
+
+def test_calibrate_command_writes_a_temperature_the_predictor_uses(tmp_path, fer_root):
+    from ml.cli import main
+
+    data = tmp_path / "val"  # 30 real validation faces per class: 210 ≥ --min-samples
+    for cls in EMOTIONS:
+        (data / cls).mkdir(parents=True)
+        for f in sorted((fer_root / "validation" / cls).iterdir())[:30]:
+            (data / cls / f.name).symlink_to(f)
+    out = tmp_path / "cal.pt"
+    assert main(["calibrate", str(data), "--out", str(out)]) == 0
     cal = load_checkpoint(out)["calibration"]
-    assert cal["temperature"] > 0 and cal["n"] == 84
+    assert 0.05 < cal["temperature"] < 20 and cal["n"] == 210
     assert cal["nll_after"] <= cal["nll_before"] + 1e-9
     p = Predictor(out)
     assert p.temperature == cal["temperature"]
