@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 
+from django import forms
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django_filters import rest_framework as filters
@@ -79,19 +80,41 @@ def paginated(request, view, queryset, serializer_class, context=None):
     return paginator.get_paginated_response(data)
 
 
-def parse_when(value: str | None, name: str):
-    if not value:
-        return None
+def when_from_text(value: str) -> datetime:
+    """An ISO datetime, or a date (its midnight), as an aware datetime in UTC; ``ValueError``
+    with a message for the client otherwise.
+
+    A value without an offset is in the server's time zone. UTC because an offset ISO allows
+    may be one the database refuses (PostgreSQL takes at most ±15:59; ``-23:00`` was a 500),
+    and the value must have a UTC equivalent: ``9999-12-31T23:59:59-23:00`` is a valid ISO
+    time, but in UTC it falls in year 10000, which neither Python nor the database can hold.
+    """
     try:
         dt = parse_datetime(value)
         d = parse_date(value) if dt is None else None
-    except ValueError:  # well-formed but impossible, e.g. 2026-02-30
-        raise ValidationError({name: f"not a valid date: {value!r}"}) from None
+    except ValueError:  # well-formed but impossible, e.g. 2026-02-30, or an offset of 24 h
+        raise ValueError(f"not a valid date: {value!r}") from None
     if dt is None:
         if d is None:
-            raise ValidationError({name: f"not a date or datetime: {value!r}"})
+            raise ValueError(f"not a date or datetime: {value!r}")
         dt = datetime.combine(d, time.min)
-    return dt if dt.tzinfo is not None else timezone.make_aware(dt)
+    try:
+        if dt.tzinfo is None:
+            dt = timezone.make_aware(dt)
+        return dt.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"out of range: {value!r} is before year 1 or after 9999 in UTC") from None
+
+
+def parse_when(value: str | None, name: str) -> datetime | None:
+    """:func:`when_from_text` for the request field ``name``: ``None`` when missing or empty,
+    a 400 (``{name: message}``) when not a usable date or datetime."""
+    if not value:
+        return None
+    try:
+        return when_from_text(value)
+    except ValueError as e:
+        raise ValidationError({name: str(e)}) from None
 
 
 def parse_range(params) -> tuple[datetime | None, datetime | None]:
@@ -305,12 +328,24 @@ class SessionFilter(filters.FilterSet):
         fields = ["learner", "status"]
 
 
-SessionFilter.base_filters["from"] = filters.IsoDateTimeFilter(
-    field_name="started_at", lookup_expr="gte"
-)
-SessionFilter.base_filters["to"] = filters.IsoDateTimeFilter(
-    field_name="started_at", lookup_expr="lt"
-)
+class WhenField(forms.Field):
+    """A date or ISO datetime read as :func:`parse_when` reads it (the reports' ``from``/``to``)."""
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        try:
+            return when_from_text(value)
+        except ValueError as e:
+            raise forms.ValidationError(str(e), code="invalid") from None
+
+
+class WhenFilter(filters.Filter):
+    field_class = WhenField
+
+
+SessionFilter.base_filters["from"] = WhenFilter(field_name="started_at", lookup_expr="gte")
+SessionFilter.base_filters["to"] = WhenFilter(field_name="started_at", lookup_expr="lt")
 
 
 class CourseSessionListApi(APIView):

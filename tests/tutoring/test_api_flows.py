@@ -133,3 +133,60 @@ def test_out_of_range_ids_and_impossible_dates_are_client_errors(world, api):
     assert c.get(f"{base}/sessions/?learner={huge}").status_code == 400
     r = c.get(f"{base}/report/?from=2026-02-30")
     assert r.status_code == 400 and "not a valid date" in r.json()["error"]["message"]
+
+
+# valid ISO times whose UTC equivalent is outside years 1–9999 (SQLite stores UTC: a 500 there)
+OUT_OF_UTC_RANGE = [("from", "9999-12-31T23:59:59-23:00"), ("to", "0001-01-01T00:00:00+01:00")]
+
+
+@pytest.mark.parametrize("name, value", OUT_OF_UTC_RANGE)
+def test_parse_when_refuses_times_outside_utc_years(name, value):
+    from rest_framework.exceptions import ValidationError
+
+    from tutoring.apis import parse_when
+
+    with pytest.raises(ValidationError) as e:
+        parse_when(value, name)
+    assert list(e.value.detail) == [name] and "out of range" in str(e.value.detail[name])
+    # the far ends themselves, in UTC or without an offset (UTC here), are fine
+    assert parse_when("9999-12-31T23:59:59Z", name).year == 9999
+    assert parse_when("0001-01-01", name).year == 1
+
+
+@pytest.mark.parametrize("name, value", OUT_OF_UTC_RANGE)
+def test_times_outside_utc_years_are_json_400s(world, api, name, value):
+    c = api(world.instructor)
+    for url in (
+        f"/api/courses/{world.course.pk}/report/",
+        f"/api/courses/{world.course.pk}/sessions/",
+        f"/api/sessions/{world.session_a.pk}/readings/",
+    ):
+        r = c.get(url, {name: value})
+        assert r.status_code == 400 and r["Content-Type"] == "application/json", url
+        err = r.json()["error"]
+        assert (err["status"], err["code"]) == (400, "invalid")
+        assert err["message"].startswith(f"{name}: out of range") and list(err["details"]) == [name]
+
+
+@pytest.mark.parametrize("name", ["from", "to"])
+def test_any_iso_offset_reaches_the_database_as_utc(world, api, name):
+    """PostgreSQL refuses offsets beyond ±15:59 that ISO allows: -23:00 was a 500."""
+    c = api(world.instructor)
+    value = "2000-01-01T00:00:00-23:00" if name == "to" else "2100-01-01T00:00:00+23:30"
+    for url in (
+        f"/api/courses/{world.course.pk}/report/",
+        f"/api/courses/{world.course.pk}/sessions/",
+        f"/api/sessions/{world.session_a.pk}/readings/",
+    ):
+        r = c.get(url, {name: value})
+        assert r.status_code == 200, (url, r.content)
+    report = c.get(f"/api/courses/{world.course.pk}/report/", {name: value}).json()
+    assert report[name] == ("2000-01-01T23:00:00Z" if name == "to" else "2099-12-31T00:30:00Z")
+
+
+def test_session_list_range_takes_dates_like_the_reports(world, api):
+    base = f"/api/courses/{world.course.pk}/sessions/"
+    c = api(world.instructor)
+    assert c.get(base, {"from": "2000-01-01", "to": "2000-01-02"}).json()["count"] == 0
+    assert c.get(base, {"from": "2000-01-01"}).json()["count"] == 2
+    assert c.get(base, {"from": "2026-02-30"}).status_code == 400
