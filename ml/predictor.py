@@ -32,10 +32,26 @@ def default_precision() -> str:
     return value
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else the CPU; a named device must exist here
+    (``ValueError`` with the reason, which the CLIs print as one line)."""
+    if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device: use auto, cpu or cuda") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {name}: MPS is not available on this machine")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name!r}: the models run on auto, cpu or cuda")
+    return device
 
 
 @dataclass

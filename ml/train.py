@@ -42,6 +42,7 @@ from ml.model import (
     create_model,
     model_config,
 )
+from ml.predictor import resolve_device
 from ml.preprocessing import DEFAULT_PREPROCESSING
 
 
@@ -306,27 +307,6 @@ def check_args(args: argparse.Namespace) -> str | None:
         if not ok:  # NaN fails every comparison, so it lands here too
             return f"{flag} must be {want}, not {value}"
     return None
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else the CPU; a named device must exist here."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name!r} is not a device: use auto, cpu or cuda") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"--device {name}: MPS is not available on this machine")
-    elif device.type != "cpu":
-        raise ValueError(f"--device {name!r}: training runs on auto, cpu or cuda")
-    return device
 
 
 def main(argv: list[str] | None = None) -> int:

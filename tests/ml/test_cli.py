@@ -239,6 +239,19 @@ def test_predict_with_a_bad_ml_precision_is_a_clean_error(tmp_path, monkeypatch,
     assert "error: ML_PRECISION must be one of" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["predict", "evaluate", "benchmark"])
+def test_a_device_that_does_not_exist_is_a_clean_error(command, tmp_path, capsys):
+    from ml.cli import main
+
+    args = {
+        "predict": [str(tmp_path / "any.jpg")],
+        "evaluate": [str(tmp_path)],
+        "benchmark": ["--seconds", "0.05", "--no-baseline"],
+    }[command]
+    assert main([command, *args, "--device", "gpu"]) == 2
+    assert "error: --device 'gpu' is not a device" in capsys.readouterr().err
+
+
 def test_unknown_command():
     r = ml("frobnicate")
     assert r.returncode == 2 and "unknown command" in r.stderr

@@ -146,7 +146,7 @@ def _exit_code(argv) -> int:
         ("--threads", "-1", "--threads must be ≥ 0"),
         ("--size", "huge", "invalid choice: 'huge'"),
         ("--device", "gpu0", "--device 'gpu0' is not a device"),
-        ("--device", "meta", "training runs on auto, cpu or cuda"),
+        ("--device", "meta", "the models run on auto, cpu or cuda"),
     ],
 )
 def test_bad_flags_exit_2_before_the_data_is_read(tmp_path, capsys, flag, value, message):
