@@ -1,4 +1,5 @@
-"""API plumbing shared by the apps: one error body shape, a CSV renderer, pagination."""
+"""API plumbing shared by the apps: one error body shape (DRF views and Django's error pages
+under /api/), a CSV renderer, pagination."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from django.core.exceptions import (
     TooManyFilesSent,
 )
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, pagination
 from rest_framework.renderers import BaseRenderer
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -64,6 +66,48 @@ def exception_handler(exc, context):
         }
     }
     return response
+
+
+# --- Django's error pages (handler400/403/404/500 in config.urls) -----------------------------
+
+
+def _is_api(request) -> bool:
+    return request.path_info == "/api" or request.path_info.startswith("/api/")
+
+
+def error_response(status: int, code: str, message: str, details=None) -> JsonResponse:
+    """The API's error body, for errors that happen outside a DRF view."""
+    body = {"error": {"status": status, "code": code, "message": message, "details": details}}
+    return JsonResponse(body, status=status)
+
+
+def bad_request(request, exception):
+    """400 outside a view (e.g. a Host header not in ALLOWED_HOSTS): JSON under /api/."""
+    if _is_api(request):
+        return error_response(400, "bad_request", "Bad request.")
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request, exception):
+    if _is_api(request):
+        return error_response(403, "permission_denied", str(exception) or "Permission denied.")
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request, exception):
+    """404 for a path no URL pattern matches (``/api/sessions/abc/``): JSON under /api/, like
+    the 404s views raise, the HTML page elsewhere."""
+    if _is_api(request):
+        return error_response(404, "not_found", "Not found.")
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    """500 for an unhandled exception: JSON under /api/ (no detail: it is logged), HTML
+    elsewhere."""
+    if _is_api(request):
+        return error_response(500, "server_error", "A server error occurred.")
+    return defaults.server_error(request)
 
 
 class RequestRejected(exceptions.APIException):

@@ -19,3 +19,10 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("tutoring.page_urls")),
 ]
+
+# Errors raised outside a DRF view (no URL matches, an unhandled exception, a bad Host header)
+# answer in the API's JSON error shape under /api/, and with Django's pages elsewhere.
+handler400 = "config.api.bad_request"
+handler403 = "config.api.permission_denied"
+handler404 = "config.api.page_not_found"
+handler500 = "config.api.server_error"
