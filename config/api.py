@@ -129,10 +129,16 @@ def _max_files_per_request() -> int:
     return min(x for x in limits if x is not None)
 
 
+def too_many_files() -> RequestRejected:
+    """400 ``too_many_files``: the same error whether Django's parser stopped reading
+    (``DATA_UPLOAD_MAX_NUMBER_FILES``) or the upload view counted more than its limit."""
+    n = _max_files_per_request()
+    return RequestRejected(f"too many files: at most {n} per request", "too_many_files")
+
+
 def _suspicious_request(exc: SuspiciousOperation, context) -> RequestRejected:
     if isinstance(exc, TooManyFilesSent):
-        n = _max_files_per_request()
-        rejected = RequestRejected(f"too many files: at most {n} per request", "too_many_files")
+        rejected = too_many_files()
     elif isinstance(exc, TooManyFieldsSent):
         n = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
         rejected = RequestRejected(

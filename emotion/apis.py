@@ -11,6 +11,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api import too_many_files
 from emotion.models import Reading
 from emotion.services import IncomingFrame, SessionClosed, frames_accept
 from tutoring import selectors
@@ -69,9 +70,7 @@ class FrameUploadApi(APIView):
         if not files:
             raise ValidationError({"frames": "no files in the multipart field 'frames'"})
         if len(files) > limits["max_frames_per_request"]:
-            raise ValidationError(
-                {"frames": f"at most {limits['max_frames_per_request']} frames per request"}
-            )
+            raise too_many_files()  # as past Django's own cap (DATA_UPLOAD_MAX_NUMBER_FILES)
         for name, values in (("sequence", seqs), ("captured_at", times)):
             if values and len(values) != len(files):
                 raise ValidationError(

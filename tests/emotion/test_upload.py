@@ -286,10 +286,21 @@ def test_too_many_files_is_a_json_400_with_the_limit(classroom, settings):
     url = f"/api/sessions/{classroom.session.pk}/frames/"
     r = c.post(url, data, format="multipart", HTTP_X_CSRFTOKEN=token)
     assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_files"
-    # below Django's cap but above the endpoint's: the view's own check says the same limit
-    r = upload(classroom.learner, classroom.session, multipart_files(per_request + 1))
-    assert r.status_code == 400
-    assert r.json()["error"]["message"] == f"frames: at most {per_request} frames per request"
+    # below Django's cap but above the endpoint's: the view's own check gives the same error
+    for n in (per_request + 1, settings.DATA_UPLOAD_MAX_NUMBER_FILES):
+        r = upload(classroom.learner, classroom.session, multipart_files(n))
+        assert r.status_code == 400 and r["Content-Type"] == "application/json"
+        assert r.json()["error"] == {
+            "status": 400,
+            "code": "too_many_files",
+            "message": f"too many files: at most {per_request} per request",
+            "details": None,
+        }
+    # the limit itself is allowed (these stub files are then rejected one by one)
+    r = upload(classroom.learner, classroom.session, multipart_files(per_request))
+    assert (
+        r.json()["error"]["code"] == "frames_rejected" and len(r.json()["rejected"]) == per_request
+    )
     assert not Reading.objects.exists()
 
 
