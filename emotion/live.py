@@ -41,6 +41,7 @@ def session_summary(session: LearnerSession, course: Course, now: datetime | Non
         Reading.objects.filter(
             session=session,
             analysed_at__isnull=False,
+            error="",  # a frame the server could not analyse is no data, not an absent face
             received_at__gte=now - timezone.timedelta(seconds=horizon),
         )
         .order_by("received_at", "sequence")
