@@ -84,6 +84,12 @@ class Reading(models.Model):
         indexes = [
             models.Index(fields=["session", "captured_at"]),
             models.Index(fields=["session", "received_at"]),
+            # the few readings still waiting for inference (re-queue, consent revoke, erase)
+            models.Index(
+                fields=["session"],
+                condition=models.Q(analysed_at__isnull=True),
+                name="reading_pending_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -137,7 +137,14 @@ class LearnerSession(models.Model):
 
     class Meta:
         ordering = ["-started_at", "-id"]
-        indexes = [models.Index(fields=["course", "status"]), models.Index(fields=["learner"])]
+        indexes = [
+            models.Index(fields=["course", "status"]),
+            models.Index(fields=["learner"]),
+            # the open sessions alone, for the idle check every 5 minutes
+            models.Index(
+                fields=["started_at"], condition=Q(status="active"), name="session_open_idx"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"session {self.pk} of {self.learner} in {self.course}"

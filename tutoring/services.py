@@ -192,8 +192,10 @@ def consent_grant(
             return active
         active.revoked_at = now
         active.save(update_fields=["revoked_at"])
-        _frames_discard(consent=active)
+        # sessions first: ending one waits for its row lock, i.e. for an upload in progress to
+        # commit its readings, which the discard then sees
         _sessions_end_open(learner=learner, course=course, reason="consent_superseded")
+        _frames_discard(consent=active)
     return Consent.objects.create(
         learner=learner,
         course=course,
@@ -217,8 +219,8 @@ def consent_revoke(*, learner: User, course: Course) -> Consent:
         raise ValidationError("there is no active consent to revoke")
     consent.revoked_at = timezone.now()
     consent.save(update_fields=["revoked_at"])
-    _frames_discard(consent=consent)
     _sessions_end_open(learner=learner, course=course, reason="consent_revoked")
+    _frames_discard(consent=consent)  # after: see consent_grant
     return consent
 
 

@@ -265,3 +265,53 @@ def test_when_every_frame_fails_the_batch_raises_and_keeps_them_for_a_retry(
         readings_analyse(reading_ids=ids)
     assert not Reading.objects.filter(pk__in=ids, analysed_at__isnull=False).exists()
     assert set(get_frame_store().get_many(ids)) == set(ids)  # still there for the retry
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_revoke_racing_an_upload_still_deletes_that_uploads_bytes(
+    classroom, face_frames, no_model, monkeypatch
+):
+    """The upload holds the session's row lock and has stored its bytes, not yet committed,
+    when the learner revokes: the revoke waits for the upload, then sees and deletes them."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    store = get_frame_store()
+    real_put = type(store).put
+    stored, release = threading.Event(), threading.Event()
+
+    def put_then_wait(self, reading_id, data, ttl):
+        real_put(self, reading_id, data, ttl)
+        stored.set()
+        release.wait(10)
+
+    monkeypatch.setattr(type(store), "put", put_then_wait)
+    ids, errors = [], []
+
+    def run(fn):
+        try:
+            fn()
+        except Exception as e:  # reported below: a thread's exception would be lost
+            errors.append(e)
+        finally:
+            connection.close()
+
+    upload = threading.Thread(
+        target=run, args=(lambda: ids.extend(accept(classroom.session, face_frames[0])),)
+    )
+    upload.start()
+    assert stored.wait(10)
+    revoke = threading.Thread(
+        target=run,
+        args=(lambda: consent_revoke(learner=classroom.learner, course=classroom.course),),
+    )
+    revoke.start()
+    time.sleep(0.5)  # the revoke is waiting for the session's row lock now
+    release.set()
+    upload.join(10)
+    revoke.join(10)
+    assert not errors and len(ids) == 1
+    assert store.get_many(ids) == {}
+    assert Reading.objects.get(pk=ids[0]).error == "consent_revoked"
