@@ -35,7 +35,8 @@ const emotionChart = cfg.emotionEnabled && $("emotion-chart") ? new Chart($("emo
 }) : null;
 
 function tile(id) {
-  let el = document.querySelector(`[data-learner="${id}"]`);
+  const l = learners.get(id);
+  let el = l.el || document.querySelector(`[data-learner="${id}"]`);
   if (!el) {
     el = document.createElement("article");
     el.className = "tile";
@@ -46,6 +47,7 @@ function tile(id) {
       <p class="small since"></p><a class="small drill" hidden>Session timeline</a>`;
     $("tiles").appendChild(el);
   }
+  l.el = el;
   return el;
 }
 
@@ -65,7 +67,12 @@ function render(id) {
   el.querySelector(".since").textContent = secs === null ? "" : `last picture ${Math.round(secs)} s ago`;
   const a = el.querySelector(".drill");
   if (s && s.session) { a.hidden = false; a.href = `${cfg.sessionUrl}${s.session}/`; }
-  const present = [...document.querySelectorAll('.tile[data-state="present"]')].length;
+  l.state = st;
+}
+
+function countPresent() {
+  let present = 0;
+  learners.forEach((l) => { if (l.state === "present") present += 1; });
   $("present-count").textContent = `${present} present`;
 }
 
@@ -75,12 +82,15 @@ function track(id, name, s) {
   l.session = s;
   const now = Date.now();
   l.lastFrame = s && s.seconds_since_frame != null ? now - s.seconds_since_frame * 1000 : null;
+  // the last frame with a face (frames may keep coming with nobody in them)
+  l.lastFace = s && s.absent_for != null ? now - s.absent_for * 1000 : null;
   if (s && s.status === "active" && l.since == null) {
     const absent = (s.alerts || []).find((a) => a.kind === "absent");
     l.since = now - (absent ? absent.seconds * 1000 : 0); // start of the wait for a first frame
   }
   learners.set(id, l);
   render(id);
+  countPresent();
 }
 
 const update = (s) => track(s.learner, s.learner_name, s);
@@ -109,9 +119,9 @@ function summary(sum) {
 function currentAlerts() {
   const now = Date.now(), out = [];
   learners.forEach((l, id) => {
-    const el = document.querySelector(`[data-learner="${id}"]`);
-    if (!el || el.dataset.state !== "absent") return;
-    const from = l.lastFrame != null ? l.lastFrame : l.since;
+    if (l.state !== "absent") return;
+    // absent since the last face, else (none yet) since the session started, as on the server
+    const from = l.lastFace != null ? l.lastFace : l.since != null ? l.since : l.lastFrame;
     const secs = from != null ? (now - from) / 1000 : null;
     if (secs === null || secs > cfg.absentSeconds) out.push({ learner: id, name: l.name, kind: "absent", seconds: secs });
   });
@@ -188,6 +198,7 @@ function connect() {
   current = ws;
   let accepted = false, told = null; // told: the server's {code, reason} before it closes
   ws.onmessage = (ev) => {
+    if (current !== ws) return; // a socket replaced by a newer one says nothing more
     const msg = JSON.parse(ev.data);
     if (msg.type === "closed") {
       told = msg;
@@ -208,10 +219,11 @@ function connect() {
       track(msg.learner, l.name, { session: msg.session, status: "active", present: false });
     } else if (msg.type === "session_ended") {
       const l = learners.get(msg.learner);
-      if (l && l.session) { l.session.status = "ended"; l.since = null; render(msg.learner); renderAlerts(); }
+      if (l && l.session) { l.session.status = "ended"; l.since = null; render(msg.learner); countPresent(); renderAlerts(); }
     }
   };
   ws.onclose = (ev) => {
+    if (current !== ws) return; // a newer socket took over (Retry, back online)
     const code = ev.code === 1006 && told ? told.code : ev.code;
     if (code === 4403 || code === 4401) {
       const why = sentence((told && told.reason) || ev.reason);
@@ -219,7 +231,6 @@ function connect() {
       return showConn("error", "Not allowed" + (why ? `: ${why}` : ""));
     }
     if (!accepted) failures += 1;
-    if (current !== ws) return; // a newer socket took over (Retry, back online)
     if (failures >= MAX_FAILURES) {
       // say so and offer Retry, but keep trying now and then, and at once when back online
       setTimeout(() => { if (current === ws) connect(); }, SLOW_RETRY_MS);
@@ -232,8 +243,9 @@ function connect() {
 }
 
 window.addEventListener("online", () => {
+  if (current && current.readyState <= WebSocket.OPEN) return; // one is on its way already
   if (!refused && ["error", "reconnecting"].includes($("conn").dataset.state)) reconnectNow();
 });
-setInterval(() => { learners.forEach((_, id) => render(id)); renderAlerts(); trimChart(); }, 1000);
+setInterval(() => { learners.forEach((_, id) => render(id)); countPresent(); renderAlerts(); trimChart(); }, 1000);
 connect();
 window.affectLive = { engagementChart, emotionChart, learners };

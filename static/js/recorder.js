@@ -20,6 +20,7 @@ const MESSAGES = {
   "camera-lost": "The camera stopped (unplugged, or its permission was withdrawn). Nothing is being sent. Press Start to use it again.",
   refusing: "The server is refusing the pictures:",
   "end-failed": "The session could not be ended on the server:",
+  ending: "Ending the session…",
   ended: "Session ended. Thank you!",
   error: "The server refused this session.",
 };
@@ -54,10 +55,10 @@ function setStatus(kind, extra = "") {
   statusEl.dataset.state = kind;
   statusEl.textContent = MESSAGES[kind] + (extra ? " " + extra : "");
   startBtn.textContent = kind === "disconnected" ? "Retry" : "Start";
-  startBtn.disabled = ["sending", "refusing", "connecting", "reconnecting", "camera", "ended", "error", "end-failed"].includes(kind);
+  startBtn.disabled = ["sending", "refusing", "connecting", "reconnecting", "camera", "ended", "error", "end-failed", "ending"].includes(kind);
   pauseBtn.disabled = !["sending", "refusing", "paused"].includes(kind);
   pauseBtn.textContent = kind === "paused" ? "Resume" : "Pause";
-  stopBtn.disabled = ["idle", "ended", "camera-denied", "no-camera", "camera", "camera-busy",
+  stopBtn.disabled = ["idle", "ended", "ending", "camera-denied", "no-camera", "camera", "camera-busy",
     "camera-insecure", "camera-error"].includes(kind);
 }
 
@@ -108,11 +109,12 @@ function connect() {
   ws.binaryType = "arraybuffer";
   state.ws = ws;
   state.ready = false;
-  ws.onmessage = (ev) => onMessage(JSON.parse(ev.data));
+  ws.onmessage = (ev) => { if (state.ws === ws) onMessage(JSON.parse(ev.data)); };
   ws.onclose = (ev) => {
+    if (state.ws !== ws) return; // a socket replaced by a newer one (Retry, back online)
     const wasReady = state.ready;
     state.ready = false;
-    if (state.userStopped || state.ws !== ws) return;
+    if (state.userStopped) return;
     const told = state.closing || {};
     state.closing = null;
     const code = ev.code === 1006 && told.code ? told.code : ev.code;
@@ -161,7 +163,7 @@ function onMessage(msg) {
       // one refused picture can be noise; several in a row mean nothing is being recorded
       state.rejected += 1;
       state.rejectedInRow += 1;
-      if (state.rejectedInRow >= 3 && !state.paused) setStatus("refusing", sentence(msg.reason));
+      if (state.rejectedInRow >= 3 && statusEl.dataset.state === "sending") setStatus("refusing", sentence(msg.reason));
     } else if (msg.status === "accepted") {
       state.rejectedInRow = 0;
       if (statusEl.dataset.state === "refusing") setStatus("sending");
@@ -245,7 +247,7 @@ async function finish(endIt, why = "") {
   state.stream = null;
   video.srcObject = null;
   if (endIt) {
-    stopBtn.disabled = true;
+    setStatus("ending");
     const failed = await endOnServer();
     if (failed) return setStatus("end-failed", failed);
   }
@@ -270,6 +272,7 @@ stopBtn.addEventListener("click", () => finish(true));
 window.addEventListener("offline", () => { if (state.ws) state.ws.close(); });
 window.addEventListener("online", () => {
   if (state.userStopped || !["disconnected", "reconnecting"].includes(statusEl.dataset.state)) return;
+  if (state.ws && state.ws.readyState <= WebSocket.OPEN) return; // one is on its way already
   state.failures = 0;
   state.backoff = 500;
   setStatus("reconnecting");

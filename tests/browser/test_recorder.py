@@ -2,6 +2,8 @@
 pictures the server refuses, a Stop that cannot reach the server, a camera that stops or is
 busy, a timeline that cannot load."""
 
+import re
+
 import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
@@ -135,3 +137,24 @@ def test_a_timeline_that_cannot_load_says_why(browser, asgi_server, session):
     )
     page.goto(f"{asgi_server}/teach/sessions/{session.pk}/")
     expect(page.locator("#timeline-error")).to_contain_text("Request was throttled")
+
+
+def test_a_learner_who_leaves_a_running_camera_gets_an_absent_alert(browser, asgi_server, session):
+    """Frames keep coming but show nobody: the tile and an alert say absent (the alert once
+    came only from frames stopping)."""
+    course = session.course
+    course.alert_absent_seconds = 4
+    course.save()
+    nobody = "CanvasRenderingContext2D.prototype.drawImage = function () {};"  # black frames
+    learner, status = recorder(browser, asgi_server, session, nobody)
+    learner.get_by_role("button", name="Start", exact=True).click()
+    expect(status).to_have_attribute("data-state", "sending", timeout=20_000)
+    teacher = browser.new_context().new_page()
+    login(teacher, asgi_server, "teacher", PW)
+    teacher.goto(f"{asgi_server}/teach/courses/{course.pk}/live/")
+    tile = teacher.locator('.tile:has-text("Lina Learner")')
+    expect(tile).to_have_attribute("data-state", "absent", timeout=20_000)
+    expect(tile.locator(".since")).to_have_text(re.compile(r"last picture [0-4] s ago"))
+    alert = teacher.locator('#alerts li[data-kind="absent"]')
+    expect(alert).to_contain_text("Lina Learner: absent", timeout=10_000)
+    assert learner.evaluate("window.affectRecorder.sent") > 0
