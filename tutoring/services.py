@@ -313,12 +313,11 @@ def learner_data_erase(*, learner: User) -> dict:
     learner change with the next request; nothing precomputed needs rebuilding.
     """
     from emotion.models import Reading
+    from emotion.services import frames_discard_pending
 
     now = timezone.now()
     for s in LearnerSession.objects.filter(learner=learner, status=LearnerSession.Status.ACTIVE):
         session_end(session=s, reason="data_erased")
-    from emotion.services import frames_discard_pending
-
     readings = Reading.objects.filter(session__learner=learner)
     frames_discard_pending(readings=readings)  # raw bytes still waiting for inference go too
     n_readings = readings.count()
