@@ -132,6 +132,9 @@ CELERY_GPU_QUEUE = env.str("CELERY_GPU_QUEUE", default="gpu")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # /healthz: how long one Celery worker ping (which waits its whole 1 s timeout) is reused
 HEALTHZ_WORKER_PING_CACHE_S = env.int("HEALTHZ_WORKER_PING_CACHE_S", default=15)
+# beat's state file: under DATA_DIR, which the app user owns (the working directory of the
+# Docker image, /app, is root's: beat could not write there and crash-looped)
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-readings": {"task": "emotion.tasks.requeue_stale_readings", "schedule": 60.0},
     "end-idle-sessions": {"task": "tutoring.tasks.end_idle_sessions", "schedule": 300.0},

@@ -6,12 +6,18 @@ batch, which is what keeps a GPU (or the CPU's BLAS) busy with large matrix prod
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from emotion.services import readings_enqueue
+
+logger = logging.getLogger(__name__)
+#: seconds between tries of a batch the broker refused; after the last, the periodic re-queue
+#: of stale pending readings is what picks the frames up
+SEND_RETRY_DELAYS = (1.0, 2.0, 4.0)
 
 
 class FrameBatcher:
@@ -48,8 +54,25 @@ class FrameBatcher:
             task.add_done_callback(self.sends.discard)
 
     async def _send(self, batch: list[int]) -> None:
-        # in a thread: publishing to the broker (or, embedded, running the task) blocks
-        await sync_to_async(readings_enqueue, thread_sensitive=False)(reading_ids=batch)
+        """Queue ``batch``; a failure (the broker away) is logged and retried a few times, never
+        raised into the socket that happened to fill the batch (whose frames are not all its
+        own) and never lost silently in a timer's task."""
+        for delay in (*SEND_RETRY_DELAYS, None):
+            try:
+                # in a thread: publishing to the broker (or, embedded, running the task) blocks
+                await sync_to_async(readings_enqueue, thread_sensitive=False)(reading_ids=batch)
+                return
+            except Exception:
+                if delay is None:
+                    logger.exception(
+                        "could not queue a batch of %d frame(s) (ids %s…): left to the periodic "
+                        "re-queue of stale pending readings",
+                        len(batch),
+                        batch[:5],
+                    )
+                    return
+                logger.warning("queueing a batch failed; retrying in %.0f s", delay, exc_info=True)
+                await asyncio.sleep(delay)
 
     async def flush(self) -> None:
         batch = self._take()

@@ -161,6 +161,18 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
                 batcher.in_flight_total -= 1
 
     async def receive(self, text_data=None, bytes_data=None):
+        try:
+            await self._receive(text_data, bytes_data)
+        except BaseException:
+            # Channels does not call disconnect() when a handler raises (the database or the
+            # broker away), nor when daphne cancels a consumer stuck in an await: give this
+            # socket's frames in flight back to the process's budget here, or it shrinks for
+            # good and every learner on this server is refused credit
+            if hasattr(self, "in_flight"):
+                self._release(list(self.in_flight))
+            raise
+
+    async def _receive(self, text_data=None, bytes_data=None):
         if text_data is not None:
             return await self._receive_text(text_data)
         try:

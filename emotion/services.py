@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import cv2
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -218,6 +219,8 @@ def _predict(predictor, images, classify, timings) -> list:
     frame's: it is raised, so the task is retried and nothing is recorded."""
     try:
         return predictor.predict_frames(images, classify, timings)
+    except SoftTimeLimitExceeded:
+        raise  # the task's time is up: not a frame's fault, and no time left to try each
     except Exception:
         if len(images) == 1:
             raise
@@ -226,6 +229,8 @@ def _predict(predictor, images, classify, timings) -> list:
     for img, emo in zip(images, classify, strict=True):
         try:
             out.append(predictor.predict_frames([img], [emo], timings)[0])
+        except SoftTimeLimitExceeded:
+            raise
         except Exception as e:
             first_error = first_error or e
             out.append(None)

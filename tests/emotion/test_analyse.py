@@ -315,3 +315,34 @@ def test_a_revoke_racing_an_upload_still_deletes_that_uploads_bytes(
     assert not errors and len(ids) == 1
     assert store.get_many(ids) == {}
     assert Reading.objects.get(pk=ids[0]).error == "consent_revoked"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_task_time_limit_is_not_taken_for_a_bad_frame(classroom, face_frames, monkeypatch):
+    """Celery's soft time limit raises SoftTimeLimitExceeded (an Exception) once, inside the
+    model call: it must end the task, not start a frame-by-frame retry in the little time
+    left before the hard limit kills the worker."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from emotion.inference import get_predictor
+
+    real, calls = get_predictor(), []
+
+    class OutOfTimeOnce:
+        sha256 = real.sha256
+
+        def describe(self):
+            return real.describe()
+
+        def predict_frames(self, images, classify, timings=None):
+            calls.append(len(images))
+            if len(calls) == 1:
+                raise SoftTimeLimitExceeded()
+            return real.predict_frames(images, classify, timings)
+
+    monkeypatch.setattr("emotion.inference.get_predictor", lambda: OutOfTimeOnce())
+    ids = accept(classroom.session, face_frames[0], face_frames[1])
+    with pytest.raises(SoftTimeLimitExceeded):
+        readings_analyse(reading_ids=ids)
+    assert calls == [2]  # no frame-by-frame retry
+    assert not Reading.objects.filter(pk__in=ids, analysed_at__isnull=False).exists()

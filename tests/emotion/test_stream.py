@@ -265,3 +265,39 @@ async def test_ending_the_session_closes_the_stream(classroom, api_client_for):
     assert (await comm.receive_output(timeout=5)) == {"type": "websocket.close", "code": 4409}
     ended = await live.receive_json_from(timeout=5)
     assert ended["type"] == "session_ended" and ended["session"] == classroom.session.pk
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_socket_that_crashes_gives_its_frames_in_flight_back(
+    classroom, face_frames, settings, monkeypatch
+):
+    """The database goes away mid-stream: the consumer raises, and Channels does not call
+    disconnect(). The socket's frames in flight must go back to the process's budget, or
+    after a few such crashes no learner on this server gets credit any more."""
+    from emotion import consumers
+    from emotion.batcher import get_batcher
+
+    settings.INFERENCE_BATCH_WAIT_MS = 3000  # nothing is analysed meanwhile
+    real_accept = consumers.frames_accept
+    calls = []
+
+    def accept_then_fail(**kw):
+        calls.append(1)
+        if len(calls) > 2:
+            raise RuntimeError("the database went away")
+        return real_accept(**kw)
+
+    monkeypatch.setattr(consumers, "frames_accept", accept_then_fail)
+    comm, ok, _ = await connect(f"/ws/sessions/{classroom.session.pk}/stream/", classroom.learner)
+    client = StreamClient(comm)
+    await client.ready()
+    for i in range(2):
+        await comm.send_to(bytes_data=frame_message(i, face_frames[i]))
+    while len(client.acks) < 2:
+        assert await client.pump(timeout=10)
+    assert [a["status"] for a in client.acks] == ["accepted", "accepted"]
+    assert get_batcher().in_flight_total == 2
+    await comm.send_to(bytes_data=frame_message(2, face_frames[2]))
+    with pytest.raises(RuntimeError, match="went away"):
+        await comm.receive_output(timeout=10)
+    assert get_batcher().in_flight_total == 0
