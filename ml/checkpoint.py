@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -61,12 +62,20 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise CheckpointError(
+            f"corrupt or unreadable checkpoint {path}: not a complete torch.save archive"
+        )
     try:
         # TorchVersion is a plain str subclass some recipes recorded; nothing else is allowed.
         with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"corrupt or unreadable checkpoint {path}: {e}") from None
+        # torch's own message runs to several lines of advice about weights_only: its first
+        # line says what is wrong
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+        why = f"{type(e).__name__}: {first}" if first else type(e).__name__
+        raise CheckpointError(f"corrupt or unreadable checkpoint {path}: {why}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an {FORMAT} file")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]

@@ -30,6 +30,15 @@ def test_missing_and_corrupt_files(tmp_path):
     truncated.write_bytes(default_weights().read_bytes()[:5000])
     with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint(truncated)
+    # a zip that is no torch archive: torch's several lines of advice become one line
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "zip.pt", "w") as z:
+        z.writestr("x/data.pkl", b"garbage")
+    for path in (bad, truncated, tmp_path / "zip.pt"):
+        with pytest.raises(CheckpointError, match="corrupt or unreadable") as e:
+            load_checkpoint(path)
+        assert "\n" not in str(e.value), str(e.value)
 
 
 def test_foreign_and_mismatched_files(tmp_path):
