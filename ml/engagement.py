@@ -257,10 +257,11 @@ class WindowSummary:
     start: float
     end: float
     n_frames: int
-    presence_ratio: float
-    attention_ratio: float
-    engagement: float
-    band: str
+    # None for a window without frames: no data (camera paused, a gap), not a 0 or a band
+    presence_ratio: float | None
+    attention_ratio: float | None
+    engagement: float | None
+    band: str | None
     emotion_distribution: dict[str, float] | None = None
     dominant_emotion: str | None = None
     valence: float | None = None
@@ -289,7 +290,7 @@ def summarize_window(
     frames = [o for o in observations if start <= o.t < end]
     n = len(frames)
     if n == 0:
-        return WindowSummary(start, end, 0, 0.0, 0.0, 0.0, DISENGAGED)
+        return WindowSummary(start, end, 0, None, None, None, None)
     presence = sum(o.face for o in frames) / n
     attention = sum(attentive(o, **th) for o in frames) / n
     engagement = float(np.mean([frame_score(o, **th) for o in frames]))
@@ -369,7 +370,7 @@ def disengaged_for(summaries: Sequence[WindowSummary], now: float) -> float:
     """Seconds the trailing run of contiguous ``"disengaged"`` windows has lasted, up to ``now``.
 
     Windows starting after ``now`` are ignored; the run stops at the first window in another
-    band or at a gap between windows. Time after the last window's end is not counted (no data:
+    band, at a window without frames (band ``None``: no data) or at a gap between windows. Time after the last window's end is not counted (no data:
     see :func:`absent_for`). Returns 0 when the latest window is not disengaged.
     """
     past = sorted((s for s in summaries if s.start <= now), key=lambda s: s.start)

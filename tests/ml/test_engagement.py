@@ -183,7 +183,8 @@ def test_windows_gaps_and_unsorted_input():
     assert [(w.start, w.end) for w in ws] == [(0, 10), (10, 20), (20, 30)]
     assert [w.n_frames for w in ws] == [2, 0, 2]
     gap = ws[1]
-    assert (gap.presence_ratio, gap.engagement, gap.band) == (0.0, 0.0, DISENGAGED)
+    # no frame: no data (camera paused, a gap), which is neither 0 nor "disengaged"
+    assert (gap.presence_ratio, gap.attention_ratio, gap.engagement, gap.band) == (None,) * 4
     assert gap.emotion_distribution is None and gap.dominant_emotion is None
     assert ws[0].engagement == pytest.approx(1.0)
     assert ws[2].presence_ratio == 0.5  # t=23 face, t=25 absent
@@ -281,3 +282,7 @@ def test_disengaged_for():
     # a gap between windows breaks the run: only [20, 30) counts
     early = replace(ws[1], start=0.0, end=10.0)  # disengaged, but [10, 20) is missing
     assert disengaged_for([early, ws[2]], now=30) == 10
+    # so does a window without frames (no data): [40, 50) alone counts
+    ws2 = windows(obs + [absent(t) for t in range(40, 50)], window_s=10)
+    assert [w.band for w in ws2] == [HIGHLY_ENGAGED, DISENGAGED, DISENGAGED, None, DISENGAGED]
+    assert disengaged_for(ws2, now=50) == 10
