@@ -172,7 +172,8 @@ def _first_message(data) -> str:
 
 
 class CSVRenderer(BaseRenderer):
-    """Renders a list of flat dicts (or ``{"rows": [...]}``) as CSV; selected by ``?format=csv``."""
+    """Renders a list of flat dicts (or ``{"rows": [...], "columns": [...]}``: then those
+    columns, in that order, header included when there is no row) as CSV; ``?format=csv``."""
 
     media_type = "text/csv"
     format = "csv"
@@ -183,8 +184,9 @@ class CSVRenderer(BaseRenderer):
             rows = [{"error": data["error"]["message"], "status": data["error"]["status"]}]
         else:
             rows = data.get("rows", []) if isinstance(data, dict) else data
+        columns = data.get("columns") if isinstance(data, dict) and "error" not in data else None
         buf = io.StringIO()
-        keys = list(dict.fromkeys(k for row in rows for k in row))
+        keys = list(columns or dict.fromkeys(k for row in rows for k in row))
         writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({k: csv_safe(v) for k, v in row.items()} for row in rows)

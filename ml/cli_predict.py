@@ -68,8 +68,13 @@ def annotate_folder(out: str, n_inputs: int) -> Path | None:
     """The folder ``--annotate OUT`` names, or None when OUT is the one output file: OUT is a
     folder for several inputs, when it is one already, ends in a slash or has no extension."""
     path = Path(out)
-    if n_inputs > 1 or path.is_dir() or out.endswith(("/", os.sep)) or not path.suffix:
+    if path.is_dir() or out.endswith(("/", os.sep)) or not path.suffix:
         return path
+    if n_inputs > 1:  # "x.png" for several inputs: a typo for a folder, not a folder "x.png"
+        raise InputError(
+            f"--annotate {out}: {n_inputs} inputs need a folder (a path ending in / or without "
+            "an extension), not a file name"
+        )
     return None
 
 
@@ -152,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             (out_dir or Path(args.annotate).parent).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             print(f"error: --annotate {args.annotate}: {e.strerror or e}", file=sys.stderr)
+            return 2
+        except InputError as e:
+            print(f"error: {e}", file=sys.stderr)
             return 2
     failures = 0
     for raw in args.paths:

@@ -24,6 +24,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from config.api import CSVRenderer, Pagination
+from ml.classes import EMOTIONS
 from tutoring import selectors, services
 from tutoring.models import Consent, Course, LearnerSession
 
@@ -257,19 +258,26 @@ class CourseConsentApi(APIView):
         c.course = course
         return Response(ConsentOutput(c).data)
 
-    @extend_schema(request=InputSerializer, responses={201: ConsentOutput})
+    @extend_schema(request=InputSerializer, responses={201: ConsentOutput, 200: ConsentOutput})
     def post(self, request, course_id: int):
+        """201 with a new consent; 200 when the same scopes under the same policy version
+        were already granted (nothing changed: a retried or double-submitted request)."""
         course = self._course(request, course_id)
         s = self.InputSerializer(data=request.data)
         s.is_valid(raise_exception=True)
         scopes = set(s.validated_data["scope"])
+        before = selectors.consent_active(learner=request.user, course=course)
         consent = services.consent_grant(
             learner=request.user,
             course=course,
             engagement="engagement" in scopes,
             emotion="emotion" in scopes,
         )
-        return Response(ConsentOutput(consent).data, status=status.HTTP_201_CREATED)
+        unchanged = before is not None and before.pk == consent.pk
+        return Response(
+            ConsentOutput(consent).data,
+            status=status.HTTP_200_OK if unchanged else status.HTTP_201_CREATED,
+        )
 
     @extend_schema(responses=ConsentOutput)
     def delete(self, request, course_id: int):
@@ -459,8 +467,21 @@ class CourseReportApi(APIView):
         report = selectors.course_report(course=course, date_from=date_from, date_to=date_to)
         if request.accepted_renderer.format == "csv":
             rows = [flatten(r) for r in report["learners"]]
-            return Response(rows, headers=_attachment(f"course-{course.pk}-report.csv"))
+            return Response(
+                {"rows": rows, "columns": course_report_columns(course)},
+                headers=_attachment(f"course-{course.pk}-report.csv"),
+            )
         return Response(report)
+
+
+def course_report_columns(course) -> list[str]:
+    """The course report CSV's columns: the same for every row and every request (a learner
+    without frames has empty emotion cells, an empty report still has its header)."""
+    cols = ["learner", "learner_id", "sessions", "duration_s", "n_frames"]
+    cols += ["presence_ratio", "attention_ratio", "engagement", "band"]
+    if course.emotion_inference_enabled:
+        cols += [f"emotion_distribution_{e}" for e in EMOTIONS] + ["dominant_emotion", "valence"]
+    return cols
 
 
 def _attachment(name: str) -> dict:

@@ -255,3 +255,15 @@ def test_a_device_that_does_not_exist_is_a_clean_error(command, tmp_path, capsys
 def test_unknown_command():
     r = ml("frobnicate")
     assert r.returncode == 2 and "unknown command" in r.stderr
+
+
+def test_annotating_several_inputs_into_a_file_name_is_refused(tmp_path, capsys):
+    """`--annotate x.png` with two inputs made a folder named x.png: a typo, said as such."""
+    from ml.cli import main
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    for p in (a, b):
+        cv2.imwrite(str(p), background(seed=5))
+    assert main(["predict", str(a), str(b), "--annotate", str(tmp_path / "x.png")]) == 2
+    assert "2 inputs need a folder" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

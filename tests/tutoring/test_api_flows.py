@@ -46,6 +46,10 @@ def test_consent_revocation_blocks_new_sessions_and_ends_open_ones(world, api):
     assert c.delete(url).status_code == 400  # nothing left to revoke
     # granting again works, and the history is kept
     assert c.post(url, {"scope": ["engagement", "emotion"]}, format="json").status_code == 201
+    # the same grant again changes nothing, and says so: 200 with the same consent
+    again = c.post(url, {"scope": ["engagement", "emotion"]}, format="json")
+    assert again.status_code == 200
+    assert again.json()["id"] == c.get(url).json()["id"]
     assert c.post("/api/sessions/", {"course": world.course.pk}, format="json").status_code == 201
     history = Consent.objects.filter(learner=world.learner_a, course=world.course)
     assert history.count() == 2 and history.filter(revoked_at__isnull=True).count() == 1
