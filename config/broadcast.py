@@ -25,3 +25,34 @@ def group_send(group: str, event_type: str, payload: dict) -> bool:
         logger.exception("broadcast to %s failed", group)
         return False
     return True
+
+
+def group_send_many(messages: list[tuple[str, str, dict]]) -> int:
+    """Send several ``(group, event_type, payload)`` messages in one pass through an event loop;
+    returns how many were sent.
+
+    ``async_to_sync`` starts a loop per call, so one call per message costs about 2 ms with
+    channels-redis against 0.4 ms per message sent together (a batch's session and course
+    summaries). Best effort like :func:`group_send`: a failing message is logged and the
+    others still go.
+    """
+    layer = get_channel_layer()
+    if layer is None or not messages:
+        return 0
+
+    async def send_all() -> int:
+        sent = 0
+        for group, event_type, payload in messages:
+            try:
+                await layer.group_send(group, {"type": event_type, "payload": payload})
+            except Exception:
+                logger.exception("broadcast to %s failed", group)
+            else:
+                sent += 1
+        return sent
+
+    try:
+        return async_to_sync(send_all)()
+    except Exception:  # the loop itself could not run: nothing was sent
+        logger.exception("broadcast of %d message(s) failed", len(messages))
+        return 0

@@ -13,7 +13,7 @@ from datetime import datetime
 from django.conf import settings
 from django.utils import timezone
 
-from config.broadcast import group_send
+from config.broadcast import group_send_many
 from emotion.models import Reading
 from ml.classes import EMOTIONS
 from ml.engagement import Observation, disengaged_for, summarize_window, windows
@@ -195,7 +195,8 @@ def _still_present(summary: dict, course: Course, now: datetime) -> dict:
 
 
 def broadcast_after_batch(readings: list[Reading]) -> None:
-    """After a batch: one message per touched session and one per touched course.
+    """After a batch: one message per touched session and one per touched course, all sent in
+    one pass through the channel layer.
 
     Each session's latest summary is cached, so a course aggregate costs one cache read for
     the course's other open sessions rather than recomputing them on every batch.
@@ -209,11 +210,12 @@ def broadcast_after_batch(readings: list[Reading]) -> None:
     by_course: dict[int, list[dict]] = defaultdict(list)
     courses = {}
     now = timezone.now()
+    messages: list[tuple[str, str, dict]] = []
     for s in sessions:
         summary = session_summary(s, s.course, now)
         cache.set(_cache_key(s.pk), summary, timeout=3600)
         summary = {**summary, "analysed_sequences": sorted(by_session[s.pk])}
-        group_send(session_group(s.pk), "session.summary", summary)
+        messages.append((session_group(s.pk), "session.summary", summary))
         by_course[s.course_id].append(summary)
         courses[s.course_id] = s.course
     for course_id, summaries in by_course.items():
@@ -228,8 +230,11 @@ def broadcast_after_batch(readings: list[Reading]) -> None:
         ]
         cached = cache.get_many([_cache_key(pk) for pk in others])
         everyone = summaries + [_still_present(v, course, now) for v in cached.values()]
-        group_send(
-            course_group(course_id),
-            "course.summary",
-            {"sessions": summaries, "summary": course_aggregate(course, everyone)},
+        messages.append(
+            (
+                course_group(course_id),
+                "course.summary",
+                {"sessions": summaries, "summary": course_aggregate(course, everyone)},
+            )
         )
+    group_send_many(messages)

@@ -70,3 +70,45 @@ def test_group_send_reports_failure_instead_of_raising(settings):
     settings.CHANNEL_LAYERS = redis_layers("redis://127.0.0.1:1/0")
     assert asyncio.get_event_loop_policy()  # sync context: helper must not raise
     assert group_send("user-1", "notify", {"x": 1}) is False
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+async def test_several_messages_go_in_one_pass_and_one_failure_does_not_stop_the_rest(
+    settings, monkeypatch
+):
+    from channels.layers import get_channel_layer
+
+    from config.broadcast import group_send_many
+
+    user = await database_sync_to_async(UserFactory)()
+    headers = await database_sync_to_async(session_headers)(user)
+    comm = WebsocketCommunicator(application, "/ws/notifications/", headers=headers)
+    assert (await comm.connect())[0]
+    layer = get_channel_layer()
+    real = layer.group_send
+
+    async def flaky(group, message):
+        if group == "broken":
+            raise ConnectionError("lost")
+        return await real(group, message)
+
+    monkeypatch.setattr(layer, "group_send", flaky)
+    messages = [
+        (user_group(user.pk), "notify", {"n": 1}),
+        ("broken", "notify", {"n": 2}),
+        (user_group(user.pk), "notify", {"n": 3}),
+    ]
+    assert await sync_to_async(group_send_many)(messages) == 2
+    got = [await comm.receive_json_from(timeout=5) for _ in range(2)]
+    assert [m["payload"]["n"] for m in got] == [1, 3]
+    await comm.disconnect()
+
+
+def test_group_send_many_reports_failure_instead_of_raising(settings):
+    from config.broadcast import group_send_many
+    from tests.conftest import redis_layers
+
+    settings.CHANNEL_LAYERS = redis_layers("redis://127.0.0.1:1/0")
+    assert group_send_many([("user-1", "notify", {"x": 1})]) == 0
+    assert group_send_many([]) == 0
