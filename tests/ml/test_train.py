@@ -157,8 +157,8 @@ def test_bad_flags_exit_2_before_the_data_is_read(tmp_path, capsys, flag, value,
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-def test_cuda_asked_for_without_cuda_is_a_clear_error(tmp_path, capsys):
+def test_cuda_asked_for_without_cuda_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a GPU machine
     args = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cuda"]
     assert _exit_code(args) == 2
     assert "CUDA is not available on this machine" in capsys.readouterr().err
