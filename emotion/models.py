@@ -53,6 +53,11 @@ class Reading(models.Model):
     analysed_at = models.DateTimeField(null=True, blank=True)  # NULL = waiting for inference
     # when the safety net last queued this pending reading again (NULL: never)
     requeued_at = models.DateTimeField(null=True, blank=True)
+    # deliveries that gave this frame to the model and never came back (the worker was
+    # killed or crashed mid-batch); one that returns, with or without an error, takes its run
+    # back. A batch holding such a reading is split, and a frame lost twice is given up.
+    # (no CHECK constraint: adding the column stays a catalogue change on a large table)
+    lost_runs = models.SmallIntegerField(default=0)
     # why a frame could not be analysed ("frame_expired", "undecodable", "consent_revoked");
     # empty when it was
     error = models.CharField(max_length=32, blank=True, default="")

@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 
 MAX_SEQUENCE = 2**31 - 1  # Reading.sequence is a PositiveIntegerField
+#: a frame given to the model this many times by deliveries that died with their worker is
+#: recorded as ``inference_failed`` instead of being tried again (once in its batch, once alone)
+MAX_LOST_RUNS = 2
 
 
 class SessionClosed(Exception):
@@ -252,6 +255,7 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
     """
     from emotion.inference import get_predictor
     from emotion.live import broadcast_after_batch
+    from emotion.tasks import analyse_batch
 
     t_start = time.perf_counter()
     store = get_frame_store()
@@ -263,30 +267,51 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
     if not pending:
         store.delete_many(reading_ids)
         return {"analysed": 0, "skipped": len(reading_ids)}
+    if len(pending) > 1 and any(r.lost_runs for r in pending):
+        # an earlier delivery of these frames died with its worker (or is still running):
+        # one frame may kill every worker that takes it, so each goes alone from now on and
+        # the others are not held hostage by it
+        logger.warning("a delivery of %d frames was lost: queuing each alone", len(pending))
+        for r in pending:
+            analyse_batch.delay([r.pk])
+        return {"analysed": 0, "skipped": len(reading_ids) - len(pending), "split": len(pending)}
     now = timezone.now()
     revoked = [r for r in pending if r.session.consent.revoked_at is not None]
     for r in revoked:
         r.analysed_at, r.error = now, "consent_revoked"
     to_run = [r for r in pending if r.session.consent.revoked_at is None]
+    for r in [r for r in to_run if r.lost_runs >= MAX_LOST_RUNS]:
+        logger.error(
+            "frame of reading %d was lost with its worker %d times: given up", r.pk, r.lost_runs
+        )
+        r.analysed_at, r.error = now, "inference_failed"
+        to_run.remove(r)
     frames = store.get_many([r.pk for r in to_run]) if to_run else {}
     # no frame, no model: a re-queue that only records expired frames loads no weights
     predictor = get_predictor() if frames else None
     t_fetched = time.perf_counter()
-    images, classify, rows = [], [], []
-    for r in to_run:
-        data = frames.get(r.pk)
-        img = decode_frame(data) if data is not None else None
-        r.analysed_at = now
-        if img is None:
-            r.error = "frame_expired" if data is None else "undecodable"
-            continue
-        rows.append(r)
-        images.append(img)
-        course = r.session.course
-        classify.append(r.session.emotion_enabled and course.emotion_inference_enabled)
-    t_decoded = time.perf_counter()
-    timings: dict = {}
-    preds = _predict(predictor, images, classify, timings) if images else []
+    running = [r.pk for r in to_run if r.pk in frames]
+    # committed before decoding: if this process dies from here on, the next delivery knows
+    Reading.objects.filter(pk__in=running).update(lost_runs=F("lost_runs") + 1)
+    try:
+        images, classify, rows = [], [], []
+        for r in to_run:
+            data = frames.get(r.pk)
+            img = decode_frame(data) if data is not None else None
+            r.analysed_at = now
+            if img is None:
+                r.error = "frame_expired" if data is None else "undecodable"
+                continue
+            rows.append(r)
+            images.append(img)
+            course = r.session.course
+            classify.append(r.session.emotion_enabled and course.emotion_inference_enabled)
+        t_decoded = time.perf_counter()
+        timings: dict = {}
+        preds = _predict(predictor, images, classify, timings) if images else []
+    except Exception:  # came back, with an error: not lost (the task fails and is retried)
+        Reading.objects.filter(pk__in=running).update(lost_runs=F("lost_runs") - 1)
+        raise
     mv = _model_version(predictor) if rows else None
     for r, faces, emo in zip(rows, preds, classify, strict=True):
         if faces is None:  # this frame alone made the model fail

@@ -80,8 +80,9 @@ def _test_database_url() -> str:
 
 
 class WorkerProcess:
-    def __init__(self, env: dict, queues: str, log: Path):
+    def __init__(self, env: dict, queues: str, log: Path, app: str = "config", pool: str = "solo"):
         self.env, self.queues, self.log = env, queues, log
+        self.app, self.pool = app, pool
         log.touch()
         self.proc: subprocess.Popen | None = None
 
@@ -96,12 +97,14 @@ class WorkerProcess:
             "-m",
             "celery",
             "-A",
-            "config",
+            self.app,
             "worker",
             "-Q",
             self.queues,
             "-P",
-            "solo",
+            self.pool,
+            "-c",
+            "1",
             "-n",
             self.node,
             "--without-gossip",
@@ -145,11 +148,14 @@ class WorkerProcess:
 @pytest.fixture
 def worker_factory(request, django_db_setup, settings, tmp_path):
     """Start real Celery worker processes on Redis, using the test database. Needs the
-    ``redis`` mark and a ``django_db(transaction=True)`` test (workers see committed rows)."""
+    ``redis`` mark and a ``django_db(transaction=True)`` test (workers see committed rows).
+    ``pool="prefork"`` runs the task in one child process, as ``make worker-gpu`` does."""
     assert request.node.get_closest_marker("redis"), "workers need @pytest.mark.redis"
     started = []
 
-    def start(name: str = "worker", **extra_env) -> WorkerProcess:
+    def start(
+        name: str = "worker", *, app: str = "config", pool: str = "solo", **extra_env
+    ) -> WorkerProcess:
         env = dict(
             os.environ,
             DATABASE_URL=_test_database_url(),
@@ -158,7 +164,8 @@ def worker_factory(request, django_db_setup, settings, tmp_path):
             PYTHONUNBUFFERED="1",
             **{k: str(v) for k, v in extra_env.items()},
         )
-        w = WorkerProcess(env, f"default,{settings.CELERY_GPU_QUEUE}", tmp_path / f"{name}.log")
+        queues = f"default,{settings.CELERY_GPU_QUEUE}"
+        w = WorkerProcess(env, queues, tmp_path / f"{name}.log", app=app, pool=pool)
         started.append(w)
         w.start()
         return w
