@@ -16,7 +16,11 @@ HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 "$BIN/python" manage.py migrate --noinput
 "$BIN/python" manage.py requeue_pending   # frames a previous run accepted but never analysed
-"$BIN/python" manage.py seed_demo --base-url "http://$HOST:$PORT"
+# Demo accounts (published password) only on a database without users, i.e. the first start;
+# an existing account is never touched. DEMO=0 skips this entirely.
+if [ "${DEMO:-1}" != 0 ]; then
+  "$BIN/python" manage.py seed_demo --if-no-users --base-url "http://$HOST:$PORT"
+fi
 if [ -z "${REDIS_URL:-}" ]; then
   # No Celery beat in the embedded default: run the periodic jobs (retention purge, stale
   # re-queue) beside the server. `exec` below turns this shell's pid ($$) into daphne's, so

@@ -476,52 +476,67 @@ DEMO_COURSES = [
 
 
 @transaction.atomic
-def demo_seed() -> dict:
-    """Idempotent demo data; existing demo users keep their rows (password reset to the demo one)."""
-    users, by_name = [], {}
+def demo_seed(*, only_if_no_users: bool = False) -> dict:
+    """Create the demo accounts and courses that are missing; never change what exists.
+
+    An account that already exists (made by an earlier seed or by an operator under a demo
+    name) keeps its password, flags, token, enrollments and consents: the published demo
+    password is set only on accounts created now, and only they get a token (returned, to be
+    printed once). Enrollments and consents are made only where the course or the learner is
+    created now, so a learner removed from a demo course, or who revoked consent, stays so.
+    With ``only_if_no_users`` (``make run``) nothing is created on a database that has any
+    user. Returns what was created, and the demo usernames left as they were.
+    """
+    result = {"users": [], "courses": [], "existing": [], "skipped": False}
+    if only_if_no_users and User.objects.exists():
+        result["skipped"] = True
+        return result
+    by_name, created = {}, set()
     for username, role in DEMO_USERS:
         user = User.objects.filter(username=username).first()
-        if user is None:
-            user = user_create(
-                username=username,
-                password=DEMO_PASSWORD,
-                role=role,
-                first_name=username.rstrip("0123456789").title(),
-            )
-        else:
-            user.set_password(DEMO_PASSWORD)
-            user.save(update_fields=["password"])
-        if role == User.Role.ADMIN and not user.is_superuser:
-            user.is_staff = user.is_superuser = True
-            user.save(update_fields=["is_staff", "is_superuser"])
-        token, _ = Token.objects.get_or_create(user=user)
+        if user is not None:
+            by_name[username] = user
+            result["existing"].append(username)
+            continue
+        admin = role == User.Role.ADMIN
+        user = user_create(
+            username=username,
+            password=DEMO_PASSWORD,
+            role=role,
+            first_name=username.rstrip("0123456789").title(),
+            is_staff=admin,
+            is_superuser=admin,
+        )
+        token = Token.objects.create(user=user)
         by_name[username] = user
-        users.append(
+        created.add(username)
+        result["users"].append(
             {"username": username, "role": role, "password": DEMO_PASSWORD, "token": token.key}
         )
-    courses = []
     for title, instructor, learners, policy in DEMO_COURSES:
         course = Course.objects.filter(title=title).first()
-        if course is None:
+        new_course = course is None
+        if new_course:
+            teacher = by_name[instructor]
             course = course_create(
-                title=title,
-                instructors=[by_name[instructor]],
-                learners=[by_name[n] for n in learners],
-                **policy,
+                title=title, instructors=[teacher] if teacher.is_instructor else [], **policy
             )
+        enrolled = []
         for name in learners:
             learner = by_name[name]
+            if not (new_course or name in created) or not learner.is_learner:
+                continue
             course_enroll(course=course, learner=learner)
-            if not Consent.objects.filter(
-                learner=learner, course=course, revoked_at__isnull=True
-            ).exists():
+            enrolled.append(name)
+            if name in created:  # consent only for a learner account made now, as its fiction
                 consent_grant(
                     learner=learner,
                     course=course,
                     engagement=True,
                     emotion=course.emotion_inference_enabled,
                 )
-        courses.append(
-            {"id": course.pk, "title": course.title, "instructor": instructor, "learners": learners}
-        )
-    return {"users": users, "courses": courses}
+        if new_course:
+            result["courses"].append(
+                {"id": course.pk, "title": title, "instructor": instructor, "learners": enrolled}
+            )
+    return result

@@ -6,15 +6,18 @@ from rest_framework.test import APIClient
 
 from emotion.models import Reading
 from tests.factories import ReadingFactory
-from tutoring.models import Consent, LearnerSession
+from tutoring.models import Consent, LearnerSession, User
 
 
 @pytest.mark.django_db
 def test_seed_demo_is_idempotent_and_tokens_work(capsys):
     call_command("seed_demo")
-    call_command("seed_demo")
     out = capsys.readouterr().out
     assert "instructor1" in out and "demo-pass-123" in out
+    call_command("seed_demo")  # creates nothing more, and prints no credential again
+    again = capsys.readouterr().out
+    assert "demo-pass-123" not in again and "No demo account created." in again
+    assert User.objects.filter(username__in=["admin", "instructor1", "learner3"]).count() == 3
     c = APIClient()
     r = c.post("/api/auth/token/", {"username": "instructor1", "password": "demo-pass-123"})
     assert r.status_code == 200

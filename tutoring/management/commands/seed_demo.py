@@ -1,4 +1,4 @@
-"""Create (idempotently) the demo accounts and print how to log in."""
+"""Create the missing demo accounts and courses; print the logins of those created now."""
 
 from django.core.management.base import BaseCommand
 
@@ -6,21 +6,41 @@ from tutoring.services import demo_seed
 
 
 class Command(BaseCommand):
-    help = "Create demo admin, instructors, courses and learners (idempotent) and print logins."
+    help = (
+        "Create the demo admin, instructors, courses and learners that do not exist yet and "
+        "print their logins (once, when created). Existing accounts are never changed: no "
+        "password, flag or consent is reset."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
+        parser.add_argument(
+            "--if-no-users",
+            action="store_true",
+            help="create nothing when the database has any user already (what `make run` does)",
+        )
 
-    def handle(self, *args, base_url, **options):
-        result = demo_seed()
+    def handle(self, *args, base_url, if_no_users, **options):
+        result = demo_seed(only_if_no_users=if_no_users)
         w = self.stdout.write
-        w(self.style.SUCCESS("Demo data ready."))
-        w(f"{'role':<12}{'username':<14}{'password':<18}token")
-        for u in result["users"]:
-            w(f"{u['role']:<12}{u['username']:<14}{u['password']:<18}{u['token']}")
+        if result["skipped"]:
+            w(
+                "Demo data not seeded: the database already has users "
+                "(`manage.py seed_demo` adds the missing demo accounts; DEMO=0 skips this)."
+            )
+            return
+        if result["users"]:
+            w(self.style.SUCCESS("Demo accounts created (the passwords are shown only now):"))
+            w(f"{'role':<12}{'username':<14}{'password':<18}token")
+            for u in result["users"]:
+                w(f"{u['role']:<12}{u['username']:<14}{u['password']:<18}{u['token']}")
+        else:
+            w("No demo account created.")
+        if result["existing"]:
+            w(f"Existing accounts left unchanged: {', '.join(result['existing'])}")
         for c in result["courses"]:
             w(
-                f"course #{c['id']} {c['title']!r}: instructor {c['instructor']}, "
-                f"learners {', '.join(c['learners'])}"
+                f"course #{c['id']} {c['title']!r} created: instructor {c['instructor']}, "
+                f"learners {', '.join(c['learners']) or '-'}"
             )
         w(f"Open {base_url}/ (admin: {base_url}/admin/, API docs: {base_url}/api/docs/)")
