@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html
@@ -25,13 +26,28 @@ class ReviewedFilter(admin.SimpleListFilter):
     def queryset(self, request, qs):
         from django.db.models import F
 
-        if self.value() == "todo":
-            return qs.filter(face_found=True, reviewed_label__isnull=True)
+        if self.value() == "todo":  # expressions the model estimated, with the learner's consent
+            return qs.filter(label__isnull=False, reviewed_label__isnull=True)
         if self.value() == "agree":
             return qs.filter(reviewed_label=F("label"))
         if self.value() == "disagree":
             return qs.exclude(reviewed_label__isnull=True).exclude(reviewed_label=F("label"))
         return qs
+
+
+class ReviewForm(forms.ModelForm):
+    class Meta:
+        model = Reading
+        fields = ("reviewed_label",)
+
+    def clean_reviewed_label(self):
+        value = self.cleaned_data["reviewed_label"]
+        if value and self.instance.label is None and value != self.instance.reviewed_label:
+            raise forms.ValidationError(
+                "No expression was estimated for this reading (engagement-only session, "
+                "no face, or not analysed): the learner did not agree to having it labelled."
+            )
+        return value
 
 
 @admin.register(Reading)
@@ -54,12 +70,17 @@ class ReadingAdmin(admin.ModelAdmin):
     search_fields = ("session__learner__username", "session__course__title")
     date_hierarchy = "captured_at"
     raw_id_fields = ("session",)
-    readonly_fields = (
-        ("session", "sequence", "captured_at", "received_at")
-        + tuple(f for f in Reading.ANALYSIS_FIELDS if f != "face_crop")
-        + ("reviewed_by", "reviewed_at", "crop")
-    )
+    # everything but the reviewer's label is what the pipeline recorded
+    readonly_fields = tuple(
+        f.name
+        for f in Reading._meta.concrete_fields
+        if f.name not in ("id", "face_crop", "reviewed_label")
+    ) + ("crop",)
     exclude = ("face_crop",)
+    form = ReviewForm
+
+    def get_changelist_form(self, request, **kwargs):
+        return ReviewForm
 
     @admin.display(description="face crop")
     def crop(self, obj):

@@ -335,10 +335,12 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
         if emo:
             r.probs, r.label, r.confidence = face.probs, face.label, face.confidence
         if (
-            r.session.course.keep_face_crops
+            emo
+            and r.session.course.keep_face_crops
             and r.session.consent.policy_version == r.session.course.consent_policy_version
             and face.crop is not None
-        ):  # only when the learner agreed to the policy that keeps them
+        ):  # only when the learner agreed to the policy that keeps them, and only for label
+            # review of an expression they agreed to have estimated
             r.face_crop = _png(face.crop)
     if settings.INFERENCE_TEST_DELAY_SECONDS:
         time.sleep(settings.INFERENCE_TEST_DELAY_SECONDS)

@@ -209,6 +209,28 @@ def test_keep_face_crops_keeps_only_the_crop(classroom, face_frames):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_no_face_crop_is_kept_for_a_learner_who_declined_expression_estimation(
+    classroom, face_frames
+):
+    """The crops exist for label review of expressions: a learner who agreed to engagement
+    only must not have an image of their face kept for staff to read an expression from."""
+    from tests.factories import LearnerSessionFactory, UserFactory, enroll
+
+    classroom.course.keep_face_crops = True
+    classroom.course.save()
+    quiet = UserFactory(username="quiet")
+    enroll(classroom.course, quiet, emotion=False)
+    session = LearnerSessionFactory(
+        learner=quiet, course=classroom.course, consent=quiet.consents.get()
+    )
+    upload(quiet, session, [("a.jpg", face_frames[0])])
+    reading = Reading.objects.get(session=session)
+    assert reading.face_found and reading.label is None
+    assert reading.face_crop is None
+    assert get_frame_store().keys() == []
+
+
+@pytest.mark.django_db(transaction=True)
 def test_readings_api_filters_and_permissions(classroom, face_frames, api_client_for):
     upload(
         classroom.learner,
