@@ -72,8 +72,30 @@ class UserAdmin(BaseUserAdmin):
         return None
 
 
+class EnrollmentForm(forms.ModelForm):
+    """An enrollment is added or deleted, never re-pointed: moving it to another learner or
+    course would remove the first one from the course without ending their sessions or
+    revoking their consent (``services.enrollment_delete``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            for name in ("course", "learner"):
+                if name in self.fields:
+                    self.fields[name].disabled = True
+
+
+class EnrollmentInlineFormSet(forms.BaseInlineFormSet):
+    def delete_existing(self, obj, commit=True):
+        # a row ticked "delete" on the course page: through the service, as the admin's delete
+        if commit:
+            services.enrollment_delete(enrollment=obj)
+
+
 class EnrollmentInline(admin.TabularInline):
     model = Enrollment
+    form = EnrollmentForm
+    formset = EnrollmentInlineFormSet
     extra = 0
     autocomplete_fields = ("learner",)
 
@@ -130,9 +152,18 @@ class CourseAdmin(admin.ModelAdmin):
 
 @admin.register(Enrollment)
 class EnrollmentAdmin(admin.ModelAdmin):
+    form = EnrollmentForm
     list_display = ("learner", "course", "created_at")
     list_filter = ("course",)
     search_fields = ("learner__username", "course__title")
+
+    def delete_model(self, request, obj):
+        services.enrollment_delete(enrollment=obj)
+
+    def delete_queryset(self, request, queryset):
+        # one at a time, through the service: open sessions ended and announced, consent revoked
+        for enrollment in queryset:
+            services.enrollment_delete(enrollment=enrollment)
 
 
 @admin.register(Consent)

@@ -386,6 +386,33 @@ def session_delete(*, session: LearnerSession) -> int:
 
 
 @transaction.atomic
+def enrollment_delete(*, enrollment: Enrollment) -> dict:
+    """Remove a learner from a course (an admin's delete). The learner's active consent for
+    the course is revoked and their open sessions in it are ended (reason ``unenrolled``,
+    the dashboard and the session's stream are told), and frames still waiting for inference
+    are not analysed, as for ``consent_revoke``: nothing more is taken, and enrolling the
+    learner again later asks for consent again. Past sessions and readings stay (they fall
+    under retention, or ``learner_data_erase``). Returns what was ended and revoked."""
+    from emotion.models import Reading
+    from emotion.services import frames_discard_pending
+
+    enrollment = Enrollment.objects.select_for_update().filter(pk=enrollment.pk).first()
+    if enrollment is None:
+        return {"sessions_ended": 0, "consents_revoked": 0}
+    learner, course = enrollment.learner, enrollment.course
+    n_revoked = Consent.objects.filter(
+        learner=learner, course=course, revoked_at__isnull=True
+    ).update(revoked_at=timezone.now())
+    # sessions first, then the discard: see consent_grant
+    n_ended = _sessions_end_open(learner=learner, course=course, reason="unenrolled")
+    frames_discard_pending(
+        readings=Reading.objects.filter(session__learner=learner, session__course=course)
+    )
+    Enrollment.objects.filter(pk=enrollment.pk).delete()
+    return {"sessions_ended": n_ended, "consents_revoked": n_revoked}
+
+
+@transaction.atomic
 def user_delete(*, user: User) -> dict:
     """Delete an account (an admin's delete): its learning data is erased first through
     ``learner_data_erase`` (open sessions ended and announced, pending frames' bytes deleted),
