@@ -51,3 +51,19 @@ def test_precision_migration_refuses_to_merge_two_precisions_of_a_checkpoint(bac
     apps = MigrationExecutor(connection).loader.project_state(WITH_PRECISION).apps
     kept = apps.get_model("emotion", "ModelVersion").objects.order_by("precision")
     assert list(kept.values_list("precision", flat=True)) == ["fp32", "int8"]  # nothing lost
+
+
+@pytest.mark.django_db(transaction=True)
+def test_crops_without_an_estimated_expression_are_deleted_by_migration(back_to_latest):
+    from emotion.models import Reading
+    from tests.factories import LearnerSessionFactory, ReadingFactory
+
+    _migrate([("emotion", "0007_reading_lost_runs")])  # same schema as 0008: data-only
+    emotion = LearnerSessionFactory(emotion_enabled=True)
+    engagement_only = LearnerSessionFactory(emotion_enabled=False)
+    kept = ReadingFactory(session=emotion, face_crop=b"png")
+    dropped = ReadingFactory(session=engagement_only, face_crop=b"png")
+    assert kept.label and dropped.label is None
+    _migrate([("emotion", "0008_drop_crops_without_estimated_expression")])
+    assert bytes(Reading.objects.get(pk=kept.pk).face_crop) == b"png"
+    assert Reading.objects.get(pk=dropped.pk).face_crop is None
