@@ -210,7 +210,13 @@ class LearnerSessionAdmin(admin.ModelAdmin):
     list_filter = ("status", "course", "emotion_enabled")
     search_fields = ("learner__username", "course__title")
     date_hierarchy = "started_at"
-    raw_id_fields = ("consent",)
+    # A session is a record of what was taken under which consent: staff see it, end it by
+    # deleting it, never edit it (turning emotion_enabled on for a learner who declined it,
+    # moving it to another course, swapping its consent) nor make one without the learner.
+    readonly_fields = tuple(f.name for f in LearnerSession._meta.fields if not f.primary_key)
+
+    def has_add_permission(self, request):
+        return False
 
     def delete_model(self, request, obj):
         services.session_delete(session=obj)
