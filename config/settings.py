@@ -209,13 +209,12 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- security -------------------------------------------------------------------------------
-SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG and not EMBEDDED)
-CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG and not EMBEDDED)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # plain-HTTP health probes get their answer, not a 301
 # Only behind a TLS-terminating proxy that sets X-Forwarded-Proto itself: otherwise any client
 # can claim HTTPS with that header (secure cookies, no redirect, CSRF origin checks).
-if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+TRUST_X_FORWARDED_PROTO = env.bool("TRUST_X_FORWARDED_PROTO", default=False)
+if TRUST_X_FORWARDED_PROTO:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
@@ -223,6 +222,85 @@ SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
+
+
+def _loopback_host(host: str) -> bool:
+    """A name only this machine answers to: localhost (and *.localhost), 127.0.0.0/8, ::1,
+    or the test client's testserver."""
+    import ipaddress
+
+    host = host.lower().strip("[]").lstrip("*").lstrip(".")
+    if host in ("localhost", "testserver") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _served_locally_only() -> bool:
+    """The server can only be used from this machine: `make run` (http://127.0.0.1:8000/), the
+    test suite, the image build. Every ALLOWED_HOSTS and CSRF_TRUSTED_ORIGINS entry is a
+    loopback name and nothing says HTTPS or a proxy. A deployment that people log into from
+    elsewhere cannot look like this: a browser elsewhere sends a Host that is not loopback (400
+    unless in ALLOWED_HOSTS), and a proxy that rewrites Host to the upstream address still
+    needs CSRF_TRUSTED_ORIGINS for the login form's POST."""
+    from urllib.parse import urlsplit
+
+    return (
+        all(_loopback_host(h) for h in ALLOWED_HOSTS)
+        and all(_loopback_host(urlsplit(o).hostname or "") for o in CSRF_TRUSTED_ORIGINS)
+        and not (SECURE_SSL_REDIRECT or SECURE_HSTS_SECONDS or TRUST_X_FORWARDED_PROTO)
+    )
+
+
+SERVED_LOCALLY_ONLY = _served_locally_only()
+
+# Secure cookies whenever DEBUG is off, except where the server is only reachable as a loopback
+# name over plain HTTP (`make run`): Chromium and Firefox keep Secure cookies on
+# http://127.0.0.1 and http://localhost, but Safari drops them (WebKit bug 281149), so signing
+# in would fail there; and over loopback the cookie never crosses a network anyway.
+_COOKIE_SECURE_DEFAULT = not DEBUG and not SERVED_LOCALLY_ONLY
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=_COOKIE_SECURE_DEFAULT)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=_COOKIE_SECURE_DEFAULT)
+
+# A weak SECRET_KEY lets anyone forge session cookies and password-reset links. With DEBUG off,
+# a server others can reach refuses to start with one (`make run` generates a 67-character key
+# into DATA_DIR/secret_key; the test suite and the image build use short ones, and are served
+# locally only). The same rule as `check --deploy` (security.W009), plus known placeholders.
+_PLACEHOLDER_SECRET_KEYS = {
+    "insecure-dev-only-key-set-secret_key-in-production",  # the DEBUG default above
+    "test-secret-key-not-for-production",  # scripts/test.sh
+    "browser-tests",
+    "bench-only-secret",
+    "build",  # docker/Dockerfile's collectstatic
+    "changeme",
+    "change-me",
+    "secret",
+    "…",
+    "...",
+}
+
+
+def _weak_secret_key(key: str) -> str | None:
+    if key.lower() in _PLACEHOLDER_SECRET_KEYS or key.startswith("django-insecure-"):
+        return "is a known placeholder"
+    if len(key) < 50:
+        return f"has {len(key)} characters (at least 50 needed)"
+    if len(set(key)) < 5:
+        return "has fewer than 5 different characters"
+    return None
+
+
+if not DEBUG and not SERVED_LOCALLY_ONLY and (_weakness := _weak_secret_key(SECRET_KEY)):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"SECRET_KEY {_weakness}: with DEBUG off, on a server other machines can reach "
+        "(ALLOWED_HOSTS or CSRF_TRUSTED_ORIGINS name more than loopback, or HTTPS or proxy "
+        "settings are on), it must be long and random, e.g. "
+        "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+    )
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

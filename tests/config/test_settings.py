@@ -133,13 +133,16 @@ def test_check_deploy_is_clean_with_production_env():
 # --- NUM_PROXIES: who the login throttle counts ------------------------------------------------
 
 
+LONG_KEY = "kT3v9Qx-8mZrW2pLf7Hs0aYcN5uEjB4dG1oVi6Rw_XnKqPzUy7"  # 50 characters, random
+
+
 def _settings_value(env: dict, expr: str) -> subprocess.CompletedProcess:
     base = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "config.settings", "HOME": "/tmp"}
     code = f"import json, django; django.setup(); from django.conf import settings; print(json.dumps({expr}))"
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
-        env={**base, "SECRET_KEY": "x", **env},
+        env={**base, "SECRET_KEY": LONG_KEY, **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -262,3 +265,99 @@ def test_healthz_is_not_redirected_to_https(client, settings):
     settings.SECURE_SSL_REDIRECT = True
     assert client.get("/healthz").status_code == 200
     assert client.get("/api/courses/").status_code == 301  # everything else still is
+
+
+# --- Secure cookies and the SECRET_KEY, by whether the server is reachable from elsewhere -------
+
+
+def _cookies_secure(env: dict) -> list:
+    out = _settings_value(
+        env,
+        "[settings.SESSION_COOKIE_SECURE, settings.CSRF_COOKIE_SECURE]",
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"ALLOWED_HOSTS": "affect.example.org"},  # embedded (SQLite, no Redis) on a real host
+        {"ALLOWED_HOSTS": "affect.example.org", "REDIS_URL": "redis://127.0.0.1:6379/3"},
+        {"ALLOWED_HOSTS": "*"},
+        {"ALLOWED_HOSTS": "10.0.0.5"},
+        # a proxy that sends Host: 127.0.0.1 still needs the public origin for the form's POST
+        {"ALLOWED_HOSTS": "127.0.0.1", "CSRF_TRUSTED_ORIGINS": "https://affect.example.org"},
+        {"SECURE_SSL_REDIRECT": "true"},
+        {"SECURE_HSTS_SECONDS": "3600"},
+        {"TRUST_X_FORWARDED_PROTO": "true"},
+    ],
+)
+def test_cookies_are_secure_by_default_with_debug_off_on_a_server_reachable_from_elsewhere(env):
+    assert _cookies_secure(env) == [True, True]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},  # make run: default ALLOWED_HOSTS, http://127.0.0.1:8000/
+        {"REDIS_URL": "redis://127.0.0.1:6379/3"},  # the test suite, compose on localhost
+        {"ALLOWED_HOSTS": "localhost,127.0.0.1,[::1],app.localhost,127.0.1.1"},
+        {"CSRF_TRUSTED_ORIGINS": "http://localhost:8000,http://127.0.0.1:8000"},
+        {"DEBUG": "true", "ALLOWED_HOSTS": "affect.example.org"},
+    ],
+)
+def test_cookies_are_not_secure_where_only_this_machine_can_reach_the_server(env):
+    """Safari drops Secure cookies on http://localhost and http://127.0.0.1 (WebKit bug
+    281149): `make run`'s login would fail there."""
+    assert _cookies_secure(env) == [False, False]
+
+
+def test_the_cookie_settings_can_be_set_either_way():
+    local = {"SESSION_COOKIE_SECURE": "true", "CSRF_COOKIE_SECURE": "true"}
+    assert _cookies_secure(local) == [True, True]
+    remote = {"ALLOWED_HOSTS": "affect.example.org", "SESSION_COOKIE_SECURE": "false"}
+    assert _cookies_secure({**remote, "CSRF_COOKIE_SECURE": "false"}) == [False, False]
+
+
+@pytest.mark.parametrize(
+    "key, why",
+    [
+        ("x", "has 1 characters (at least 50 needed)"),
+        ("test-secret-key-not-for-production", "is a known placeholder"),
+        ("insecure-dev-only-key-set-SECRET_KEY-in-production", "is a known placeholder"),
+        ("django-insecure-" + "k3v9qx8mzrw2plf7hs0aycn5uejb4dg1ovi6rw", "is a known placeholder"),
+        ("ab" * 40, "has fewer than 5 different characters"),
+        (LONG_KEY[:49], "has 49 characters (at least 50 needed)"),
+    ],
+)
+def test_a_weak_secret_key_is_refused_with_debug_off_on_a_server_reachable_from_elsewhere(key, why):
+    out = _settings_value({"SECRET_KEY": key, "ALLOWED_HOSTS": "affect.example.org"}, "1")
+    assert out.returncode != 0
+    assert f"SECRET_KEY {why}" in out.stderr
+    assert "secrets.token_urlsafe(50)" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SECRET_KEY": LONG_KEY, "ALLOWED_HOSTS": "affect.example.org"},
+        {"SECRET_KEY": "x", "ALLOWED_HOSTS": "affect.example.org", "DEBUG": "true"},
+        # served locally only: the test suite's key, the image build's, `make run`'s own
+        {"SECRET_KEY": "test-secret-key-not-for-production"},
+        {"SECRET_KEY": "build", "REDIS_URL": "redis://127.0.0.1:6379/3"},
+        {"SECRET_KEY": "browser-tests", "ALLOWED_HOSTS": "127.0.0.1,localhost"},
+    ],
+)
+def test_a_strong_key_or_a_local_server_starts(env):
+    out = _settings_value(env, "1")
+    assert out.returncode == 0, out.stderr
+
+
+def test_make_run_generates_a_key_the_check_accepts():
+    """scripts/run.sh: secrets.token_urlsafe(50) when SECRET_KEY is unset."""
+    import secrets
+
+    key = secrets.token_urlsafe(50)
+    out = _settings_value({"SECRET_KEY": key, "ALLOWED_HOSTS": "affect.example.org"}, "1")
+    assert out.returncode == 0, out.stderr
