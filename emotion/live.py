@@ -181,6 +181,16 @@ def _cache_key(session_id: int) -> str:
     return f"live:session:{session_id}"
 
 
+def session_summaries_forget(session_ids) -> None:
+    """Delete the cached live summaries (learner's name, engagement, emotion mix; kept an hour)
+    of sessions whose data was erased or purged."""
+    from django.core.cache import cache
+
+    keys = [_cache_key(pk) for pk in session_ids]
+    if keys:
+        cache.delete_many(keys)
+
+
 def _still_present(summary: dict, course: Course, now: datetime) -> dict:
     """A cached summary aged to ``now``: present only if a frame came recently enough."""
     if summary.get("last_frame_at"):

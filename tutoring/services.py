@@ -284,6 +284,18 @@ def session_end(*, session: LearnerSession, reason: str = "ended") -> LearnerSes
     return session
 
 
+def _live_summaries_forget(*, session_ids) -> None:
+    """Once the deletion commits, drop the deleted sessions' cached live summaries (the
+    learner's name, engagement and emotion mix, otherwise kept an hour). On commit, so a batch
+    that finishes meanwhile cannot cache one again before the rows are gone; best effort
+    (``robust``): a cache that is down is logged and does not undo the deletion."""
+    from emotion.live import session_summaries_forget
+
+    ids = list(session_ids)
+    if ids:
+        transaction.on_commit(lambda: session_summaries_forget(ids), robust=True)
+
+
 def learner_data_counts(*, learner: User) -> dict:
     """What ``learner_data_erase`` would erase (and keep) for ``learner``, for a confirmation
     screen: kept next to the erase so the two cannot drift apart."""
@@ -323,12 +335,13 @@ def learner_data_erase(*, learner: User) -> dict:
     n_readings = readings.count()
     readings.delete()
     sessions = LearnerSession.objects.filter(learner=learner)
-    n_sessions = sessions.count()
+    ids = list(sessions.values_list("pk", flat=True))
     sessions.delete()
+    _live_summaries_forget(session_ids=ids)
     revoked = Consent.objects.filter(learner=learner, revoked_at__isnull=True).update(
         revoked_at=now
     )
-    return {"readings": n_readings, "sessions": n_sessions, "consents_revoked": revoked}
+    return {"readings": n_readings, "sessions": len(ids), "consents_revoked": revoked}
 
 
 def sessions_end_idle(*, now=None, idle_minutes: int | None = None) -> list[int]:
@@ -382,6 +395,7 @@ def session_delete(*, session: LearnerSession) -> int:
     n = readings.count()
     readings.delete()
     LearnerSession.objects.filter(pk=session.pk).delete()
+    _live_summaries_forget(session_ids=[session.pk])
     return n
 
 
@@ -432,10 +446,11 @@ def course_delete(*, course: Course) -> int:
     for s in LearnerSession.objects.filter(course=course, status=LearnerSession.Status.ACTIVE):
         session_end(session=s, reason="course_deleted")
     frames_discard_pending(readings=Reading.objects.filter(session__course=course), error="deleted")
-    n = LearnerSession.objects.filter(course=course).count()
+    ids = list(LearnerSession.objects.filter(course=course).values_list("pk", flat=True))
     Reading.objects.filter(session__course=course).delete()
     Course.objects.filter(pk=course.pk).delete()
-    return n
+    _live_summaries_forget(session_ids=ids)
+    return len(ids)
 
 
 def readings_purge_expired(*, now=None) -> dict[int, int]:
@@ -465,6 +480,7 @@ def sessions_purge_expired(*, now=None) -> dict[int, int]:
             expired = LearnerSession.objects.filter(
                 course=course, status=LearnerSession.Status.ENDED, ended_at__lt=cutoff
             )
+            _live_summaries_forget(session_ids=expired.values_list("pk", flat=True))
             Reading.objects.filter(session__in=expired).delete()
             n = expired.delete()[1].get(LearnerSession._meta.label, 0)
         if n:
