@@ -192,6 +192,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Classroom affect analytics API",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/schema/ and /api/docs/: signed in (session) or an API token; nothing in the API is
+    # for anonymous callers but the token endpoint, so neither is its description
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "PATH_CONVERTER_OVERRIDES": {
         "id": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}
     },
