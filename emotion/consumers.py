@@ -24,6 +24,14 @@ from tutoring.models import Course, LearnerSession, User
 from tutoring.selectors import course_is_managed_by
 
 CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_ENDED = 4401, 4403, 4404, 4409
+# A stream socket that a newer one for the same session replaced. 4403, not a code of its
+# own: the shipped recorder treats 4401/4403/4404/4409 as final and reconnects on any other
+# code, so two tabs would take the session from each other for ever.
+CLOSE_REPLACED = CLOSE_FORBIDDEN
+REPLACED_REASON = (
+    "this session is now streaming from another tab or window, so this one stopped "
+    "(reload this page to stream from here instead)"
+)
 # While a socket lives, whether its user may still have it (account active, still signed in
 # with this browser session, still the course's instructor or the session's learner) is
 # checked again at the first message either way after this many seconds: the check at connect
@@ -175,7 +183,10 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
     code (4401 signed out, 4403 consent revoked, 4404 not your session, 4409 ended).
 
     While it lives the socket is checked again (``RECHECK_SECONDS``): a deactivated account or
-    a signed-out browser session gets 4401, then nothing more.
+    a signed-out browser session gets 4401, then nothing more. One stream per session: a newer
+    socket for the session (a reopened tab; on any server process, through the channel
+    layer) replaces this one, which is closed with 4403 and ``REPLACED_REASON``, so that one
+    learner cannot hold the process's whole in-flight budget with many sockets.
     """
 
     async def connect(self):
@@ -197,6 +208,11 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
         self.max_in_flight = settings.STREAM_MAX_IN_FLIGHT
         self.group = session_group(self.session.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        # the newest stream of a session wins: older ones (any process) close on this
+        self.opened = (time.time_ns(), self.channel_name)
+        await self.channel_layer.group_send(
+            self.group, {"type": "stream.replaced", "at": self.opened[0], "by": self.channel_name}
+        )
         self.checked_at = time.monotonic()
         await self.accept()
         await self.send_json(
@@ -412,6 +428,11 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
 
     async def session_ended(self, event):
         await self.shut_with(CLOSE_ENDED, ended_reason(event["payload"].get("reason")))
+
+    async def stream_replaced(self, event):
+        """A socket for this session opened (``connect``): the older of the two closes."""
+        if (event["at"], event["by"]) > self.opened:
+            await self.shut_with(CLOSE_REPLACED, REPLACED_REASON)
 
 
 def _parse_time(value) -> datetime | None:
