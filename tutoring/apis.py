@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, time
 
+from asgiref.sync import sync_to_async
 from django import forms
+from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django_filters import rest_framework as filters
@@ -492,12 +495,70 @@ def _attachment(name: str) -> dict:
 
 
 class MeExportApi(APIView):
+    """The caller's data (``selectors.learner_export``) as one JSON document, streamed.
+
+    The bytes are those DRF's JSONRenderer writes for the whole document (compact, the same
+    dates and escapes), but only ``user``, ``enrollments``, ``consents`` and ``sessions`` are
+    rendered up front; the readings follow one at a time as they are read, so the process holds
+    a chunk of them, not the learner's history.
+    """
+
+    #: JSON bytes of readings gathered into one piece of the body: each piece is one hop to
+    #: the request's thread under ASGI, and bounds what is held besides the rows of a chunk
+    piece_bytes = 64 * 1024
+
+    class Stream(StreamingHttpResponse):
+        """A streaming response that an ASGI server also gets piece by piece.
+
+        Django's ASGI handler reads a synchronous body with ``sync_to_async(list)``: all of it
+        in memory before the first byte goes out. Here each piece is pulled with its own
+        thread-sensitive ``sync_to_async`` call, so on the thread the view ran on, whose
+        database connection holds the readings' cursor (the handler closes the response on
+        that thread too, also when the client goes away mid-download). Synchronous consumers
+        (the test client) iterate it as any streaming response.
+        """
+
+        async def __aiter__(self):
+            pieces = iter(self.streaming_content)
+            pull = sync_to_async(next, thread_sensitive=True)
+            while (piece := await pull(pieces, None)) is not None:
+                yield piece
+
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
-        return Response(
-            selectors.learner_export(learner=request.user),
+        export = selectors.learner_export(learner=request.user)
+        readings = export.pop("readings")  # nothing read yet
+        head = JSONRenderer().render(export)  # '{"user":…,"sessions":[…]}'
+        return self.Stream(
+            self._body(head, readings, request.user.username),
+            content_type="application/json",
             headers=_attachment(f"{request.user.username}-data.json"),
         )
+
+    def _body(self, head: bytes, readings, username: str):
+        """``head`` reopened for ``"readings":[…]}``. A failure part-way is logged and ends the
+        body where it is: the document is never closed, so it does not parse. (The 200 went out
+        with the first piece; raising instead left daphne's client waiting on an open
+        connection until it gave up.)"""
+        render = JSONRenderer().render
+        try:
+            yield head[:-1] + b',"readings":['
+            piece, size, comma = [], 0, b""
+            for reading in readings:
+                out = render(reading)
+                piece += (comma, out)
+                comma, size = b",", size + len(out)
+                if size >= self.piece_bytes:
+                    yield b"".join(piece)
+                    piece, size = [], 0
+            piece.append(b"]}")
+            yield b"".join(piece)
+        except Exception:
+            logging.getLogger(__name__).exception(
+                "The data export for %s failed part-way: the download was cut short", username
+            )
+        finally:
+            readings.close()
 
 
 class MeDataApi(APIView):

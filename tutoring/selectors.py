@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import math
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
 
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
@@ -358,6 +359,10 @@ EXPORT_READING_FIELDS = (
 )
 
 
+#: readings fetched per round trip by the export (plain rows, face crops included)
+EXPORT_CHUNK_SIZE = 1000
+
+
 def learner_export(*, learner: User) -> dict:
     """Everything stored about a learner, for a data-access request (GDPR Art. 15/20).
 
@@ -365,17 +370,15 @@ def learner_export(*, learner: User) -> dict:
     of the face (``reviewed_label``, ``reviewed_at``; not who reviewed it). A face crop kept
     for review (courses with ``keep_face_crops``) is the learner's own image: it is included as
     ``face_crop_png_base64`` (a 48×48 grayscale PNG, base64), ``null`` where none was kept.
-    Readings are read as plain rows in chunks, never as model instances all at once.
-    """
-    from emotion.models import Reading
 
+    ``user``, ``enrollments``, ``consents`` and ``sessions`` are read here; ``readings`` (last)
+    is a one-pass iterator, not a list: a learner's history can be hundreds of thousands of
+    readings, so they are read as plain rows, ``EXPORT_CHUNK_SIZE`` at a time (a server-side
+    cursor on PostgreSQL), only as it is consumed, for the caller to write out one by one.
+    Consume it on the thread that called this (the cursor belongs to that thread's database
+    connection), and close it there if it is not consumed to the end: that closes the cursor.
+    """
     sessions = LearnerSession.objects.filter(learner=learner).order_by("started_at")
-    readings = (
-        Reading.objects.filter(session__learner=learner)
-        .order_by("session_id", "sequence")
-        .values(*EXPORT_READING_FIELDS)
-        .iterator(chunk_size=1000)
-    )
     return {
         "user": {
             "username": learner.username,
@@ -416,8 +419,26 @@ def learner_export(*, learner: User) -> dict:
             }
             for s in sessions
         ],
-        "readings": [_export_reading(r) for r in readings],
+        "readings": _export_readings(learner),
     }
+
+
+def _export_readings(learner: User) -> Iterator[dict]:
+    """The learner's readings in session and sequence order, one at a time (see
+    ``learner_export``). Nothing is queried before the first one is asked for."""
+    from emotion.models import Reading
+
+    rows = (
+        Reading.objects.filter(session__learner=learner)
+        .order_by("session_id", "sequence")
+        .values(*EXPORT_READING_FIELDS)
+        .iterator(chunk_size=EXPORT_CHUNK_SIZE)
+    )
+    try:
+        for row in rows:
+            yield _export_reading(row)
+    finally:
+        rows.close()  # the server-side cursor, also when the consumer stops early
 
 
 def _export_reading(row: dict) -> dict:
