@@ -418,6 +418,8 @@ EMOTION_LIMITS = {
     # in colour at full size, so this bounds a 32-frame batch to ~350 MB (4096 px: ~1.6 GB)
     "max_side": env.int("FRAME_MAX_SIDE", default=1920),
     "max_clock_skew_s": env.int("FRAME_MAX_CLOCK_SKEW_SECONDS", default=300),
+    # REST uploads: a session's frames waiting for inference (each held in the frame store)
+    "max_pending_per_session": env.int("FRAME_MAX_PENDING_PER_SESSION", default=200),
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = EMOTION_LIMITS["max_request_bytes"]
 FILE_UPLOAD_MAX_MEMORY_SIZE = EMOTION_LIMITS["max_frame_bytes"]

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from config.api import too_many_files
 from emotion.models import Reading
-from emotion.services import IncomingFrame, SessionClosed, frames_accept
+from emotion.services import IncomingFrame, SessionBacklogged, SessionClosed, frames_accept
 from tutoring import selectors
 from tutoring.apis import paginated, parse_when
 
@@ -50,6 +50,7 @@ class FrameUploadApi(APIView):
             409: OpenApiTypes.OBJECT,
             413: OpenApiTypes.OBJECT,
             415: OpenApiTypes.OBJECT,
+            429: OpenApiTypes.OBJECT,
         },
     )
     def post(self, request, session_id: int):
@@ -87,9 +88,15 @@ class FrameUploadApi(APIView):
                 IncomingFrame(data=data, sequence=seq, captured_at=when, name=f.name, size=f.size)
             )
         try:
-            result = frames_accept(session=session, frames=frames)
+            result = frames_accept(
+                session=session, frames=frames, max_pending=limits["max_pending_per_session"]
+            )
         except SessionClosed as e:
             return _error(409, "session_ended", str(e))
+        except SessionBacklogged as e:
+            response = _error(429, "too_many_pending", str(e))
+            response["Retry-After"] = "2"
+            return response
         body = {
             "accepted": [a["sequence"] for a in result.accepted],
             "duplicates": result.duplicates,

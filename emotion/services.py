@@ -35,6 +35,17 @@ class SessionClosed(Exception):
     """Frames for a session that has ended (HTTP 409)."""
 
 
+class SessionBacklogged(Exception):
+    """More of a session's frames would wait for inference than allowed (HTTP 429)."""
+
+    def __init__(self, pending: int, incoming: int, limit: int):
+        self.pending, self.incoming, self.limit = pending, incoming, limit
+        super().__init__(
+            f"{pending} frame(s) of this session are still waiting for inference; {incoming} "
+            f"more would exceed {limit}: retry when they are analysed"
+        )
+
+
 @dataclass
 class IncomingFrame:
     data: bytes
@@ -67,12 +78,18 @@ def session_check_ingest(*, session: LearnerSession) -> None:
 
 
 def frames_accept(
-    *, session: LearnerSession, frames: list[IncomingFrame], enqueue: bool = True
+    *,
+    session: LearnerSession,
+    frames: list[IncomingFrame],
+    enqueue: bool = True,
+    max_pending: int | None = None,
 ) -> AcceptResult:
     """Validate frames, create pending readings, hold the bytes for inference, queue it.
 
     A bad frame is rejected with its reason; the others are accepted. A sequence number that
-    already has a reading is a duplicate (a client retry): reported, not stored twice.
+    already has a reading is a duplicate (a client retry): reported, not stored twice. With
+    ``max_pending``, raises ``SessionBacklogged`` and accepts none of the new frames when the
+    session would have more than that many waiting for inference.
     """
     session_check_ingest(session=session)
     result = AcceptResult()
@@ -143,6 +160,10 @@ def frames_accept(
                     ),
                 )
             )
+        if max_pending is not None and new:  # all or nothing: a retry stays simple
+            pending = Reading.objects.filter(session=locked, analysed_at__isnull=True).count()
+            if pending + len(new) > max_pending:
+                raise SessionBacklogged(pending, len(new), max_pending)
         created = Reading.objects.bulk_create([r for _, r in new])
         for (f, _), reading in zip(new, created, strict=True):
             store.put(reading.pk, f.data, settings.FRAME_TTL_SECONDS)

@@ -333,3 +333,34 @@ def test_too_many_fields_or_too_much_field_data_is_a_json_error(classroom, setti
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
     assert "1000 bytes" in r.json()["error"]["message"]
     assert not Reading.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_session_with_too_many_frames_waiting_is_refused_whole_and_keeps_what_it_had(
+    classroom, face_frames, settings, monkeypatch
+):
+    """Backpressure: one learner cannot fill the frame store and the inference queue. A
+    request that would leave more than max_pending_per_session frames waiting gets 429 with
+    Retry-After and accepts none of its frames; what was accepted before is untouched, and a
+    retry of an accepted request still answers with its duplicates."""
+    from emotion.services import readings_analyse
+
+    settings.EMOTION_LIMITS = {**settings.EMOTION_LIMITS, "max_pending_per_session": 5}
+    monkeypatch.setattr("emotion.services.readings_enqueue", lambda reading_ids: None)
+    first = [(f"{i}.jpg", face_frames[i]) for i in range(3)]
+    r = upload(classroom.learner, classroom.session, first, sequence=[0, 1, 2])
+    assert r.status_code == 202
+    second = [(f"{i}.jpg", face_frames[i]) for i in range(3, 6)]
+    r = upload(classroom.learner, classroom.session, second, sequence=[3, 4, 5])
+    assert r.status_code == 429 and r["Retry-After"] == "2"
+    assert r.json()["error"]["code"] == "too_many_pending"
+    assert "3 frame(s) of this session are still waiting" in r.json()["error"]["message"]
+    pending = Reading.objects.filter(session=classroom.session)
+    assert sorted(pending.values_list("sequence", flat=True)) == [0, 1, 2]
+    assert len(get_frame_store().keys()) == 3
+    r = upload(classroom.learner, classroom.session, first, sequence=[0, 1, 2])  # a retry
+    assert r.status_code == 202 and r.json()["duplicates"] == [0, 1, 2]
+
+    readings_analyse(reading_ids=list(pending.values_list("pk", flat=True)))
+    r = upload(classroom.learner, classroom.session, second, sequence=[3, 4, 5])
+    assert r.status_code == 202 and r.json()["accepted"] == [3, 4, 5]
