@@ -1,5 +1,7 @@
 """What users do through the API: tokens, consent, sessions, exports, erasure."""
 
+import json
+
 import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
@@ -108,7 +110,7 @@ def test_export_and_erase_touch_only_the_caller(world, api):
     for i in range(3):
         ReadingFactory(session=world.session_a, sequence=i)
         ReadingFactory(session=world.session_b, sequence=i)
-    export = api(world.learner_a).get("/api/me/export/").json()
+    export = json.loads(b"".join(api(world.learner_a).get("/api/me/export/").streaming_content))
     assert export["user"]["username"] == "learner_a"
     assert {r["session"] for r in export["readings"]} == {world.session_a.pk}
     assert len(export["readings"]) == 3 and export["consents"][0]["scopes"]
