@@ -46,7 +46,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "config.settings.content_security_policy",  # defined below (Django 5.2 has none)
+    "config.csp.content_security_policy",  # Django 5.2 has no CSP of its own
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -227,15 +227,14 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 
-# Content-Security-Policy (CONTENT_SECURITY_POLICY=on: this one; any other value: sent as it
-# is; unset: none). The pages load scripts and styles only from our static files (no inline
+# Content-Security-Policy (unset or "on": this one; "off": none; any other value: sent as it
+# is). The pages load scripts and styles only from our static files (no inline
 # script, style or event handler; page data in json_script blocks, which are not run); the
 # recorder draws the webcam into a canvas and sends blobs over a WebSocket; the dashboards
 # fetch JSON and open WebSockets on this host (ws:/wss: since older Safari does not count them
 # as 'self'). The admin's pages need nothing more; the Swagger UI adds the hash of its one
-# inline <style> (config.urls). Off by default for now: Playwright's wait_for_function
-# evaluates its predicate with eval in the page, which script-src 'self' refuses, so the
-# browser tests need bypass_csp=True first (tests/config/test_csp.py runs every page under it).
+# inline <style> (config.urls). On by default; CONTENT_SECURITY_POLICY=off sends none. The
+# middleware is config.csp.
 DEFAULT_CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
@@ -249,57 +248,11 @@ DEFAULT_CONTENT_SECURITY_POLICY = "; ".join(
         "form-action 'self'",
     ]
 )
-CONTENT_SECURITY_POLICY = env.str("CONTENT_SECURITY_POLICY", default="").strip()
-if CONTENT_SECURITY_POLICY.lower() == "on":
+CONTENT_SECURITY_POLICY = env.str("CONTENT_SECURITY_POLICY", default="on").strip()
+if CONTENT_SECURITY_POLICY.lower() in ("on", ""):
     CONTENT_SECURITY_POLICY = DEFAULT_CONTENT_SECURITY_POLICY
-
-
-def csp_with(policy: str, extra: dict[str, list[str]]) -> str:
-    """``policy`` with more sources for some directives (one missing starts from default-src)."""
-    directives = {}
-    for part in policy.split(";"):
-        if part.split():
-            name, *sources = part.split()
-            directives[name.lower()] = sources
-    for name, sources in extra.items():
-        base = directives.get(name, directives.get("default-src", []))
-        directives[name] = [*base, *(s for s in sources if s not in base)]
-    return "; ".join(" ".join([name, *sources]) for name, sources in directives.items())
-
-
-def content_security_policy(get_response):
-    """Middleware: the CONTENT_SECURITY_POLICY header, unless the response has one; a response
-    may carry ``csp_extra`` ({directive: [source, ...]}) for what only it needs. With DEBUG on
-    it is only reported (Content-Security-Policy-Report-Only)."""
-    from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-    from django.conf import settings as current
-
-    def add_header(response):
-        policy = current.CONTENT_SECURITY_POLICY
-        # with DEBUG on, reported in the console but not enforced: Django's debug pages are
-        # styled inline
-        header = "Content-Security-Policy" + ("-Report-Only" if current.DEBUG else "")
-        if policy and header not in response:
-            extra = getattr(response, "csp_extra", None)
-            response[header] = csp_with(policy, extra) if extra else policy
-        return response
-
-    if iscoroutinefunction(get_response):
-
-        async def middleware(request):
-            return add_header(await get_response(request))
-
-        markcoroutinefunction(middleware)
-    else:
-
-        def middleware(request):
-            return add_header(get_response(request))
-
-    return middleware
-
-
-content_security_policy.sync_capable = True
-content_security_policy.async_capable = True
+elif CONTENT_SECURITY_POLICY.lower() == "off":
+    CONTENT_SECURITY_POLICY = ""
 
 
 def _loopback_host(host: str) -> bool:

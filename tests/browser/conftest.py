@@ -56,6 +56,9 @@ def asgi_server(django_db_setup, tmp_path_factory):
         DB_CONN_MAX_AGE="0",
         ALLOWED_HOSTS="127.0.0.1,localhost",
         SECRET_KEY="browser-tests",
+        # Playwright's wait_for_function evals its predicate in the page, which the policy
+        # refuses; tests/config/test_csp.py runs every page under the policy instead
+        CONTENT_SECURITY_POLICY="off",
         PYTHONUNBUFFERED="1",
         INFERENCE_BATCH_WAIT_MS="100",
     )

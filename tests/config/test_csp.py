@@ -13,8 +13,8 @@ import urllib.request
 
 import pytest
 
+from config.csp import csp_with
 from config.settings import DEFAULT_CONTENT_SECURITY_POLICY as POLICY
-from config.settings import csp_with
 from tests.conftest import ROOT
 from tests.factories import InstructorFactory
 
@@ -24,7 +24,7 @@ def csp_on(settings):
     settings.CONTENT_SECURITY_POLICY = POLICY
 
 
-def test_the_setting_is_off_unless_asked_for():
+def test_the_policy_is_on_unless_turned_off():
     def value(env):
         base = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "SECRET_KEY": "x"}
         code = "from django.conf import settings; import json; print(json.dumps(settings.CONTENT_SECURITY_POLICY))"
@@ -39,8 +39,9 @@ def test_the_setting_is_off_unless_asked_for():
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
-    assert value({}) == ""
+    assert value({}) == POLICY
     assert value({"CONTENT_SECURITY_POLICY": "on"}) == POLICY
+    assert value({"CONTENT_SECURITY_POLICY": "off"}) == ""
     assert value({"CONTENT_SECURITY_POLICY": "default-src 'none'"}) == "default-src 'none'"
 
 
