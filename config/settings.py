@@ -83,7 +83,11 @@ TEMPLATES = [
 DATABASE_URL = env.str("DATABASE_URL", default="")
 if DATABASE_URL:
     DATABASES = {"default": env.db_url("DATABASE_URL")}
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+    # 0: a connection per request, closed at its end. Under ASGI (daphne) each request's sync
+    # code runs in a thread of its own, so a persistent connection is never reused but stays
+    # open: 60 s left 40 idle connections after 60 requests (Django's docs: disable them
+    # under ASGI). A Celery worker may set DB_CONN_MAX_AGE to reuse its connection.
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
     DATABASES = {
