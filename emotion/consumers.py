@@ -18,7 +18,13 @@ from django.utils.dateparse import parse_datetime
 
 from emotion.batcher import get_batcher
 from emotion.live import course_group, course_snapshot, session_group
-from emotion.services import IncomingFrame, SessionClosed, frames_accept, session_check_ingest
+from emotion.services import (
+    IncomingFrame,
+    SessionBacklogged,
+    SessionClosed,
+    frames_accept,
+    session_check_ingest,
+)
 from emotion.validation import sniff
 from tutoring.models import Course, LearnerSession, User
 from tutoring.selectors import course_is_managed_by
@@ -390,7 +396,15 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
         frame = IncomingFrame(data=data, sequence=seq, captured_at=captured_at)
         try:
             result = await database_sync_to_async(frames_accept)(
-                session=self.session, frames=[frame], enqueue=False
+                session=self.session,
+                frames=[frame],
+                enqueue=False,
+                # credit bounds one socket; this bounds the session however often it reconnects
+                max_pending=settings.EMOTION_LIMITS["max_pending_per_session"],
+            )
+        except SessionBacklogged as e:
+            return await self.send_json(
+                {**ack, "status": "dropped", "reason": str(e), "credit": self.credit()}
             )
         except SessionClosed:
             await database_sync_to_async(self.session.refresh_from_db)(fields=["end_reason"])

@@ -142,6 +142,36 @@ async def test_credit_window_drops_frames_beyond_capacity(classroom, face_frames
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_reconnecting_does_not_pile_up_frames_waiting_for_inference(
+    classroom, face_frames, settings
+):
+    """A closed socket gives its credit back before its frames are analysed, so a client that
+    reconnects in a loop got a fresh window each time; the session's own cap
+    (max_pending_per_session, as for REST uploads) drops what goes beyond it."""
+    settings.EMOTION_LIMITS = {**settings.EMOTION_LIMITS, "max_pending_per_session": 6}
+    settings.INFERENCE_BATCH_WAIT_MS = 5000  # nothing is analysed during the test
+    statuses = []
+    for attempt in range(3):
+        comm, ok, _ = await connect(
+            f"/ws/sessions/{classroom.session.pk}/stream/", classroom.learner
+        )
+        assert ok
+        client = StreamClient(comm)
+        assert (await client.ready())["credit"] == 4
+        for i in range(4):
+            seq = attempt * 4 + i
+            await comm.send_to(bytes_data=frame_message(seq, face_frames[seq]))
+        while len(client.acks) < 4:
+            assert await client.pump(timeout=10)
+        statuses += [a["status"] for a in client.acks]
+        await comm.disconnect()
+    assert statuses == ["accepted"] * 6 + ["dropped"] * 6
+    assert "6 frame(s) of this session are still waiting" in client.acks[-1]["reason"]
+    assert await reading_count(classroom.session) == 6
+    await wait_analysed(classroom.session, 6, timeout=30)  # the batcher's flush, before teardown
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_bad_stream_messages(classroom, face_frames):
     comm, _, _ = await connect(f"/ws/sessions/{classroom.session.pk}/stream/", classroom.learner)
     client = StreamClient(comm)
