@@ -28,6 +28,7 @@ from rest_framework.views import APIView
 
 from config.api import CSVRenderer, Pagination
 from ml.classes import EMOTIONS
+from ml.engagement import BANDS
 from tutoring import selectors, services
 from tutoring.models import Consent, Course, LearnerSession
 
@@ -447,7 +448,13 @@ class SessionReportApi(APIView):
         session = selectors.session_get(user=request.user, session_id=session_id)
         report = selectors.session_report(session=session)
         if request.accepted_renderer.format == "csv":
-            return Response([flatten(report)], headers=_attachment(f"session-{session.pk}.csv"))
+            row = flatten(report)
+            if report["band_share"]:  # a band no window reached has a share of 0
+                row.update({f"band_share_{b}": report["band_share"].get(b, 0.0) for b in BANDS})
+            return Response(
+                {"rows": [row], "columns": session_report_columns(session.course)},
+                headers=_attachment(f"session-{session.pk}.csv"),
+            )
         return Response(report)
 
 
@@ -475,6 +482,17 @@ class CourseReportApi(APIView):
                 headers=_attachment(f"course-{course.pk}-report.csv"),
             )
         return Response(report)
+
+
+def session_report_columns(course) -> list[str]:
+    """The session report CSV's columns: the same for every session of a course, with frames
+    or without, so files of several sessions line up (empty cells where there is no value)."""
+    cols = ["session", "learner", "course", "status", "started_at", "ended_at", "duration_s"]
+    cols += ["emotion_enabled", "n_frames", "presence_ratio", "attention_ratio", "engagement"]
+    cols += ["band"]
+    if course.emotion_inference_enabled:
+        cols += [f"emotion_distribution_{e}" for e in EMOTIONS] + ["dominant_emotion", "valence"]
+    return cols + [f"band_share_{b}" for b in BANDS]
 
 
 def course_report_columns(course) -> list[str]:

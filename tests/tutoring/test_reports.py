@@ -65,6 +65,28 @@ def test_session_report(world, api, readings):
     assert float(rows[0]["emotion_distribution_neutral"]) == pytest.approx(0.5 * 2)  # faces only
 
 
+def test_session_csv_columns_are_the_same_with_or_without_frames(world, api, readings):
+    """Researchers join one CSV per session: an empty session had one emotion_distribution
+    column and no band_share columns, a full one seven and one per band reached."""
+    from ml.classes import EMOTIONS
+    from tests.factories import LearnerSessionFactory
+
+    empty = LearnerSessionFactory(
+        learner=world.learner_a, course=world.course, consent=world.learner_a.consents.get()
+    )
+
+    def csv_of(session):
+        r = api(world.learner_a).get(f"/api/sessions/{session.pk}/report/?format=csv")
+        return list(csv.DictReader(io.StringIO(r.content.decode())))
+
+    (full_row,), (empty_row,) = csv_of(world.session_a), csv_of(empty)
+    assert list(full_row) == list(empty_row)
+    assert {f"emotion_distribution_{e}" for e in EMOTIONS} <= set(full_row)
+    assert full_row["band_share_disengaged"] == "0.5" and full_row["band_share_engaged"] == "0.0"
+    assert empty_row["band_share_engaged"] == "" and empty_row["emotion_distribution_happy"] == ""
+    assert empty_row["n_frames"] == "0"
+
+
 def test_course_report_and_csv(world, api, readings):
     rep = api(world.instructor).get(f"/api/courses/{world.course.pk}/report/").json()
     a, b = rep["learners"]
