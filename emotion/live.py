@@ -7,6 +7,7 @@ allow emotion inference.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from datetime import datetime
 
@@ -16,7 +17,7 @@ from django.utils import timezone
 from config.broadcast import group_send_many
 from emotion.models import Reading
 from ml.classes import EMOTIONS
-from ml.engagement import Observation, disengaged_for, summarize_window, windows
+from ml.engagement import Observation, disengaged_for, windows
 from tutoring.models import Course, LearnerSession
 
 
@@ -32,17 +33,25 @@ def _emotion_on(session: LearnerSession, course: Course) -> bool:
     return session.emotion_enabled and course.emotion_inference_enabled
 
 
+#: A frame received at exactly ``now`` still counts in the current window.
+_EDGE = 1e-6
+
+
 def session_summary(session: LearnerSession, course: Course, now: datetime | None = None) -> dict:
     now = now or timezone.now()
     window = settings.LIVE_WINDOW_SECONDS
     horizon = max(course.alert_disengaged_seconds, course.alert_absent_seconds) + window
+    # whole windows, the newest ending at now: it is the tile's current window, whatever the
+    # course's alert thresholds (a grid from now - horizon left a sliver of a newest window)
+    n = max(1, math.ceil(horizon / window - 1e-9))
     emotion = _emotion_on(session, course)
     recent = list(
         Reading.objects.filter(
             session=session,
             analysed_at__isnull=False,
             error="",  # a frame the server could not analyse is no data, not an absent face
-            received_at__gte=now - timezone.timedelta(seconds=horizon),
+            received_at__gte=now - timezone.timedelta(seconds=n * window),
+            received_at__lte=now,
         )
         .order_by("received_at", "sequence")
         .values("received_at", "face_found", "cues", "probs")
@@ -68,9 +77,9 @@ def session_summary(session: LearnerSession, course: Course, now: datetime | Non
     since_last_frame = (
         (now - session.last_frame_at).total_seconds() if session.last_frame_at else None
     )
-    current = summarize_window(obs, start=-window, end=1e-6).to_dict(include_emotion=emotion)
-    tail = windows(obs, window_s=window, start=-horizon, end=0.0) if obs else []
-    dis_for = disengaged_for(tail, 0.0) if tail else 0.0
+    tail = windows(obs, window_s=window, start=_EDGE - n * window, end=_EDGE)
+    current = tail[-1].to_dict(include_emotion=emotion)
+    dis_for = disengaged_for(tail, _EDGE)
     present = bool(
         session.status == LearnerSession.Status.ACTIVE
         and absent_for is not None

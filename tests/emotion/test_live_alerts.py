@@ -1,0 +1,108 @@
+"""Live alerts and the course aggregate as time passes: the disengaged alert whatever the
+course's thresholds, cached summaries of learners whose camera stopped, disengagement longer
+than the look-back, and readings the server could not analyse."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.cache import cache
+from django.utils import timezone
+
+from emotion.live import (
+    _cache_key,
+    session_summary,
+)
+from tests.factories import ReadingFactory
+from tutoring.models import LearnerSession
+
+AWAY = 0.8  # centre offset of a face looking away: gaze weight 0, engagement 0
+
+
+def reading(session, at, seq, offset=0.0, *, face=True, error="", analysed=True):
+    return ReadingFactory(
+        session=session,
+        sequence=seq,
+        captured_at=at,
+        received_at=at,
+        analysed_at=at if analysed else None,
+        face_found=face and not error,
+        cues={"center_offset": offset, "area_fraction": 0.05} if face and not error else {},
+        error=error,
+    )
+
+
+def frames(session, first, last, offset=0.0, seq0=0, step=1.0, **kw):
+    """One reading every ``step`` s from ``first`` to ``last`` (inclusive); the session's last
+    frame is the newest one."""
+    out, at, seq = [], first, seq0
+    while at <= last + timedelta(microseconds=1):
+        out.append(reading(session, at, seq, offset, **kw))
+        at += timedelta(seconds=step)
+        seq += 1
+    LearnerSession.objects.filter(pk=session.pk).update(last_frame_at=out[-1].received_at)
+    session.refresh_from_db()
+    return out
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """``emotion.live``'s idea of now, set by the test."""
+    state = {"now": timezone.now()}
+    monkeypatch.setattr("emotion.live.timezone.now", lambda: state["now"])
+    return state
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    out = []
+    monkeypatch.setattr("emotion.live.group_send_many", lambda messages: out.extend(messages))
+    return out
+
+
+@pytest.fixture
+def no_cache(classroom):
+    def forget():
+        cache.delete_many(
+            [_cache_key(pk) for pk in LearnerSession.objects.values_list("pk", flat=True)]
+        )
+
+    forget()
+    yield forget
+    forget()
+
+
+def alerts(summary, kind):
+    return [a for a in summary["alerts"] if a["kind"] == kind]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("threshold", [60, 61, 65, 33])
+def test_the_disengaged_alert_does_not_depend_on_the_threshold_being_on_the_window_grid(
+    classroom, threshold
+):
+    """A learner looking away for 100 s at 1 frame/s, the newest frame analysed 1.2 s before
+    the summary: the alert is there whatever the threshold (61 s gave none: the newest
+    window of the old grid was 1 s wide and held no frame)."""
+    course = classroom.course
+    course.alert_disengaged_seconds = threshold
+    course.save()
+    now = timezone.now()
+    session = classroom.session
+    frames(session, now - timedelta(seconds=101.2), now - timedelta(seconds=1.2), AWAY)
+    summary = session_summary(session, course, now)
+    assert summary["band"] == "disengaged"
+    (alert,) = alerts(summary, "disengaged")
+    assert threshold <= alert["seconds"] <= 101.2 + 10  # whole windows of 10 s
+
+
+@pytest.mark.django_db
+def test_the_newest_window_is_a_whole_window_and_the_same_as_the_tiles(classroom):
+    """Engaged until 12 s ago, looking away since: the newest window (the tile's) is
+    disengaged, so the run has begun; 12 s is less than the 60 s threshold: no alert."""
+    now = timezone.now()
+    session = classroom.session
+    frames(session, now - timedelta(seconds=80.5), now - timedelta(seconds=13.5), 0.0)
+    frames(session, now - timedelta(seconds=12.5), now - timedelta(seconds=0.5), AWAY, seq0=100)
+    summary = session_summary(session, classroom.course, now)
+    assert summary["band"] == "disengaged" and summary["n_frames"] == 10
+    assert not alerts(summary, "disengaged")
