@@ -37,6 +37,38 @@ def _emotion_on(session: LearnerSession, course: Course) -> bool:
 _EDGE = 1e-6
 
 
+def _presence(
+    *,
+    active: bool,
+    now: datetime,
+    last_face: datetime | None,
+    last_frame: datetime | None,
+    last_analysed: datetime | None,
+    started_at: datetime,
+    threshold: float,
+) -> tuple[bool, dict | None]:
+    """``(present, absent alert or None)``.
+
+    Absence runs from the last face (or the session's start). While the camera is sending
+    (a frame within ``threshold``) but its newest frames are not analysed yet or could not be
+    (pending, ``inference_failed``, expired), the time after the newest analysed frame is no
+    data: only absence seen in analysed frames counts. A camera that sends nothing (paused,
+    unplugged) is absent from the last face on, as the page shows it.
+    """
+    sending = last_frame is not None and (now - last_frame).total_seconds() <= threshold
+    if sending and (last_analysed is None or last_analysed < last_frame):
+        known_until = last_analysed or started_at
+    else:
+        known_until = now
+    ref = last_face or started_at
+    measured = (known_until - ref).total_seconds()
+    present = bool(active and last_face is not None and measured <= threshold)
+    alert = None
+    if active and measured > threshold:
+        alert = {"kind": "absent", "seconds": round((now - ref).total_seconds(), 1)}
+    return present, alert
+
+
 def session_summary(session: LearnerSession, course: Course, now: datetime | None = None) -> dict:
     now = now or timezone.now()
     window = settings.LIVE_WINDOW_SECONDS
@@ -56,6 +88,16 @@ def session_summary(session: LearnerSession, course: Course, now: datetime | Non
         .order_by("received_at", "sequence")
         .values("received_at", "face_found", "cues", "probs")
     )
+    last_analysed = recent[-1]["received_at"] if recent else None
+    if last_analysed is None:
+        last_analysed = (
+            Reading.objects.filter(
+                session=session, analysed_at__isnull=False, error="", received_at__lte=now
+            )
+            .order_by("-received_at")
+            .values_list("received_at", flat=True)
+            .first()
+        )
     t_now = now.timestamp()
     obs = [
         Observation(
@@ -80,21 +122,19 @@ def session_summary(session: LearnerSession, course: Course, now: datetime | Non
     tail = windows(obs, window_s=window, start=_EDGE - n * window, end=_EDGE)
     current = tail[-1].to_dict(include_emotion=emotion)
     dis_for = disengaged_for(tail, _EDGE)
-    present = bool(
-        session.status == LearnerSession.Status.ACTIVE
-        and absent_for is not None
-        and absent_for <= course.alert_absent_seconds
+    active = session.status == LearnerSession.Status.ACTIVE
+    present, absent_alert = _presence(
+        active=active,
+        now=now,
+        last_face=last_face,
+        last_frame=session.last_frame_at,
+        last_analysed=last_analysed,
+        started_at=session.started_at,
+        threshold=course.alert_absent_seconds,
     )
-    alerts = []
-    if session.status == LearnerSession.Status.ACTIVE:
-        if absent_for is None or absent_for > course.alert_absent_seconds:
-            ref = (
-                absent_for if absent_for is not None else (now - session.started_at).total_seconds()
-            )
-            if ref > course.alert_absent_seconds:
-                alerts.append({"kind": "absent", "seconds": round(ref, 1)})
-        if dis_for >= course.alert_disengaged_seconds:
-            alerts.append({"kind": "disengaged", "seconds": round(dis_for, 1)})
+    alerts = [absent_alert] if absent_alert else []
+    if active and dis_for >= course.alert_disengaged_seconds:
+        alerts.append({"kind": "disengaged", "seconds": round(dis_for, 1)})
     out = {
         "session": session.pk,
         "learner": session.learner_id,

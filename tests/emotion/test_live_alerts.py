@@ -106,3 +106,43 @@ def test_the_newest_window_is_a_whole_window_and_the_same_as_the_tiles(classroom
     summary = session_summary(session, classroom.course, now)
     assert summary["band"] == "disengaged" and summary["n_frames"] == 10
     assert not alerts(summary, "disengaged")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("outage", ["inference_failed", "pending"])
+def test_an_inference_outage_after_the_last_face_is_no_data_not_absence(classroom, outage):
+    """Face until 60 s ago, then the camera keeps sending but every frame fails (or waits
+    for a worker): no absent alert, the learner is not marked absent."""
+    now = timezone.now()
+    session = classroom.session
+    frames(session, now - timedelta(seconds=90), now - timedelta(seconds=60), 0.0)
+    kw = {"analysed": False, "face": False} if outage == "pending" else {"error": outage}
+    frames(session, now - timedelta(seconds=59), now - timedelta(seconds=1), seq0=100, **kw)
+    summary = session_summary(session, classroom.course, now)
+    assert not alerts(summary, "absent")
+    assert summary["present"] is True
+    assert summary["n_frames"] == 0 and summary["band"] is None
+    assert summary["absent_for"] == pytest.approx(60, abs=0.1)  # the last face, for the page
+
+
+@pytest.mark.django_db
+def test_a_paused_camera_still_shows_absent(classroom):
+    now = timezone.now()
+    session = classroom.session
+    frames(session, now - timedelta(seconds=90), now - timedelta(seconds=60), 0.0)
+    summary = session_summary(session, classroom.course, now)
+    (alert,) = alerts(summary, "absent")
+    assert alert["seconds"] == pytest.approx(60, abs=0.1)
+    assert summary["present"] is False
+
+
+@pytest.mark.django_db
+def test_a_learner_who_left_is_absent_even_while_frames_wait_for_inference(classroom):
+    """No face in the analysed frames for 40 s, the last second's frames still pending."""
+    now = timezone.now()
+    session = classroom.session
+    frames(session, now - timedelta(seconds=60), now - timedelta(seconds=41), 0.0)
+    frames(session, now - timedelta(seconds=40), now - timedelta(seconds=2), seq0=100, face=False)
+    frames(session, now - timedelta(seconds=1), now, seq0=200, analysed=False, face=False)
+    summary = session_summary(session, classroom.course, now)
+    assert alerts(summary, "absent") and summary["present"] is False
