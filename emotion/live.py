@@ -37,6 +37,71 @@ def _emotion_on(session: LearnerSession, course: Course) -> bool:
 _EDGE = 1e-6
 
 
+def _observations(
+    session: LearnerSession, emotion: bool, since: datetime, now: datetime
+) -> tuple[list[Observation], datetime | None]:
+    """The session's analysed readings received in ``[since, now]`` as observations (times in
+    seconds relative to ``now``), and the newest one's receive time."""
+    rows = list(
+        Reading.objects.filter(
+            session=session,
+            analysed_at__isnull=False,
+            error="",  # a frame the server could not analyse is no data, not an absent face
+            received_at__gte=since,
+            received_at__lte=now,
+        )
+        .order_by("received_at", "sequence")
+        .values("received_at", "face_found", "cues", "probs")
+    )
+    t_now = now.timestamp()
+    obs = [
+        Observation(
+            t=r["received_at"].timestamp() - t_now,
+            face=r["face_found"],
+            center_offset=(r["cues"] or {}).get("center_offset") if r["face_found"] else None,
+            area_fraction=(r["cues"] or {}).get("area_fraction") if r["face_found"] else None,
+            probs=r["probs"] if (emotion and r["face_found"] and r["probs"]) else None,
+        )
+        for r in rows
+    ]
+    return obs, (rows[-1]["received_at"] if rows else None)
+
+
+def _tail(obs: list[Observation], window: float, n: int):
+    """The ``n`` whole windows before ``now``, the newest ending at ``now``: the newest one is
+    the tile's current window, whatever the course's alert thresholds."""
+    return windows(obs, window_s=window, start=_EDGE - n * window, end=_EDGE)
+
+
+def _run_start_from_db(
+    session: LearnerSession, emotion: bool, now: datetime, window: float, n: int
+) -> datetime:
+    """Start of a disengaged run that fills the ``n`` windows looked at, read further back
+    (4×, 16×, … as many windows, on the same grid) until the run is seen to begin. Only when
+    no earlier summary carries it (an empty cache): a rare, bounded cost."""
+    k = n
+    while True:
+        k *= 4
+        since = now - timezone.timedelta(seconds=k * window)
+        obs, _ = _observations(session, emotion, since, now)
+        dis = disengaged_for(_tail(obs, window, k), _EDGE)
+        if dis < k * window - 1e-3 or since <= session.started_at:
+            return now - timezone.timedelta(seconds=dis)
+
+
+def _carried_run_start(previous: dict | None, run_since: datetime, now: datetime):
+    """What this session's previous summary says of a run that fills the look-back:
+    ``(True, since)`` if that summary was made during this run (its ``disengaged_since``, or
+    None if it saw none), ``(False, None)`` if it cannot tell."""
+    if not previous or not previous.get("at"):
+        return False, None
+    at = datetime.fromisoformat(previous["at"])
+    if not run_since <= at <= now:
+        return False, None
+    since = previous.get("disengaged_since")
+    return True, (datetime.fromisoformat(since) if since else None)
+
+
 def _presence(
     *,
     active: bool,
@@ -69,26 +134,22 @@ def _presence(
     return present, alert
 
 
-def session_summary(session: LearnerSession, course: Course, now: datetime | None = None) -> dict:
+def session_summary(
+    session: LearnerSession,
+    course: Course,
+    now: datetime | None = None,
+    previous: dict | None = None,
+) -> dict:
+    """The live summary of an open session at ``now``. ``previous`` (this session's last
+    cached summary) carries the start of a disengaged run longer than the look-back."""
     now = now or timezone.now()
     window = settings.LIVE_WINDOW_SECONDS
     horizon = max(course.alert_disengaged_seconds, course.alert_absent_seconds) + window
-    # whole windows, the newest ending at now: it is the tile's current window, whatever the
-    # course's alert thresholds (a grid from now - horizon left a sliver of a newest window)
-    n = max(1, math.ceil(horizon / window - 1e-9))
+    n = max(1, math.ceil(horizon / window - 1e-9))  # whole windows, the newest ending now
     emotion = _emotion_on(session, course)
-    recent = list(
-        Reading.objects.filter(
-            session=session,
-            analysed_at__isnull=False,
-            error="",  # a frame the server could not analyse is no data, not an absent face
-            received_at__gte=now - timezone.timedelta(seconds=n * window),
-            received_at__lte=now,
-        )
-        .order_by("received_at", "sequence")
-        .values("received_at", "face_found", "cues", "probs")
+    obs, last_analysed = _observations(
+        session, emotion, now - timezone.timedelta(seconds=n * window), now
     )
-    last_analysed = recent[-1]["received_at"] if recent else None
     if last_analysed is None:
         last_analysed = (
             Reading.objects.filter(
@@ -98,17 +159,6 @@ def session_summary(session: LearnerSession, course: Course, now: datetime | Non
             .values_list("received_at", flat=True)
             .first()
         )
-    t_now = now.timestamp()
-    obs = [
-        Observation(
-            t=r["received_at"].timestamp() - t_now,
-            face=r["face_found"],
-            center_offset=(r["cues"] or {}).get("center_offset") if r["face_found"] else None,
-            area_fraction=(r["cues"] or {}).get("area_fraction") if r["face_found"] else None,
-            probs=r["probs"] if (emotion and r["face_found"] and r["probs"]) else None,
-        )
-        for r in recent
-    ]
     last_face = (
         session.readings.filter(face_found=True)
         .order_by("-received_at")
@@ -119,9 +169,18 @@ def session_summary(session: LearnerSession, course: Course, now: datetime | Non
     since_last_frame = (
         (now - session.last_frame_at).total_seconds() if session.last_frame_at else None
     )
-    tail = windows(obs, window_s=window, start=_EDGE - n * window, end=_EDGE)
+    tail = _tail(obs, window, n)
     current = tail[-1].to_dict(include_emotion=emotion)
-    dis_for = disengaged_for(tail, _EDGE)
+    dis = disengaged_for(tail, _EDGE)
+    run_since = None
+    if dis > 0:
+        run_since = now - timezone.timedelta(seconds=dis)
+        if dis >= n * window - 1e-3:  # the run fills the look-back: it may have begun before
+            known, carried = _carried_run_start(previous, run_since, now)
+            if not known:
+                run_since = _run_start_from_db(session, emotion, now, window, n)
+            elif carried is not None:
+                run_since = min(run_since, carried)
     active = session.status == LearnerSession.Status.ACTIVE
     present, absent_alert = _presence(
         active=active,
@@ -133,6 +192,7 @@ def session_summary(session: LearnerSession, course: Course, now: datetime | Non
         threshold=course.alert_absent_seconds,
     )
     alerts = [absent_alert] if absent_alert else []
+    dis_for = (now - run_since).total_seconds() if run_since else 0.0
     if active and dis_for >= course.alert_disengaged_seconds:
         alerts.append({"kind": "disengaged", "seconds": round(dis_for, 1)})
     out = {
@@ -141,10 +201,12 @@ def session_summary(session: LearnerSession, course: Course, now: datetime | Non
         "learner_name": session.learner.get_full_name() or session.learner.username,
         "course": course.pk,
         "status": session.status,
+        "at": now.isoformat(),
         "present": present,
         "last_frame_at": session.last_frame_at.isoformat() if session.last_frame_at else None,
         "seconds_since_frame": round(since_last_frame, 1) if since_last_frame is not None else None,
         "absent_for": round(absent_for, 1) if absent_for is not None else None,
+        "disengaged_since": run_since.isoformat() if run_since else None,
         "window_s": window,
         "n_frames": current["n_frames"],
         "presence_ratio": current["presence_ratio"],
@@ -163,12 +225,13 @@ def session_summary(session: LearnerSession, course: Course, now: datetime | Non
 def course_aggregate(course: Course, sessions: list[dict]) -> dict:
     active = [s for s in sessions if s["status"] == "active"]
     engaged = [s["engagement"] for s in active if s["n_frames"]]
+    engagement = round(sum(engaged) / len(engaged), 4) if engaged else None
     out = {
         "course": course.pk,
         "at": timezone.now().isoformat(),
         "active_sessions": len(active),
         "present": sum(s["present"] for s in active),
-        "engagement": round(sum(engaged) / len(engaged), 4) if engaged else None,
+        "engagement": engagement,
         "alerts": [
             {
                 **a,
@@ -200,10 +263,13 @@ def course_snapshot(course: Course) -> dict:
         .select_related("learner")
         .order_by("started_at")
     }
+    from django.core.cache import cache
+
+    previous = cache.get_many([_cache_key(s.pk) for s in open_sessions.values()])
     learners, sessions = [], []
     for e in course.enrollments.select_related("learner").order_by("learner__username"):
         s = open_sessions.get(e.learner_id)
-        summary = session_summary(s, course, now) if s else None
+        summary = session_summary(s, course, now, previous.get(_cache_key(s.pk))) if s else None
         if summary:
             sessions.append(summary)
         learners.append(
@@ -258,37 +324,48 @@ def broadcast_after_batch(readings: list[Reading]) -> None:
     one pass through the channel layer.
 
     Each session's latest summary is cached, so a course aggregate costs one cache read for
-    the course's other open sessions rather than recomputing them on every batch.
+    the course's other open sessions rather than recomputing them on every batch; a touched
+    session's previous summary carries the start of a long disengaged run.
     """
     from django.core.cache import cache
 
     by_session: dict[int, list[int]] = defaultdict(list)
     for r in readings:
         by_session[r.session_id].append(r.sequence)
-    sessions = LearnerSession.objects.filter(pk__in=by_session).select_related("learner", "course")
+    sessions = list(
+        LearnerSession.objects.filter(pk__in=by_session).select_related("learner", "course")
+    )
+    open_by_course: dict[int, list[int]] = defaultdict(list)
+    for pk, course_id in LearnerSession.objects.filter(
+        course_id__in={s.course_id for s in sessions}, status=LearnerSession.Status.ACTIVE
+    ).values_list("pk", "course_id"):
+        open_by_course[course_id].append(pk)
+    cached = cache.get_many(
+        [_cache_key(pk) for pks in open_by_course.values() for pk in pks]
+        + [_cache_key(s.pk) for s in sessions]
+    )
     by_course: dict[int, list[dict]] = defaultdict(list)
     courses = {}
     now = timezone.now()
     messages: list[tuple[str, str, dict]] = []
+    fresh = {}
     for s in sessions:
-        summary = session_summary(s, s.course, now)
-        cache.set(_cache_key(s.pk), summary, timeout=3600)
+        summary = session_summary(s, s.course, now, cached.get(_cache_key(s.pk)))
+        fresh[_cache_key(s.pk)] = summary
         summary = {**summary, "analysed_sequences": sorted(by_session[s.pk])}
         messages.append((session_group(s.pk), "session.summary", summary))
         by_course[s.course_id].append(summary)
         courses[s.course_id] = s.course
+    cache.set_many(fresh, timeout=3600)
     for course_id, summaries in by_course.items():
         course = courses[course_id]
         done = {x["session"] for x in summaries}
         others = [
-            pk
-            for pk in LearnerSession.objects.filter(
-                course=course, status=LearnerSession.Status.ACTIVE
-            ).values_list("pk", flat=True)
-            if pk not in done
+            cached[_cache_key(pk)]
+            for pk in open_by_course[course_id]
+            if pk not in done and _cache_key(pk) in cached
         ]
-        cached = cache.get_many([_cache_key(pk) for pk in others])
-        everyone = summaries + [_still_present(v, course, now) for v in cached.values()]
+        everyone = summaries + [_still_present(v, course, now) for v in others]
         messages.append(
             (
                 course_group(course_id),

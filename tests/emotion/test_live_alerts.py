@@ -10,6 +10,8 @@ from django.utils import timezone
 
 from emotion.live import (
     _cache_key,
+    broadcast_after_batch,
+    course_snapshot,
     session_summary,
 )
 from tests.factories import ReadingFactory
@@ -106,6 +108,52 @@ def test_the_newest_window_is_a_whole_window_and_the_same_as_the_tiles(classroom
     summary = session_summary(session, classroom.course, now)
     assert summary["band"] == "disengaged" and summary["n_frames"] == 10
     assert not alerts(summary, "disengaged")
+    assert summary["disengaged_since"] is not None
+
+
+@pytest.mark.django_db
+def test_disengagement_longer_than_the_look_back_is_counted_in_full(
+    classroom, clock, sent, no_cache
+):
+    """Looking away for 10 minutes at 1 frame/s, a batch every 20 s: the alert says 600 s,
+    not the 70 s look-back; a snapshot without the cache (a fresh Redis) says the same."""
+    course = classroom.course
+    session = classroom.session
+    start = clock["now"] - timedelta(minutes=10)
+    LearnerSession.objects.filter(pk=session.pk).update(started_at=start - timedelta(seconds=5))
+    session.refresh_from_db()
+    seq = 0
+    for step in range(30):
+        first = start + timedelta(seconds=20 * step)
+        batch = frames(session, first, first + timedelta(seconds=19), AWAY, seq0=seq)
+        seq += len(batch)
+        clock["now"] = batch[-1].received_at + timedelta(seconds=1)
+        sent.clear()
+        broadcast_after_batch(batch[-2:])
+    (msg,) = [m for m in sent if m[1] == "session.summary"]
+    (alert,) = alerts(msg[2], "disengaged")
+    assert alert["seconds"] == pytest.approx(600, abs=10)  # whole windows of 10 s
+    no_cache()
+    snap = course_snapshot(course)
+    (alert2,) = [x for x in snap["summary"]["alerts"] if x["kind"] == "disengaged"]
+    assert alert2["seconds"] == pytest.approx(alert["seconds"], abs=0.2)
+
+    # the learner looks back: the run ends, and a new run starts from scratch
+    first = clock["now"]
+    batch = frames(session, first, first + timedelta(seconds=19), 0.0, seq0=seq)
+    seq += len(batch)
+    clock["now"] = batch[-1].received_at + timedelta(seconds=1)
+    sent.clear()
+    broadcast_after_batch(batch[-2:])
+    (msg,) = [m for m in sent if m[1] == "session.summary"]
+    assert not alerts(msg[2], "disengaged") and msg[2]["disengaged_since"] is None
+    first = clock["now"]
+    batch = frames(session, first, first + timedelta(seconds=29), AWAY, seq0=seq)
+    clock["now"] = batch[-1].received_at + timedelta(seconds=1)
+    sent.clear()
+    broadcast_after_batch(batch[-2:])
+    (msg,) = [m for m in sent if m[1] == "session.summary"]
+    assert not alerts(msg[2], "disengaged")  # 30 s < 60 s
 
 
 @pytest.mark.django_db
