@@ -17,7 +17,7 @@ from django.utils import timezone
 from config.broadcast import group_send_many
 from emotion.models import Reading
 from ml.classes import EMOTIONS
-from ml.engagement import Observation, disengaged_for, windows
+from ml.engagement import Observation, band, disengaged_for, windows
 from tutoring.models import Course, LearnerSession
 
 
@@ -225,6 +225,8 @@ def session_summary(
 def course_aggregate(course: Course, sessions: list[dict]) -> dict:
     active = [s for s in sessions if s["status"] == "active"]
     engaged = [s["engagement"] for s in active if s["n_frames"]]
+    # each learner with frames in the window counts once (a mean of per-learner means), however
+    # many frames their camera sent
     engagement = round(sum(engaged) / len(engaged), 4) if engaged else None
     out = {
         "course": course.pk,
@@ -232,6 +234,7 @@ def course_aggregate(course: Course, sessions: list[dict]) -> dict:
         "active_sessions": len(active),
         "present": sum(s["present"] for s in active),
         "engagement": engagement,
+        "band": band(engagement) if engagement is not None else None,
         "alerts": [
             {
                 **a,

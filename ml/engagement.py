@@ -46,9 +46,12 @@ So the gaze weight is 1 for a centred face, 0.5 at the attention threshold ``M``
 
 Per window ``[start, end)`` with ``n`` frames::
 
-    engagement = (1 / n) Σ_frames frame_score     (0 when n == 0; absent frames score 0)
+    engagement = (1 / n) Σ_frames frame_score     (absent frames score 0)
     band       = "highly engaged" if engagement >= 0.65
                  else "engaged" if engagement >= 0.25 else "disengaged"
+
+A window without frames (``n == 0``: camera paused, a gap) has ``None`` for its presence,
+attention, engagement and band: no data, not disengagement.
 
 Engagement-only mode (emotion inference disabled, every ``probs`` is None) therefore gives the
 mean gaze weight over *all* frames, presence included; with probabilities the same mean is
@@ -331,8 +334,9 @@ def windows(
     Input may be unsorted. ``start`` defaults to the first time floored to a multiple of
     ``window_s``; ``end`` defaults to the end of the window holding the last observation. A
     given ``end`` that is not on the grid shortens the last window. Windows without frames are
-    returned (engagement 0, ``"disengaged"``) so gaps show on a timeline; observations outside
-    ``[start, end)`` are ignored. Returns ``[]`` when there is nothing to cover.
+    returned (``n_frames`` 0; ratios, engagement and band ``None``: no data) so gaps show on a
+    timeline; observations outside ``[start, end)`` are ignored. Returns ``[]`` when there is
+    nothing to cover.
     """
     if not (math.isfinite(window_s) and window_s > 0):
         raise ValueError(f"window_s must be > 0, got {window_s}")
@@ -361,7 +365,11 @@ def windows(
 
 
 def absent_for(observations: Iterable[Observation], now: float) -> float:
-    """Seconds since the last frame with a face at or before ``now``; ``inf`` if there is none."""
+    """Seconds since the last frame with a face at or before ``now``; ``inf`` if there is none.
+
+    Every observation given counts as data: leave out frames that could not be analysed. The
+    live view (``emotion/live.py``) also treats the time after the newest analysed frame as no
+    data while the camera keeps sending."""
     last = max((o.t for o in observations if o.face and o.t <= now), default=None)
     return math.inf if last is None else now - last
 
@@ -370,8 +378,10 @@ def disengaged_for(summaries: Sequence[WindowSummary], now: float) -> float:
     """Seconds the trailing run of contiguous ``"disengaged"`` windows has lasted, up to ``now``.
 
     Windows starting after ``now`` are ignored; the run stops at the first window in another
-    band, at a window without frames (band ``None``: no data) or at a gap between windows. Time after the last window's end is not counted (no data:
-    see :func:`absent_for`). Returns 0 when the latest window is not disengaged.
+    band, at a window without frames (band ``None``: no data) or at a gap between windows. Time
+    after the last window's end is not counted (no data: see :func:`absent_for`). Returns 0 when
+    the latest window is not disengaged. The run is at most as long as the windows given: the
+    live view carries a longer run's start from one summary to the next.
     """
     past = sorted((s for s in summaries if s.start <= now), key=lambda s: s.start)
     if not past or past[-1].band != DISENGAGED:

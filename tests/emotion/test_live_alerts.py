@@ -11,9 +11,11 @@ from django.utils import timezone
 from emotion.live import (
     _cache_key,
     broadcast_after_batch,
+    course_aggregate,
     course_snapshot,
     session_summary,
 )
+from ml.engagement import band
 from tests.factories import ReadingFactory
 from tutoring.models import LearnerSession
 
@@ -194,3 +196,13 @@ def test_a_learner_who_left_is_absent_even_while_frames_wait_for_inference(class
     frames(session, now - timedelta(seconds=1), now, seq0=200, analysed=False, face=False)
     summary = session_summary(session, classroom.course, now)
     assert alerts(summary, "absent") and summary["present"] is False
+
+
+@pytest.mark.django_db
+def test_the_course_aggregate_has_the_band_of_its_engagement(classroom):
+    now = timezone.now()
+    frames(classroom.session, now - timedelta(seconds=9), now, 0.35)  # gaze 0.5
+    snap = course_snapshot(classroom.course)["summary"]
+    assert snap["engagement"] == pytest.approx(0.5)
+    assert snap["band"] == band(0.5) == "engaged"
+    assert course_aggregate(classroom.course, [])["band"] is None
