@@ -202,8 +202,10 @@ def session_summary(
         "course": course.pk,
         "status": session.status,
         "at": now.isoformat(),
+        "started_at": session.started_at.isoformat(),
         "present": present,
         "last_frame_at": session.last_frame_at.isoformat() if session.last_frame_at else None,
+        "last_analysed_at": last_analysed.isoformat() if last_analysed else None,
         "seconds_since_frame": round(since_last_frame, 1) if since_last_frame is not None else None,
         "absent_for": round(absent_for, 1) if absent_for is not None else None,
         "disengaged_since": run_since.isoformat() if run_since else None,
@@ -309,17 +311,54 @@ def session_summaries_forget(session_ids) -> None:
         cache.delete_many(keys)
 
 
-def _still_present(summary: dict, course: Course, now: datetime) -> dict:
-    """A cached summary aged to ``now``: present only if a frame came recently enough."""
-    if summary.get("last_frame_at"):
-        age = (now - datetime.fromisoformat(summary["last_frame_at"])).total_seconds()
-        if age > course.alert_absent_seconds and summary["present"]:
-            summary = {
-                **summary,
-                "present": False,
-                "alerts": summary["alerts"] + [{"kind": "absent", "seconds": round(age, 1)}],
-            }
-    return summary
+def _aged(summary: dict, course: Course, now: datetime) -> dict:
+    """A cached summary of a session no batch touched, seen at ``now`` as
+    :func:`session_summary` would see it: once its newest analysed frame has left the live
+    window, a window without frames (no engagement, band or emotion, no disengaged alert);
+    presence and the absent alert worked out again for ``now``."""
+    if not summary.get("at"):  # cached before these fields existed: recomputed next batch
+        return summary
+    at = datetime.fromisoformat(summary["at"])
+    age = max(0.0, (now - at).total_seconds())
+
+    def when(key):
+        return datetime.fromisoformat(summary[key]) if summary.get(key) else None
+
+    out = {**summary, "at": now.isoformat()}
+    for key in ("seconds_since_frame", "absent_for"):
+        if summary.get(key) is not None:
+            out[key] = round(summary[key] + age, 1)
+    last_analysed = when("last_analysed_at")
+    if last_analysed is None or (now - last_analysed).total_seconds() > summary["window_s"] - _EDGE:
+        out.update(
+            n_frames=0,
+            presence_ratio=None,
+            attention_ratio=None,
+            engagement=None,
+            band=None,
+            disengaged_since=None,
+        )
+        for key in ("dominant_emotion", "emotion_distribution"):
+            if key in out:
+                out[key] = None
+    present, absent_alert = _presence(
+        active=summary["status"] == LearnerSession.Status.ACTIVE,
+        now=now,
+        last_face=at - timezone.timedelta(seconds=summary["absent_for"])
+        if summary.get("absent_for") is not None
+        else None,
+        last_frame=when("last_frame_at"),
+        last_analysed=last_analysed,
+        started_at=when("started_at"),
+        threshold=course.alert_absent_seconds,
+    )
+    out["present"] = present
+    alerts = [absent_alert] if absent_alert else []
+    since = out["disengaged_since"] and datetime.fromisoformat(out["disengaged_since"])
+    if since and any(a["kind"] == "disengaged" for a in summary["alerts"]):
+        alerts.append({"kind": "disengaged", "seconds": round((now - since).total_seconds(), 1)})
+    out["alerts"] = alerts
+    return out
 
 
 def broadcast_after_batch(readings: list[Reading]) -> None:
@@ -327,8 +366,9 @@ def broadcast_after_batch(readings: list[Reading]) -> None:
     one pass through the channel layer.
 
     Each session's latest summary is cached, so a course aggregate costs one cache read for
-    the course's other open sessions rather than recomputing them on every batch; a touched
-    session's previous summary carries the start of a long disengaged run.
+    the course's other open sessions rather than recomputing them on every batch (aged to now
+    by :func:`_aged`); a touched session's previous summary carries the start of a long
+    disengaged run.
     """
     from django.core.cache import cache
 
@@ -368,7 +408,7 @@ def broadcast_after_batch(readings: list[Reading]) -> None:
             for pk in open_by_course[course_id]
             if pk not in done and _cache_key(pk) in cached
         ]
-        everyone = summaries + [_still_present(v, course, now) for v in others]
+        everyone = summaries + [_aged(v, course, now) for v in others]
         messages.append(
             (
                 course_group(course_id),

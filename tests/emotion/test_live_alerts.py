@@ -16,7 +16,7 @@ from emotion.live import (
     session_summary,
 )
 from ml.engagement import band
-from tests.factories import ReadingFactory
+from tests.factories import LearnerSessionFactory, ReadingFactory
 from tutoring.models import LearnerSession
 
 AWAY = 0.8  # centre offset of a face looking away: gaze weight 0, engagement 0
@@ -111,6 +111,74 @@ def test_the_newest_window_is_a_whole_window_and_the_same_as_the_tiles(classroom
     assert summary["band"] == "disengaged" and summary["n_frames"] == 10
     assert not alerts(summary, "disengaged")
     assert summary["disengaged_since"] is not None
+
+
+@pytest.mark.django_db
+def test_a_stopped_camera_leaves_no_stale_engagement_in_the_course_aggregate(
+    classroom, clock, sent, no_cache
+):
+    """A's camera stopped 10 minutes ago at engagement 0.1 (disengaged, alerted); B is at 0.9
+    now. The aggregate is B's 0.9 (it was 0.5), A shows no frames and no disengaged alert but
+    is absent, and the broadcast agrees with a snapshot taken at the same moment."""
+    course = classroom.course
+    course.alert_disengaged_seconds = 20
+    course.save()
+    a = classroom.session
+    b = LearnerSessionFactory(
+        learner=classroom.other_learner,
+        course=course,
+        consent=classroom.other_learner.consents.get(),
+    )
+    no_cache()
+    now = clock["now"]
+    then = now - timedelta(minutes=10)
+    ra = frames(a, then - timedelta(seconds=40), then, 0.63)  # gaze 0.1
+    clock["now"] = then + timedelta(seconds=0.5)
+    broadcast_after_batch(ra[-3:])
+    cached = cache.get(_cache_key(a.pk))
+    assert cached["engagement"] == pytest.approx(0.1, abs=1e-6)
+    assert alerts(cached, "disengaged")
+
+    rb = frames(b, now - timedelta(seconds=20), now - timedelta(seconds=1), 0.07)  # gaze 0.9
+    clock["now"] = now
+    sent.clear()
+    broadcast_after_batch(rb[-3:])
+    (course_msg,) = [m for m in sent if m[1] == "course.summary"]
+    live = course_msg[2]["summary"]
+    assert live["engagement"] == pytest.approx(0.9, abs=1e-4)
+    assert live["band"] == "highly engaged"
+    assert live["present"] == 1
+    assert [(x["session"], x["kind"]) for x in live["alerts"]] == [(a.pk, "absent")]
+    assert live["alerts"][0]["seconds"] == pytest.approx(600, abs=0.2)
+
+    snap = course_snapshot(course)["summary"]
+    for key in ("engagement", "band", "present", "active_sessions", "emotion_distribution"):
+        assert snap[key] == live[key], key
+    assert [(x["session"], x["kind"]) for x in snap["alerts"]] == [(a.pk, "absent")]
+    assert snap["alerts"][0]["seconds"] == pytest.approx(live["alerts"][0]["seconds"], abs=0.2)
+
+
+@pytest.mark.django_db
+def test_a_cached_summary_within_the_window_is_used_as_it_is(classroom, clock, sent, no_cache):
+    course = classroom.course
+    a = classroom.session
+    b = LearnerSessionFactory(
+        learner=classroom.other_learner,
+        course=course,
+        consent=classroom.other_learner.consents.get(),
+    )
+    no_cache()
+    now = clock["now"]
+    ra = frames(a, now - timedelta(seconds=15), now - timedelta(seconds=4), 0.63)
+    clock["now"] = now - timedelta(seconds=3)
+    broadcast_after_batch(ra[-1:])
+    rb = frames(b, now - timedelta(seconds=15), now - timedelta(seconds=1), 0.07)
+    clock["now"] = now
+    sent.clear()
+    broadcast_after_batch(rb[-1:])
+    live = [m for m in sent if m[1] == "course.summary"][0][2]["summary"]
+    assert live["engagement"] == pytest.approx(0.5, abs=1e-4)
+    assert live["present"] == 2
 
 
 @pytest.mark.django_db
