@@ -8,11 +8,6 @@ from real FER2013 faces; screenshots go to ``artifacts/screenshots/``.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import cv2
@@ -20,7 +15,8 @@ import numpy as np
 import pytest
 
 from ml.synth import scene
-from tests.conftest import ROOT, _test_database_url
+from tests.conftest import ROOT
+from tests.servers import daphne
 from tests.services import require_service
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -37,61 +33,14 @@ BASE_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def asgi_server(django_db_setup, tmp_path_factory):
     """daphne serving config.asgi on the test database, embedded channel layer and tasks."""
-    port = _free_port()
     data = tmp_path_factory.mktemp("server-data")
-    (data / "static").mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
-    env.update(
-        DATABASE_URL=_test_database_url(),
-        DATA_DIR=str(data),
-        DB_CONN_MAX_AGE="0",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        SECRET_KEY="browser-tests",
-        # Playwright's wait_for_function evals its predicate in the page, which the policy
-        # refuses; tests/config/test_csp.py runs every page under the policy instead
-        CONTENT_SECURITY_POLICY="off",
-        PYTHONUNBUFFERED="1",
-        INFERENCE_BATCH_WAIT_MS="100",
-    )
-    log = (data / "daphne.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "config.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/accounts/login/", timeout=2)
-            break
-        except Exception:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((data / "daphne.log").read_text()[-3000:]) from None
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    # Playwright's wait_for_function evals its predicate in the page, which the policy refuses;
+    # tests/config/test_csp.py runs every page under the policy instead
+    with daphne(data, CONTENT_SECURITY_POLICY="off", INFERENCE_BATCH_WAIT_MS="100") as url:
+        yield url
 
 
 def write_y4m(path: Path, faces: list[np.ndarray], seconds_each: float = 3, fps: int = 10) -> Path:

@@ -4,7 +4,6 @@ ours, of the admin or of the Swagger UI breaks under it (real Chromium)."""
 import base64
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from config.csp import csp_with
 from config.settings import DEFAULT_CONTENT_SECURITY_POLICY as POLICY
 from tests.conftest import ROOT
 from tests.factories import InstructorFactory
+from tests.servers import daphne
 
 
 @pytest.fixture
@@ -118,7 +118,6 @@ def test_our_templates_have_no_inline_script_style_or_handler():
 from tests.browser.conftest import (  # noqa: E402  (the browser tests' helpers)
     BASE_ARGS,
     CHROMIUM,
-    _free_port,
     login,
     playwright_instance,  # noqa: F401  (a fixture)
 )
@@ -134,37 +133,10 @@ document.addEventListener("securitypolicyviolation", (e) =>
 def csp_server(django_db_setup, tmp_path_factory):
     """daphne as tests/browser runs it (embedded wiring, the test database), with
     CONTENT_SECURITY_POLICY=on."""
-    from tests.conftest import _test_database_url
-
-    port, data = _free_port(), tmp_path_factory.mktemp("csp-server")
-    (data / "static").mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(
-        DATABASE_URL=_test_database_url(),
-        DATA_DIR=str(data),
-        DB_CONN_MAX_AGE="0",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        SECRET_KEY="browser-tests",
-        CONTENT_SECURITY_POLICY="on",
-    )
-    log = (data / "daphne.log").open("w")
-    args = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
-    proc = subprocess.Popen(
-        [sys.executable, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
-    while True:
-        try:
-            r = urllib.request.urlopen(f"{url}/accounts/login/", timeout=2)
-            assert r.headers["Content-Security-Policy"] == POLICY
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((data / "daphne.log").read_text()[-3000:]) from None
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with daphne(tmp_path_factory.mktemp("csp-server"), CONTENT_SECURITY_POLICY="on") as url:
+        r = urllib.request.urlopen(f"{url}/accounts/login/", timeout=10)
+        assert r.headers["Content-Security-Policy"] == POLICY
+        yield url
 
 
 @pytest.fixture(scope="module")
