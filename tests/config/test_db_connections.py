@@ -12,6 +12,7 @@ from django.db import connection
 
 from tests.conftest import _test_database_url
 from tests.servers import daphne
+from tests.services import require_service
 
 
 def _connections(application_name: str) -> int:
@@ -26,8 +27,7 @@ def _connections(application_name: str) -> int:
 
 @pytest.mark.django_db(transaction=True)
 def test_daphne_with_default_settings_leaves_no_idle_database_connections(tmp_path):
-    if connection.vendor != "postgresql":
-        pytest.skip("counts PostgreSQL backends")
+    require_service("PostgreSQL", connection.vendor == "postgresql", "it counts its backends")
     name = f"conn-test-{uuid.uuid4().hex[:12]}"
     db = _test_database_url()
     db = f"{db}{'&' if '?' in db else '?'}application_name={name}"
