@@ -30,14 +30,21 @@ class AugmentConfig:
         return asdict(self)
 
 
+def _rand(shape, g: torch.Generator, device) -> torch.Tensor:
+    """Uniform [0, 1) draws from ``g`` on ``g``'s own device, then moved to ``device``: with a
+    CPU generator the same numbers as always; with a CUDA one no host copy per batch."""
+    return torch.rand(shape, generator=g, device=g.device).to(device)
+
+
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.Tensor:
-    return torch.rand(n, generator=g).to(device) * (hi - lo) + lo
+    return _rand(n, g, device) * (hi - lo) + lo
 
 
 def augment_batch(
     x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, *, return_flip: bool = False
 ):
-    """Return an augmented copy of ``x`` (N×1×H×W, values in [0, 1]); ``g`` is a CPU generator.
+    """Return an augmented copy of ``x`` (N×1×H×W, values in [0, 1]); ``g`` is a CPU generator
+    or one on ``x``'s device (training on a GPU keeps the whole step there).
 
     With ``return_flip`` also return the N booleans saying which images were mirrored (offline
     distillation looks up the teacher's answer for the mirrored face). RNG use is unchanged.
@@ -50,7 +57,7 @@ def augment_batch(
     ty = _uniform(n, -cfg.max_shift, cfg.max_shift, g, dev) * 2
     flip = torch.ones(n, device=dev)
     if cfg.flip:
-        flip = torch.where(torch.rand(n, generator=g).to(dev) < 0.5, -1.0, 1.0)
+        flip = torch.where(_rand(n, g, dev) < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
         [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
@@ -69,8 +76,8 @@ def augment_batch(
         ratio = torch.exp(log_ratio)
         eh = torch.sqrt(area * ratio).clamp(1, h)
         ew = torch.sqrt(area / ratio).clamp(1, w)
-        y0 = torch.rand(n, generator=g).to(dev) * (h - eh)
-        x0 = torch.rand(n, generator=g).to(dev) * (w - ew)
+        y0 = _rand(n, g, dev) * (h - eh)
+        x0 = _rand(n, g, dev) * (w - ew)
         ys = torch.arange(h, device=dev).view(1, h, 1)
         xs = torch.arange(w, device=dev).view(1, 1, w)
         mask = (
@@ -79,8 +86,8 @@ def augment_batch(
             & (xs >= x0.view(n, 1, 1))
             & (xs < (x0 + ew).view(n, 1, 1))
         )
-        apply = (torch.rand(n, generator=g).to(dev) < cfg.erase_p).view(n, 1, 1)
+        apply = (_rand(n, g, dev) < cfg.erase_p).view(n, 1, 1)
         mask = (mask & apply).unsqueeze(1)
-        noise = torch.rand(out.shape, generator=g).to(dev)
+        noise = _rand(out.shape, g, dev)
         out = torch.where(mask, noise, out)
     return (out, flip < 0) if return_flip else out

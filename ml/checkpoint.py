@@ -111,6 +111,13 @@ def build_model(ckpt: dict) -> torch.nn.Module:
     return model.eval()
 
 
+def half_precision(state_dict: dict) -> dict:
+    """``state_dict`` with its floating-point tensors stored as float16 (integers, such as
+    batch norm's counters, kept): half the file. ``build_model`` and ``load_state_dict`` cast
+    them back into the model's float32 parameters, so every reader loads such a file as is."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
 def preprocessing_of(ckpt: dict) -> Preprocessing:
     return Preprocessing.from_dict(ckpt["preprocessing"])
 

@@ -16,6 +16,7 @@ import random
 import shlex
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -103,21 +104,39 @@ def train_one_epoch(
     progress: bool = True,
     teacher: torch.nn.Module | None = None,
     teacher_table: torch.Tensor | None = None,
+    sync_every_step: bool = True,
 ) -> dict:
     """One pass over the training set. Distillation comes from ``teacher`` (run on every
     augmented view) or from ``teacher_table`` (N×2×C teacher logits of each training image,
-    as is and mirrored, computed once: see :func:`teacher_logit_table`)."""
+    as is and mirrored, computed once: see :func:`teacher_logit_table`).
+
+    ``images``/``labels`` may live on the training device and ``generator`` on it too; then
+    no step copies anything from the host. ``sync_every_step=False`` (a GPU) keeps the loss
+    and accuracy on the device and reads them back once, at the end of the epoch (and every
+    ``PROGRESS_EVERY`` steps for the progress bar), so the host queues the next steps while
+    the GPU works; a non-finite loss is then reported at the end of the epoch, naming its
+    first step, before anything is saved. The weights are the same either way.
+
+    Also returns ``seconds_per_step``: the steady pace, timed over the second half of the
+    epoch (after warm-up costs such as cuDNN's algorithm search), for ``--fit-minutes``.
+    """
     model.train()
     pre = DEFAULT_PREPROCESSING
     n = len(labels)
-    perm = torch.randperm(n, generator=generator)
+    perm = torch.randperm(n, generator=generator, device=generator.device)
     total_loss, correct, seen = 0.0, 0, 0
-    steps = range(0, n - cfg.batch_size + 1 if n >= cfg.batch_size else 1, cfg.batch_size)
+    step_losses: list[torch.Tensor] = []
+    starts = range(0, n - cfg.batch_size + 1 if n >= cfg.batch_size else 1, cfg.batch_size)
+    half, t_half = len(starts) // 2, None
+    steps = starts
     if progress:
         from tqdm import tqdm
 
-        steps = tqdm(steps, desc="train", unit="batch", leave=False, file=sys.stderr)
-    for start in steps:
+        steps = tqdm(starts, desc="train", unit="batch", leave=False, file=sys.stderr)
+    for k, start in enumerate(steps):
+        if k == half:
+            _synchronize(device)
+            t_half = time.perf_counter()
         idx = perm[start : start + cfg.batch_size]
         x = images[idx].to(device, non_blocking=True).float().div_(255).unsqueeze(1)
         y = labels[idx].to(device, non_blocking=True)
@@ -131,7 +150,7 @@ def train_one_epoch(
         y_soft = None
         if cfg.mixup_alpha > 0:
             lam = float(np.random.beta(cfg.mixup_alpha, cfg.mixup_alpha))
-            j = torch.randperm(len(idx), generator=generator).to(device)
+            j = torch.randperm(len(idx), generator=generator, device=generator.device).to(device)
             x = lam * x + (1 - lam) * x[j]
             y_soft = (lam, y[j])
             if t_probs is not None:
@@ -151,22 +170,57 @@ def train_one_epoch(
         if t_probs is not None:
             kd = F.kl_div(F.log_softmax(logits / tau, 1), t_probs, reduction="batchmean")
             loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd * tau * tau
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):  # stop before the step spreads it into the weights
-            raise TrainingError(
-                f"training loss is {loss_value} at step {start // cfg.batch_size + 1}: "
-                f"the run diverged (lower --lr, now {cfg.lr:g})"
-            )
+        if sync_every_step:
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):  # stop before the step spreads it into the weights
+                raise _diverged(loss_value, k, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        total_loss += loss_value * len(idx)
-        correct += (logits.argmax(1) == y).sum().item()
+        hits = (logits.argmax(1) == y).sum()
+        if sync_every_step:
+            total_loss += loss_value * len(idx)
+            correct += hits.item()
+        else:
+            step_losses.append(loss.detach() * len(idx))
+            correct = correct + hits  # a device tensor: no wait for the GPU
         seen += len(idx)
-        if progress:
-            steps.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-    return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1)}
+        if progress and (sync_every_step or k % PROGRESS_EVERY == PROGRESS_EVERY - 1):
+            so_far = total_loss if sync_every_step else float(torch.stack(step_losses).sum())
+            steps.set_postfix(loss=f"{so_far / seen:.3f}", acc=f"{int(correct) / seen:.3f}")
+    _synchronize(device)
+    pace = (time.perf_counter() - t_half) / (len(starts) - half) if t_half is not None else 0.0
+    if step_losses:  # read back once: the first non-finite step, else the epoch's sums
+        sums = torch.stack(step_losses).double().cpu()
+        bad = (~torch.isfinite(sums)).nonzero()
+        if len(bad):
+            k = int(bad[0])
+            raise _diverged(float(sums[k]), k, cfg)
+        total_loss = float(sums.sum())
+    correct = int(correct)
+    return {
+        "train_loss": total_loss / max(seen, 1),
+        "train_acc": correct / max(seen, 1),
+        "seconds_per_step": pace,
+    }
+
+
+#: a deferred-sync run (GPU) reads its loss back for the progress bar every this many steps
+PROGRESS_EVERY = 25
+
+
+def _diverged(loss_value: float, step: int, cfg: TrainConfig) -> TrainingError:
+    return TrainingError(
+        f"training loss is {loss_value} at step {step + 1}: "
+        f"the run diverged (lower --lr, now {cfg.lr:g})"
+    )
+
+
+def _synchronize(device) -> None:
+    """Wait for the device's queued work, so that a host timer measures it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
@@ -282,6 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="stop cleanly after this many minutes (resume later); 0 = no limit",
     )
+    p.add_argument(
+        "--fit-minutes",
+        type=float,
+        default=0,
+        help="fit the run to this many minutes: after the first epoch, --epochs is lowered to "
+        "as many epochs as fit (timed at the steady pace), the cosine schedule then runs over "
+        "those, and the checkpoints record the run as --epochs N (needs --warmup-epochs >= 1, "
+        "so that nothing already run depends on N); 0 = off",
+    )
     p.add_argument("--limit", type=int, default=0, help="use only the first N training images")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -302,6 +365,13 @@ def check_args(args: argparse.Namespace) -> str | None:
         ("--threads", args.threads, args.threads >= 0, "≥ 0 (0: torch's default)"),
         ("--limit", args.limit, args.limit >= 0, "≥ 0"),
         ("--max-minutes", args.max_minutes, args.max_minutes >= 0, "≥ 0"),
+        ("--fit-minutes", args.fit_minutes, args.fit_minutes >= 0, "≥ 0"),
+        (
+            "--warmup-epochs",
+            args.warmup_epochs,
+            not args.fit_minutes or args.warmup_epochs >= 1,
+            "≥ 1 with --fit-minutes (the fitted schedule starts after the first epoch)",
+        ),
     ]
     for flag, value, ok, want in rules:
         if not ok:  # NaN fails every comparison, so it lands here too
@@ -342,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     amp = device.type == "cuda"
+    if amp:  # fixed 48×48 batches: let cuDNN pick its fastest convolutions once
+        torch.backends.cudnn.benchmark = True
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     progress = not args.no_progress
@@ -396,12 +468,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(train_ds) // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
     warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
+    # cfg.epochs is read at every step: --fit-minutes may lower it after the first epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, steps_per_epoch * cfg.epochs, warmup)
+    )
     aug = AugmentConfig()
     weights = class_weights(train_ds.labels, cfg.class_weight_power).to(device)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    # On a GPU the training set, the augmentation's random numbers and the loss all stay on
+    # the device: a step then waits for nothing from the host (see train_one_epoch).
+    resident = device.type == "cuda"
+    generator = torch.Generator(device=device if resident else "cpu").manual_seed(cfg.seed)
+    fitted = None  # {"epochs": N, ...} once --fit-minutes has chosen N ({}: it cannot)
+    save_seconds = 0.0  # what writing the first epoch's checkpoints took (for the fit)
 
     # -inf: without --val the score is -train_loss, often below -1 (best.pt was then never
     # written)
@@ -427,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
             generator.set_state(ts["generator"].cpu())
             _set_rng_state(ts["rng"])
             start_epoch, best_acc, history = ck["epoch"], ts["best_acc"], ts["history"]
+            if args.fit_minutes and ts.get("fitted"):  # fitted before: keep that schedule
+                fitted = ts["fitted"]
+                cfg.epochs = int(fitted["epochs"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(
                 f"{last_path}: its train_state does not fit this run: {e}"
@@ -437,14 +519,18 @@ def main(argv: list[str] | None = None) -> int:
 
     imgs = torch.from_numpy(train_ds.images)
     labs = torch.from_numpy(train_ds.labels)
+    if resident:  # 28,709 faces are 66 MB as uint8
+        imgs, labs = imgs.to(device), labs.to(device)
+        if teacher is not None:
+            teacher = teacher.to(memory_format=torch.channels_last)
     teacher_table = None
     if teacher is not None and cfg.kd_mode == "offline":
         # kept on the training device: the per-step lookup then never syncs with the host
         teacher_table = teacher_logit_table(teacher, train_ds.images, device, progress).to(device)
         teacher = None
-    command = "python -m ml train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    argv = list(sys.argv[1:] if argv is None else argv)
     recipe = {
-        "command": command,
+        "command": _command(argv),
         "train_config": asdict(cfg),
         "augment": aug.to_dict(),
         "train_data": str(args.data),
@@ -458,98 +544,231 @@ def main(argv: list[str] | None = None) -> int:
         recipe["init_from"] = _lineage(cfg.init)
     if cfg.teachers:
         recipe["teacher_from"] = [_lineage(path) for path in cfg.teachers]
+    if fitted:
+        _record_fit(recipe, argv, fitted)
     print(f"model {mcfg.name}: {count_parameters(model):,} params on {device}", file=sys.stderr)
-    t_start = time.monotonic()
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.monotonic()
-        row = {"epoch": epoch + 1}
-        try:
-            stats = train_one_epoch(
-                model,
-                optimizer,
-                scheduler,
-                imgs,
-                labs,
-                cfg,
-                weights,
-                aug,
-                generator,
-                device,
-                amp,
-                progress,
-                teacher=teacher,
-                teacher_table=teacher_table,
-            )
-        except TrainingError as e:
-            kept = f"; {last_path} holds epoch {epoch}" if epoch > 0 else ""
-            print(f"error: epoch {epoch + 1}: {e}{kept}", file=sys.stderr)
-            return 2
-        row.update(stats)
-        row["lr"] = optimizer.param_groups[0]["lr"]
-        summary = None
-        if val_ds is not None:
-            summary = evaluate(model, val_ds, device)
-            row.update(
-                val_acc=summary["accuracy"],
-                val_macro_f1=summary["macro_f1"],
-                val_nll=summary["nll"],
-                val_ece=summary["ece"],
-            )
-        row["seconds"] = round(time.monotonic() - t0, 1)
-        history.append(row)
-        print(json.dumps(row), file=sys.stderr)
-        score = row.get("val_acc", -row["train_loss"])
-        base = {
-            "model_config": mcfg.to_dict(),
-            "class_names": list(EMOTIONS),
-            "preprocessing": DEFAULT_PREPROCESSING.to_dict(),
-            "recipe": recipe,
-            "epoch": epoch + 1,
-        }
-        if score > best_acc:
-            best_acc = score
-            metrics = {"epoch": epoch + 1, "val": summary} if summary else {"epoch": epoch + 1}
-            save_checkpoint(
-                best_path,
+    writer = CheckpointWriter(background=_background_checkpoints(device))
+    try:
+        t_start = time.monotonic()
+        epoch = start_epoch
+        while epoch < cfg.epochs:  # not range(): --fit-minutes may lower cfg.epochs
+            if args.fit_minutes and fitted is None and epoch >= 1:
+                if epoch > 1:  # the cosine has run: a new length would change what is done
+                    print(
+                        f"warning: --fit-minutes ignored: {last_path} is past its first epoch "
+                        f"without a fitted schedule; it runs to --epochs {cfg.epochs}",
+                        file=sys.stderr,
+                    )
+                    fitted = {}
+                else:  # after the first epoch (the warm-up), before the cosine's first step
+                    first = history[0]
+                    fitted = fit_epochs(
+                        args.fit_minutes * 60,
+                        spent_s=(time.monotonic() - t_start)
+                        if start_epoch == 0
+                        else first["seconds"],
+                        seconds_per_step=first.get("seconds_per_step", 0.0),
+                        steps_per_epoch=steps_per_epoch,
+                        other_s=first["seconds"] - first.get("train_seconds", 0.0) + save_seconds,
+                        max_epochs=cfg.epochs,
+                    )
+                    cfg.epochs = fitted["epochs"]
+                    _record_fit(recipe, argv, fitted)
+                    print(
+                        f"fitted to {args.fit_minutes:g} min: {cfg.epochs} epochs of "
+                        f"≈ {fitted['epoch_seconds']:.1f} s (record: {recipe['command']})",
+                        file=sys.stderr,
+                    )
+                    if epoch >= cfg.epochs:
+                        break
+            t0 = time.monotonic()
+            row = {"epoch": epoch + 1}
+            try:
+                stats = train_one_epoch(
+                    model,
+                    optimizer,
+                    scheduler,
+                    imgs,
+                    labs,
+                    cfg,
+                    weights,
+                    aug,
+                    generator,
+                    device,
+                    amp,
+                    progress,
+                    teacher=teacher,
+                    teacher_table=teacher_table,
+                    sync_every_step=not resident,
+                )
+            except TrainingError as e:
+                kept = f"; {last_path} holds epoch {epoch}" if epoch > 0 else ""
+                print(f"error: epoch {epoch + 1}: {e}{kept}", file=sys.stderr)
+                return 2
+            row.update(stats)
+            row["train_seconds"] = round(time.monotonic() - t0, 3)
+            row["lr"] = optimizer.param_groups[0]["lr"]
+            summary = None
+            if val_ds is not None:
+                summary = evaluate(model, val_ds, device)
+                row.update(
+                    val_acc=summary["accuracy"],
+                    val_macro_f1=summary["macro_f1"],
+                    val_nll=summary["nll"],
+                    val_ece=summary["ece"],
+                )
+            row["seconds"] = round(time.monotonic() - t0, 1)
+            history.append(row)
+            print(json.dumps(row), file=sys.stderr)
+            score = row.get("val_acc", -row["train_loss"])
+            base = {
+                "model_config": mcfg.to_dict(),
+                "class_names": list(EMOTIONS),
+                "preprocessing": DEFAULT_PREPROCESSING.to_dict(),
+                "recipe": recipe,
+                "epoch": epoch + 1,
+            }
+            t_save = time.monotonic()
+            if score > best_acc:
+                best_acc = score
+                metrics = {"epoch": epoch + 1, "val": summary} if summary else {"epoch": epoch + 1}
+                writer.save(
+                    best_path,
+                    {
+                        **base,
+                        "metrics": metrics,
+                        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                    },
+                )
+            writer.save(
+                last_path,
                 {
                     **base,
-                    "metrics": metrics,
-                    "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                    "metrics": {"last": row},
+                    "state_dict": model.state_dict(),
+                    "train_state": {
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "generator": generator.get_state(),
+                        "rng": _rng_state(),
+                        "best_acc": best_acc,
+                        "history": history,
+                        "fitted": fitted,
+                    },
                 },
             )
-        save_checkpoint(
-            last_path,
-            {
-                **base,
-                "metrics": {"last": row},
-                "state_dict": model.state_dict(),
-                "train_state": {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(),
-                    "rng": _rng_state(),
-                    "best_acc": best_acc,
-                    "history": history,
-                },
-            },
-        )
-        _write_logs(out, history)
-        if (
-            args.max_minutes
-            and (time.monotonic() - t_start) / 60 > args.max_minutes
-            and epoch + 1 < cfg.epochs
-        ):
-            print(
-                f"time budget reached after epoch {epoch + 1}; continue with --resume",
-                file=sys.stderr,
-            )
-            return 0
-    if best_path.exists():
-        what = "val acc" if val_ds is not None else "score"
-        print(f"done: best {what} {best_acc:.4f} -> {best_path}", file=sys.stderr)
-    else:
-        print(f"done: {cfg.epochs} epochs; no {best_path} was written", file=sys.stderr)
-    return 0
+            _write_logs(out, history)
+            save_seconds = time.monotonic() - t_save
+            epoch += 1
+            if (
+                args.max_minutes
+                and (time.monotonic() - t_start) / 60 > args.max_minutes
+                and epoch < cfg.epochs
+            ):
+                print(
+                    f"time budget reached after epoch {epoch}; continue with --resume",
+                    file=sys.stderr,
+                )
+                return 0
+        writer.close()  # best.pt may still be on its way to the disk
+        if best_path.exists():
+            what = "val acc" if val_ds is not None else "score"
+            print(f"done: best {what} {best_acc:.4f} -> {best_path}", file=sys.stderr)
+        else:
+            print(f"done: {cfg.epochs} epochs; no {best_path} was written", file=sys.stderr)
+        return 0
+
+    finally:
+        writer.close()  # every checkpoint is on disk before main returns
+
+
+def fit_epochs(
+    budget_s: float,
+    *,
+    spent_s: float,
+    seconds_per_step: float,
+    steps_per_epoch: int,
+    other_s: float,
+    max_epochs: int,
+) -> dict:
+    """How many epochs (at most ``max_epochs``, at least the one already run) end within
+    ``budget_s`` seconds when ``spent_s`` are gone and each further epoch takes its steps at
+    the steady pace plus ``other_s`` (validation, checkpoints)."""
+    per_epoch = max(seconds_per_step * steps_per_epoch + max(other_s, 0.0), 1e-9)
+    more = max(0, int((budget_s - spent_s) // per_epoch))
+    return {
+        "epochs": max(1, min(max_epochs, 1 + more)),
+        "fit_minutes": budget_s / 60,
+        "epoch_seconds": round(per_epoch, 3),
+    }
+
+
+class CheckpointWriter:
+    """Writes checkpoints in the order given. With ``background`` (a GPU run) each is written by
+    one helper thread from a CPU copy taken when it is handed over, so the training loop does
+    not wait for the disk: a ``large`` ``last.pt`` is 62 MB, against epochs of seconds. A
+    failed write is raised at the next ``save`` or at ``close``, which waits for them all."""
+
+    def __init__(self, background: bool):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="checkpoint") if background else None
+        self._pending: list[Future] = []
+
+    def save(self, path: Path, payload: dict) -> None:
+        if self._pool is None:
+            save_checkpoint(path, payload)
+            return
+        self._check(wait=False)
+        self._pending.append(self._pool.submit(save_checkpoint, path, _snapshot(payload)))
+
+    def _check(self, wait: bool) -> None:
+        still = []
+        for f in self._pending:
+            if wait or f.done():
+                f.result()  # re-raises the write's error
+            else:
+                still.append(f)
+        self._pending = still
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._check(wait=True)
+
+
+def _snapshot(obj):
+    """A copy of ``obj`` whose tensors are CPU copies and whose containers are new: what the
+    training loop changes afterwards (weights, optimizer buffers, history) cannot reach it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_snapshot(v) for v in obj)
+    return obj
+
+
+def _background_checkpoints(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+def _command(argv: list[str]) -> str:
+    return "python -m ml train " + " ".join(shlex.quote(a) for a in argv)
+
+
+def _record_fit(recipe: dict, argv: list[str], fitted: dict) -> None:
+    """The recipe of a fitted run names the epochs it ran, as a command that replays it."""
+    # --max-minutes and --resume only pace a session: a replay runs the whole schedule
+    replay, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--fit-minutes", "--epochs", "--max-minutes"):
+            skip = True
+        elif a != "--resume" and not a.startswith(("--fit-minutes=", "--epochs=", "--max-min")):
+            replay.append(a)
+    recipe["command"] = _command([*replay, "--epochs", str(fitted["epochs"])])
+    recipe["fitted"] = dict(fitted, command=_command(argv))
+    recipe["train_config"]["epochs"] = fitted["epochs"]
 
 
 def _lineage(path: str) -> dict:

@@ -64,14 +64,18 @@ def test_calibrate_command_refuses_a_small_or_degenerate_set(tmp_path, pattern_f
     assert "ran into its bound (20" in capsys.readouterr().err and not out.exists()
 
 
+def _val_subset(fer_root, root, per_class=30):
+    for cls in EMOTIONS:
+        (root / cls).mkdir(parents=True)
+        for f in sorted((fer_root / "validation" / cls).iterdir())[:per_class]:
+            (root / cls / f.name).symlink_to(f)
+    return root
+
+
 def test_calibrate_command_writes_a_temperature_the_predictor_uses(tmp_path, fer_root):
     from ml.cli import main
 
-    data = tmp_path / "val"  # 30 real validation faces per class: 210 ≥ --min-samples
-    for cls in EMOTIONS:
-        (data / cls).mkdir(parents=True)
-        for f in sorted((fer_root / "validation" / cls).iterdir())[:30]:
-            (data / cls / f.name).symlink_to(f)
+    data = _val_subset(fer_root, tmp_path / "val")  # 30 real faces a class: 210 ≥ --min-samples
     out = tmp_path / "cal.pt"
     assert main(["calibrate", str(data), "--out", str(out)]) == 0
     cal = load_checkpoint(out)["calibration"]
@@ -85,3 +89,34 @@ def test_calibrate_command_writes_a_temperature_the_predictor_uses(tmp_path, fer
     a, b = p.predict_faces(crops), base.predict_faces(crops)
     assert (a.argmax(1) == b.argmax(1)).all()
     assert not np.allclose(a, b)
+
+
+def test_calibrate_half_stores_float16_weights_every_reader_loads(tmp_path, fer_root, capsys):
+    """--half: how a 7.8 M-param GPU model fits the device tool's 16 MiB files (and the repo)."""
+    import torch
+
+    from ml.checkpoint import save_checkpoint
+    from ml.cli import main
+    from ml.data import load_image_folder
+
+    data = _val_subset(fer_root, tmp_path / "val")
+    # the shipped file carries an int8 network made from its float32 weights: refused
+    half = tmp_path / "half.pt"
+    args = ["calibrate", str(data), "--out", str(half), "--half"]
+    assert main(args) == 2
+    assert "carries an int8 network" in capsys.readouterr().err and not half.exists()
+
+    ck = load_checkpoint(default_weights())
+    del ck["int8"]
+    full = save_checkpoint(tmp_path / "fp32.pt", ck)
+    assert main([*args, "--weights", str(full)]) == 0
+    sd = load_checkpoint(half)["state_dict"]
+    assert {v.dtype for v in sd.values() if v.is_floating_point()} == {torch.float16}
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    p = Predictor(half, precision="fp32")
+    assert {prm.dtype for prm in p.model.parameters()} == {torch.float32}
+    faces = load_image_folder(data).images
+    a = p.predict_faces(faces)
+    b = Predictor(full, precision="fp32").predict_faces(faces)
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.99
+    assert 0.05 < p.temperature < 20

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -147,6 +148,7 @@ def _exit_code(argv) -> int:
         ("--size", "huge", "invalid choice: 'huge'"),
         ("--device", "gpu0", "--device 'gpu0' is not a device"),
         ("--device", "meta", "the models run on auto, cpu or cuda"),
+        ("--fit-minutes", "-1", "--fit-minutes must be ≥ 0"),
     ],
 )
 def test_bad_flags_exit_2_before_the_data_is_read(tmp_path, capsys, flag, value, message):
@@ -350,3 +352,190 @@ def test_init_starts_from_a_checkpoint_and_refuses_another_size(
     args = ["--data", str(pattern_folder), "--out", str(tmp_path / "x"), "--size", "fast"]
     assert train.main([*args, "--init", str(teacher_run / "best.pt"), "--no-progress"]) == 2
     assert "different model config" in capsys.readouterr().err
+
+
+def test_fit_minutes_needs_the_first_epoch_to_be_warm_up(tmp_path, capsys):
+    # the schedule's length is chosen after epoch 1: no step before may depend on it
+    argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--fit-minutes", "5"]
+    assert _exit_code([*argv, "--warmup-epochs", "0.5"]) == 2
+    assert "--warmup-epochs must be ≥ 1 with --fit-minutes" in capsys.readouterr().err
+
+
+def _epoch_inputs(folder, seed=0, lr=0.05):
+    ds = load_image_folder(folder)
+    torch.manual_seed(seed)
+    model = train.create_model(train.model_config("tiny")).to(memory_format=torch.channels_last)
+    cfg = train.TrainConfig(size="tiny", batch_size=16, lr=lr, epochs=2, seed=seed)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    return model, opt, sched, torch.from_numpy(ds.images), torch.from_numpy(ds.labels), cfg
+
+
+@pytest.mark.parametrize("mixup", [0.0, 0.4])
+def test_deferred_sync_trains_the_same_weights(pattern_folder, mixup):
+    """A GPU run reads its loss back once an epoch (sync_every_step=False): the same steps,
+    the same weights and the same epoch figures as reading it every step."""
+    results = []
+    for sync in (True, False):
+        torch.set_num_threads(1)
+        np.random.seed(0)
+        model, opt, sched, images, labels, cfg = _epoch_inputs(pattern_folder)
+        cfg.mixup_alpha = mixup
+        g = torch.Generator().manual_seed(0)
+        stats = [
+            train.train_one_epoch(
+                model,
+                opt,
+                sched,
+                images,
+                labels,
+                cfg,
+                None,
+                train.AugmentConfig(),
+                g,
+                "cpu",
+                False,
+                progress=True,
+                sync_every_step=sync,
+            )
+            for _ in range(2)
+        ]
+        results.append((model.state_dict(), stats))
+    (a, sa), (b, sb) = results
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    for x, y in zip(sa, sb, strict=True):
+        assert x["train_acc"] == y["train_acc"] and 0 < x["train_acc"] <= 1
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-6)
+        assert x["seconds_per_step"] > 0 and y["seconds_per_step"] > 0
+
+
+def test_deferred_sync_names_the_first_diverging_step(pattern_folder):
+    messages = []
+    for sync in (True, False):
+        model, opt, sched, images, labels, cfg = _epoch_inputs(pattern_folder, lr=1e12)
+        g = torch.Generator().manual_seed(0)
+        with pytest.raises(train.TrainingError) as e:
+            train.train_one_epoch(
+                model,
+                opt,
+                sched,
+                images,
+                labels,
+                cfg,
+                None,
+                train.AugmentConfig(),
+                g,
+                "cpu",
+                False,
+                progress=False,
+                sync_every_step=sync,
+            )
+        messages.append(str(e.value))
+    # read back at the end of the epoch, it names the same step as a per-step check
+    assert messages[0] == messages[1]
+    assert re.match(r"training loss is (nan|inf) at step \d+: the run diverged", messages[1])
+
+
+def test_fit_epochs_counts_the_epochs_that_end_in_the_budget():
+    fit = train.fit_epochs
+    # 100 s budget, 12 s gone in epoch 1, then 200 steps × 0.04 s + 2 s validation = 10 s each
+    kw = dict(spent_s=12, seconds_per_step=0.04, steps_per_epoch=200, other_s=2)
+    assert fit(100, **kw, max_epochs=300) == {
+        "epochs": 9,  # 1 + floor(88 / 10)
+        "fit_minutes": 100 / 60,
+        "epoch_seconds": 10.0,
+    }
+    assert fit(100, **kw, max_epochs=5)["epochs"] == 5  # --epochs stays the cap
+    assert fit(10, **kw, max_epochs=300)["epochs"] == 1  # over budget already: epoch 1 only
+    assert fit(100, **dict(kw, other_s=-1), max_epochs=300)["epochs"] == 12  # rounding noise
+
+
+def test_fit_minutes_records_the_epochs_as_a_replayable_command(
+    pattern_folder, tmp_path, monkeypatch, capsys
+):
+    calls = []
+
+    def fit(budget_s, **kw):  # the timing is the machine's: fix it, test the plumbing
+        calls.append((budget_s, kw))
+        return {"epochs": 3, "fit_minutes": budget_s / 60, "epoch_seconds": 1.5}
+
+    monkeypatch.setattr(train, "fit_epochs", fit)
+    _run(pattern_folder, tmp_path / "fitted", "--epochs", "8", "--fit-minutes", "2", "--resume")
+    [(budget, kw)] = calls
+    assert budget == 120 and kw["max_epochs"] == 8 and kw["steps_per_epoch"] == 5
+    assert kw["seconds_per_step"] > 0 and kw["spent_s"] > 0
+    assert "fitted to 2 min: 3 epochs of ≈ 1.5 s" in capsys.readouterr().err
+    rows = (tmp_path / "fitted" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 3  # the cosine ran over 3 epochs and ended there
+    ck = load_checkpoint(tmp_path / "fitted" / "last.pt")
+    recipe = ck["recipe"]
+    assert recipe["train_config"]["epochs"] == 3 and recipe["fitted"]["epochs"] == 3
+    assert "--fit-minutes 2" in recipe["fitted"]["command"]
+    command = recipe["command"].split()
+    assert command[-2:] == ["--epochs", "3"] and "--fit-minutes" not in command
+    assert "--resume" not in command and command.count("--epochs") == 1
+    assert ck["train_state"]["fitted"]["epochs"] == 3
+
+    # the recorded command, run again, is the same run: same schedule, same weights
+    argv = command[4:]  # after "python -m ml train"
+    argv[argv.index("--out") + 1] = str(tmp_path / "replay")
+    assert train.main(argv) == 0
+    replay = load_checkpoint(tmp_path / "replay" / "last.pt")
+    assert replay["epoch"] == 3
+    for k, v in ck["state_dict"].items():
+        torch.testing.assert_close(v, replay["state_dict"][k], rtol=0, atol=1e-6)
+
+
+def test_a_fitted_run_resumes_on_its_fitted_schedule(pattern_folder, tmp_path, monkeypatch):
+    fits = []
+
+    def fit(budget_s, **kw):
+        fits.append(kw)
+        return {"epochs": 4, "fit_minutes": budget_s / 60, "epoch_seconds": 1.0}
+
+    monkeypatch.setattr(train, "fit_epochs", fit)
+    run, flags = tmp_path / "run", ("--epochs", "9", "--fit-minutes", "1")
+    _run(pattern_folder, run, *flags, "--max-minutes", "1e-9")  # stops after epoch 1
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1 and not fits
+    _run(pattern_folder, run, *flags, "--max-minutes", "1e-9", "--resume")  # fits, epoch 2
+    assert len(fits) == 1 and load_checkpoint(run / "last.pt")["epoch"] == 2
+    _run(pattern_folder, run, *flags, "--resume")  # keeps the fitted 4: no second fit
+    assert len(fits) == 1 and load_checkpoint(run / "last.pt")["epoch"] == 4
+    _run(pattern_folder, tmp_path / "straight", "--epochs", "4")
+    a = load_checkpoint(run / "last.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "straight" / "last.pt")["state_dict"]
+    for k in a:  # the same as a plain 4-epoch run
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_background_checkpoints_hold_what_was_handed_over(tmp_path):
+    writer = train.CheckpointWriter(background=True)
+    weights = torch.zeros(3)
+    history = [{"epoch": 1}]
+    payload = {"model_config": {}, "class_names": [], "preprocessing": {}, "epoch": 1}
+    writer.save(tmp_path / "a.pt", {**payload, "state_dict": {"w": weights}, "h": history})
+    weights.add_(1)  # the training loop goes on at once
+    history.append({"epoch": 2})
+    (tmp_path / "file").write_text("")
+    writer.save(tmp_path / "file" / "b.pt", {**payload, "state_dict": {}})  # cannot be written
+    with pytest.raises(OSError):
+        writer.close()  # waits for both, raises the failed one
+    saved = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert saved["state_dict"]["w"].tolist() == [0.0, 0.0, 0.0] and saved["h"] == [{"epoch": 1}]
+
+
+def test_a_run_with_background_checkpoints_writes_and_resumes_the_same(
+    pattern_folder, tmp_path, monkeypatch
+):
+    _run(pattern_folder, tmp_path / "plain", "--epochs", "3")
+    monkeypatch.setattr(train, "_background_checkpoints", lambda device: True)  # as on a GPU
+    _run(pattern_folder, tmp_path / "bg", "--epochs", "3", "--max-minutes", "1e-9")
+    assert load_checkpoint(tmp_path / "bg" / "last.pt")["epoch"] == 1  # on disk at return
+    _run(pattern_folder, tmp_path / "bg", "--epochs", "3", "--resume")
+    for name in ("last.pt", "best.pt"):
+        a = load_checkpoint(tmp_path / "plain" / name)
+        b = load_checkpoint(tmp_path / "bg" / name)
+        assert a["epoch"] == b["epoch"]
+        for k in a["state_dict"]:
+            torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=0, atol=1e-6)
