@@ -48,6 +48,21 @@ hard() { "$PY" -c "print(round($1 * 1.1 + 0.3, 2))"; }
 ml() { "$PY" -m ml "$@"; }
 bundle() { tar czf "$OUT/logs.tar.gz" "$RUNS"/*.log "$RUNS"/*/metrics.csv 2>/dev/null || true; }
 trap bundle EXIT # the logs come back even when a stage fails
+# release BEST OUT [--half]: calibrated; if calibration is refused (a degenerate model), as it
+# is (T = 1) rather than lost, said in the log
+release() {
+  ml calibrate "$D/validation" --weights "$1" --out "$2" --min-samples "$MIN_SAMPLES" "${@:3}" \
+    2>&1 | tee -a "$RUNS/recipe.log" && return 0
+  log "calibration refused for $1: $(basename "$2") is not calibrated (T = 1)"
+  "$PY" - "$@" <<'PY'
+import sys
+from ml.checkpoint import half_precision, load_checkpoint, save_checkpoint
+ck = load_checkpoint(sys.argv[1])
+if "--half" in sys.argv[3:]:
+    ck["state_dict"] = half_precision(ck["state_dict"])
+save_checkpoint(sys.argv[2], ck)
+PY
+}
 
 log "start: $("$PY" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA")')"
 # shellcheck disable=SC2086 # EXTRA is a list of flags
@@ -55,8 +70,7 @@ ml train --data "$D/train" --val "$D/validation" --out "$RUNS/teacher" --size "$
   --epochs "$TEACHER_EPOCHS" --fit-minutes "$TEACHER_MINUTES" \
   --max-minutes "$(hard "$TEACHER_MINUTES")" --mixup-alpha 0.2 --seed 0 --device "$DEVICE" \
   --no-progress $EXTRA 2>&1 | tee "$RUNS/teacher.log" | { grep -E '^(fitted|done|error|warn)' >&2 || true; }
-ml calibrate "$D/validation" --weights "$RUNS/teacher/best.pt" --out "$OUT/teacher.pt" --half \
-  --min-samples "$MIN_SAMPLES" 2>&1 | tee -a "$RUNS/recipe.log"
+release "$RUNS/teacher/best.pt" "$OUT/teacher.pt" --half
 log "teacher done"
 
 pids=() done_students=() failed=0
@@ -75,8 +89,7 @@ for s in $STUDENTS; do # one student that fails leaves the others' results
   wait "${pids[$i]}" || ok=0
   i=$((i + 1))
   grep -E '^(fitted|done|error|warn)' "$RUNS/$s.log" >&2 || true
-  if [ "$ok" = 1 ] && ml calibrate "$D/validation" --weights "$RUNS/$s/best.pt" \
-    --out "$OUT/$s.pt" --min-samples "$MIN_SAMPLES" 2>&1 | tee -a "$RUNS/recipe.log"; then
+  if [ "$ok" = 1 ] && release "$RUNS/$s/best.pt" "$OUT/$s.pt"; then
     done_students+=("$s")
   else
     log "student $s failed (see $s.log in logs.tar.gz)"

@@ -42,6 +42,10 @@ def _recipe(tmp_path, data, **env):
     )
 
 
+def _float_dtypes(ck) -> set:
+    return {v.dtype for v in ck["state_dict"].values() if v.is_floating_point()}
+
+
 def test_the_gpu_recipe_brings_back_what_the_device_tool_can_carry(tmp_path):
     data = tmp_path / "fer"
     write_image_folder(data / "train", per_class=30, seed=1)
@@ -58,9 +62,7 @@ def test_the_gpu_recipe_brings_back_what_the_device_tool_can_carry(tmp_path):
     assert all((out / f).stat().st_size < 16 * MiB for f in files)
 
     teacher = load_checkpoint(out / "teacher.pt")
-    assert {v.dtype for v in teacher["state_dict"].values() if v.is_floating_point()} == {
-        torch.float16
-    }
+    assert _float_dtypes(teacher) == {torch.float16}
     assert 0.05 < teacher["calibration"]["temperature"] < 20
     # the fitted run is recorded as the command that replays it
     command = teacher["recipe"]["command"]
@@ -91,6 +93,23 @@ def test_the_gpu_recipe_brings_back_what_the_device_tool_can_carry(tmp_path):
     with tarfile.open(out / "logs.tar.gz") as tar:
         names = {Path(n).name for n in tar.getnames()}
         assert {"teacher.log", "fast.log", "huge.log", "recipe.log", "metrics.csv"} <= names
+
+
+def test_a_model_whose_calibration_is_refused_still_comes_back(tmp_path):
+    data = tmp_path / "fer"
+    write_image_folder(data / "train", per_class=20, seed=1)
+    write_image_folder(data / "validation", per_class=20, seed=2)
+    # 140 validation faces are too few for a temperature: each model comes back as it is
+    done = _recipe(
+        tmp_path, data, STUDENTS="tiny", MIN_SAMPLES="1000", TEACHER_EPOCHS="2", STUDENT_EPOCHS="1"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "calibration refused" in done.stderr and "tiny.pt is not calibrated" in done.stderr
+    teacher = load_checkpoint(tmp_path / "out" / "teacher.pt")
+    assert "calibration" not in teacher
+    assert _float_dtypes(teacher) == {torch.float16}
+    assert "calibration" not in load_checkpoint(tmp_path / "out" / "tiny.pt")
+    assert len(json.loads((tmp_path / "out" / "results.json").read_text())["evaluations"]) == 4
 
 
 def test_the_gpu_recipe_refuses_a_missing_dataset_at_once(tmp_path):

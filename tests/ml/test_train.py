@@ -361,47 +361,45 @@ def test_fit_minutes_needs_the_first_epoch_to_be_warm_up(tmp_path, capsys):
     assert "--warmup-epochs must be ≥ 1 with --fit-minutes" in capsys.readouterr().err
 
 
-def _epoch_inputs(folder, seed=0, lr=0.05):
+def _epochs(folder, *, sync: bool, epochs: int = 2, lr: float = 0.05, mixup: float = 0.0):
+    """``epochs`` calls of train_one_epoch on a fresh tiny model, seeded alike every time."""
+    torch.set_num_threads(1)
+    np.random.seed(0)
+    torch.manual_seed(0)
     ds = load_image_folder(folder)
-    torch.manual_seed(seed)
     model = train.create_model(train.model_config("tiny")).to(memory_format=torch.channels_last)
-    cfg = train.TrainConfig(size="tiny", batch_size=16, lr=lr, epochs=2, seed=seed)
+    cfg = train.TrainConfig(size="tiny", batch_size=16, lr=lr, mixup_alpha=mixup)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    return model, opt, sched, torch.from_numpy(ds.images), torch.from_numpy(ds.labels), cfg
+    images, labels = torch.from_numpy(ds.images), torch.from_numpy(ds.labels)
+    g = torch.Generator().manual_seed(0)
+    stats = [
+        train.train_one_epoch(
+            model,
+            opt,
+            sched,
+            images,
+            labels,
+            cfg,
+            None,
+            train.AugmentConfig(),
+            g,
+            "cpu",
+            False,
+            progress=True,
+            sync_every_step=sync,
+        )  # fmt: skip
+        for _ in range(epochs)
+    ]
+    return model, stats
 
 
 @pytest.mark.parametrize("mixup", [0.0, 0.4])
 def test_deferred_sync_trains_the_same_weights(pattern_folder, mixup):
     """A GPU run reads its loss back once an epoch (sync_every_step=False): the same steps,
     the same weights and the same epoch figures as reading it every step."""
-    results = []
-    for sync in (True, False):
-        torch.set_num_threads(1)
-        np.random.seed(0)
-        model, opt, sched, images, labels, cfg = _epoch_inputs(pattern_folder)
-        cfg.mixup_alpha = mixup
-        g = torch.Generator().manual_seed(0)
-        stats = [
-            train.train_one_epoch(
-                model,
-                opt,
-                sched,
-                images,
-                labels,
-                cfg,
-                None,
-                train.AugmentConfig(),
-                g,
-                "cpu",
-                False,
-                progress=True,
-                sync_every_step=sync,
-            )
-            for _ in range(2)
-        ]
-        results.append((model.state_dict(), stats))
-    (a, sa), (b, sb) = results
+    (ma, sa), (mb, sb) = (_epochs(pattern_folder, sync=s, mixup=mixup) for s in (True, False))
+    a, b = ma.state_dict(), mb.state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     for x, y in zip(sa, sb, strict=True):
@@ -413,24 +411,8 @@ def test_deferred_sync_trains_the_same_weights(pattern_folder, mixup):
 def test_deferred_sync_names_the_first_diverging_step(pattern_folder):
     messages = []
     for sync in (True, False):
-        model, opt, sched, images, labels, cfg = _epoch_inputs(pattern_folder, lr=1e12)
-        g = torch.Generator().manual_seed(0)
         with pytest.raises(train.TrainingError) as e:
-            train.train_one_epoch(
-                model,
-                opt,
-                sched,
-                images,
-                labels,
-                cfg,
-                None,
-                train.AugmentConfig(),
-                g,
-                "cpu",
-                False,
-                progress=False,
-                sync_every_step=sync,
-            )
+            _epochs(pattern_folder, sync=sync, epochs=1, lr=1e12)
         messages.append(str(e.value))
     # read back at the end of the epoch, it names the same step as a per-step check
     assert messages[0] == messages[1]
