@@ -12,7 +12,8 @@
 # timeout_s 600. What comes back (in $OUT, each file well under 16 MiB):
 #   teacher.pt          the accuracy model, calibrated, float16 weights (15.6 MB for `large`)
 #   <student>.pt        each distilled student, calibrated (float32; quantize it here)
-#   results.json        accuracy, macro-F1, ECE of each, plain and with flip TTA, + the GPU
+#   results.json        accuracy, macro-F1, ECE of each, plain and with flip TTA; each run's
+#                       epochs, seconds and best epoch; the GPU's name
 #   logs.tar.gz         every run's metrics.csv and log
 # Landing it is in docs/model_card.md ("The GPU run").
 #
@@ -109,11 +110,26 @@ for m in teacher "${done_students[@]}"; do
 done
 "$PY" - "$OUT/results.json" "$RUNS" "${evals[@]}" <<'PY'
 import json, sys, torch
-out, runs, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+from pathlib import Path
+out, runs, files = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 keep = ("accuracy", "macro_f1", "ece", "nll", "weights", "tta", "temperature", "per_class")
 rows = [{k: v for k, v in json.load(open(f)).items() if k in keep} for f in files]
+training = {}  # the GPU's pace and where each run peaked, without unpacking the logs
+for m in dict.fromkeys(Path(r["weights"]).stem for r in rows):
+    hist = [json.loads(line) for line in open(runs / m / "metrics.jsonl")]
+    best = max(hist, key=lambda h: h.get("val_acc", 0))
+    training[m] = {
+        "epochs": len(hist),
+        "seconds": round(sum(h["seconds"] for h in hist), 1),
+        "seconds_per_step": hist[-1].get("seconds_per_step"),
+        "best_epoch": best["epoch"],
+        "best_val_acc": best.get("val_acc"),
+    }
 gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-json.dump({"device": gpu, "torch": torch.__version__, "evaluations": rows}, open(out, "w"), indent=1)
+result = {"device": gpu, "torch": torch.__version__, "training": training, "evaluations": rows}
+json.dump(result, open(out, "w"), indent=1)
+for m, t in training.items():
+    print(f"{m:<10} {t['epochs']} epochs in {t['seconds']} s, best {t['best_val_acc']} at {t['best_epoch']}")
 for r in rows:
     print(f"{r['weights']:<28} tta={r['tta']!s:<5} acc {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  ECE {r['ece']:.4f}")
 PY

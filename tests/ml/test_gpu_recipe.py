@@ -29,9 +29,9 @@ def _recipe(tmp_path, data, **env):
         "PY": sys.executable,
         "DEVICE": "cpu",
         "TEACHER": "tiny",
-        "TEACHER_MINUTES": "0.1",
+        "TEACHER_MINUTES": "0.3",  # the epoch caps bind first here
         "TEACHER_EPOCHS": "6",
-        "STUDENT_MINUTES": "0.1",
+        "STUDENT_MINUTES": "0.3",
         "STUDENT_EPOCHS": "4",
         "MIN_SAMPLES": "100",
         "EXTRA": "--batch-size 16 --lr 0.05 --threads 1",
@@ -85,6 +85,12 @@ def test_the_gpu_recipe_brings_back_what_the_device_tool_can_carry(tmp_path):
         ("fast.pt", True),
     ]
     assert results["device"] == "cpu"
+    # the pace and the peak of each run, read off its metrics.jsonl
+    teacher_log = (tmp_path / "runs" / "teacher" / "metrics.jsonl").read_text().splitlines()
+    assert set(results["training"]) == {"teacher", "fast"}
+    t = results["training"]["teacher"]
+    assert t["epochs"] == len(teacher_log) == teacher["recipe"]["train_config"]["epochs"]
+    assert t["best_val_acc"] == teacher["metrics"]["val"]["accuracy"] and t["seconds"] > 0
     # what came back reads as it was measured there
     ds = load_image_folder(data / "validation")
     acc = (Predictor(out / "teacher.pt").predict_faces(ds.images).argmax(1) == ds.labels).mean()
