@@ -757,14 +757,18 @@ def _command(argv: list[str]) -> str:
 
 def _record_fit(recipe: dict, argv: list[str], fitted: dict) -> None:
     """The recipe of a fitted run names the epochs it ran, as a command that replays it."""
-    # --max-minutes and --resume only pace a session: a replay runs the whole schedule
+    # --max-minutes and --resume only pace a session: a replay runs the whole schedule.
+    # argparse took abbreviations (--fit 5, --epoch=9) only where they were unambiguous, so a
+    # flag that starts one of these names is that flag.
+    dropped = ("--fit-minutes", "--epochs", "--max-minutes", "--resume")
     replay, skip = [], False
     for a in argv:
+        name, inline = a.split("=", 1)[0], "=" in a
         if skip:
             skip = False
-        elif a in ("--fit-minutes", "--epochs", "--max-minutes"):
-            skip = True
-        elif a != "--resume" and not a.startswith(("--fit-minutes=", "--epochs=", "--max-min")):
+        elif len(name) > 2 and name.startswith("--") and any(d.startswith(name) for d in dropped):
+            skip = not inline and not "--resume".startswith(name)
+        else:
             replay.append(a)
     recipe["command"] = _command([*replay, "--epochs", str(fitted["epochs"])])
     recipe["fitted"] = dict(fitted, command=_command(argv))

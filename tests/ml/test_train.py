@@ -521,3 +521,31 @@ def test_a_run_with_background_checkpoints_writes_and_resumes_the_same(
         assert a["epoch"] == b["epoch"]
         for k in a["state_dict"]:
             torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=0, atol=1e-6)
+
+
+def test_the_replay_command_drops_pacing_flags_however_they_were_spelt():
+    """argparse takes unambiguous abbreviations: `--fit 5` left in the replay would refit it."""
+    recipe = {"train_config": {"epochs": 300}}
+    argv = [
+        "--data",
+        "d",
+        "--fit",
+        "5",
+        "--epoch=300",
+        "--max-min",
+        "6",
+        "--res",
+        "--size",
+        "large",
+    ]
+    train._record_fit(recipe, argv, {"epochs": 42, "fit_minutes": 5, "epoch_seconds": 7.0})
+    assert recipe["command"] == "python -m ml train --data d --size large --epochs 42"
+    assert recipe["train_config"]["epochs"] == 42
+    assert recipe["fitted"]["command"].endswith("--res --size large")
+    parsed = train.build_parser().parse_args([*argv, "--out", "o"])  # the spellings are real
+    assert (parsed.fit_minutes, parsed.epochs, parsed.max_minutes, parsed.resume) == (
+        5,
+        300,
+        6,
+        True,
+    )
