@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("SECRET_KEY", "bench-only-secret")
 
+from config.serve import server_argv  # noqa: E402
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -259,16 +261,7 @@ def main() -> int:
         stderr=subprocess.STDOUT,
     )
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "config.asgi:application",
-        ],
+        server_argv("127.0.0.1", port),
         cwd=ROOT,
         env=env,
         stdout=(logs / "daphne.log").open("w"),

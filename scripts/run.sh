@@ -28,4 +28,4 @@ if [ -z "${REDIS_URL:-}" ]; then
   "$BIN/python" manage.py run_periodic --interval "${PERIODIC_INTERVAL_SECONDS:-300}" --parent-pid $$ &
 fi
 echo "Serving on http://$HOST:$PORT/  (health: http://$HOST:$PORT/healthz)"
-exec "$BIN/daphne" -b "$HOST" -p "$PORT" config.asgi:application
+exec "$BIN/python" -m config.serve --host "$HOST" --port "$PORT"

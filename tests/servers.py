@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from config.serve import server_argv
 from tests.conftest import ROOT, _test_database_url
 
 
@@ -39,10 +39,9 @@ def daphne(data_dir: Path, **env: str) -> Iterator[str]:
     )
     full.update(env)
     log_path = data_dir / "daphne.log"
-    args = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT
+            server_argv("127.0.0.1", port), cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT
         )
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
     try:

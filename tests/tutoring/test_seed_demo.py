@@ -129,13 +129,15 @@ def test_if_no_users_creates_nothing_beside_an_operators_account(db, capsys):
 
 def fake_bin(tmp_path: Path) -> Path:
     """A BIN for scripts/run.sh: the real Python for manage.py, except the background job
-    runner (tested in test_run_periodic); a daphne that only says it would serve."""
+    runner (tested in test_run_periodic) and the server, which only says it would serve."""
     b = tmp_path / "bin"
     b.mkdir()
     (b / "python").write_text(
-        f'#!/bin/sh\nif [ "$2" = run_periodic ]; then exit 0; fi\nexec "{sys.executable}" "$@"\n'
+        "#!/bin/sh\n"
+        'if [ "$2" = run_periodic ]; then exit 0; fi\n'
+        'if [ "$2" = config.serve ]; then echo "server would serve $*"; exit 0; fi\n'
+        f'exec "{sys.executable}" "$@"\n'
     )
-    (b / "daphne").write_text('#!/bin/sh\necho "daphne would serve $*"\n')
     for f in b.iterdir():
         f.chmod(0o755)
     return b
@@ -164,7 +166,7 @@ def run_sh(tmp_path):
             timeout=300,
         )
         assert p.returncode == 0, p.stdout + p.stderr
-        assert "daphne would serve" in p.stdout
+        assert "server would serve" in p.stdout
         return p.stdout
 
     return run
