@@ -26,7 +26,6 @@ STATIC_URL = "/static/"
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -83,7 +82,7 @@ TEMPLATES = [
 DATABASE_URL = env.str("DATABASE_URL", default="")
 if DATABASE_URL:
     DATABASES = {"default": env.db_url("DATABASE_URL")}
-    # 0: a connection per request, closed at its end. Under ASGI (daphne) each request's sync
+    # 0: a connection per request, closed at its end. Under ASGI each request's sync
     # code runs in a thread of its own, so a persistent connection is never reused but stays
     # open: 60 s left 40 idle connections after 60 requests (Django's docs: disable them
     # under ASGI). A Celery worker may set DB_CONN_MAX_AGE to reuse its connection.
@@ -182,7 +181,7 @@ REST_FRAMEWORK = {
         "user": env.str("THROTTLE_USER", default="3000/min"),
         "auth": env.str("THROTTLE_AUTH", default="30/min"),
     },
-    # Reverse proxies in front of daphne that append to X-Forwarded-For. 0: ignore the header
+    # Reverse proxies in front of the server that append to X-Forwarded-For. 0: ignore the header
     # (a client can write anything there) and throttle by REMOTE_ADDR; N: the Nth address from
     # the right, the one the outermost of your N proxies appended.
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
@@ -378,6 +377,9 @@ EMOTION_LIMITS = {
     # REST uploads: a session's frames waiting for inference (each held in the frame store)
     "max_pending_per_session": env.int("FRAME_MAX_PENDING_PER_SESSION", default=200),
 }
+# Every request body but an authenticated frame upload's (config.bodylimit: refused with 413
+# before it is read or parsed)
+REQUEST_MAX_BYTES = env.int("REQUEST_MAX_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = EMOTION_LIMITS["max_request_bytes"]
 FILE_UPLOAD_MAX_MEMORY_SIZE = EMOTION_LIMITS["max_frame_bytes"]
 DATA_UPLOAD_MAX_NUMBER_FILES = EMOTION_LIMITS["max_frames_per_request"] + 10

@@ -94,3 +94,10 @@ def get_batcher() -> FrameBatcher:
             settings.INFERENCE_BATCH_SIZE, settings.INFERENCE_BATCH_WAIT_MS
         )
     return b
+
+
+async def flush_batchers() -> None:
+    """Queue the frames every batcher of this event loop holds (the server shutting down)."""
+    b = _batchers.get(asyncio.get_running_loop())
+    if b is not None:
+        await b.flush()

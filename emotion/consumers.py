@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.dateparse import parse_datetime
 
+from config.serve import WS_MAX_MESSAGE_BYTES
 from emotion.batcher import get_batcher
 from emotion.live import course_group, course_snapshot, session_group
 from emotion.services import (
@@ -41,7 +42,7 @@ REPLACED_REASON = (
 # While a socket lives, whether its user may still have it (account active, still signed in
 # with this browser session, still the course's instructor or the session's learner) is
 # checked again at the first message either way after this many seconds: the check at connect
-# alone let a socket outlive all three for as long as daphne keeps it (up to a day). A check
+# alone let a socket outlive all three for as long as the server keeps it (up to a day). A check
 # is three small queries (1.7 ms, p95 5.8 ms, on a busy 2-core machine) in the sync thread
 # that also takes every learner's frames; a live-view message costs 0.2-0.3 ms to pass on
 # without it and 4-4.8 ms with it. So not on every message: once every 5 s is < 1 ms/s a
@@ -50,18 +51,15 @@ RECHECK_SECONDS = 5.0
 IN_FLIGHT_TIMEOUT_S = 30.0  # a frame never reported analysed stops holding credit after this
 FRAME_PREFIX_BYTES = 4  # a binary frame starts with its JSON header's length, big-endian
 MAX_HEADER_BYTES = 1024
-# daphne's default ``websocket_max_message_size`` (1 MiB; ``make run`` and the README start
-# daphne without changing it). A larger message makes autobahn drop the whole socket with
-# close code 1009 and no reason, so it never reaches the consumer to be rejected per frame.
-DAPHNE_MAX_MESSAGE_BYTES = 1024 * 1024
-# The most image bytes one binary frame message can carry through daphne with the largest
-# header we accept: a frame over this is rejected here, per frame, with a reason.
-STREAM_FRAME_BYTES_CAP = DAPHNE_MAX_MESSAGE_BYTES - FRAME_PREFIX_BYTES - MAX_HEADER_BYTES
+# The most image bytes one binary frame message can carry through the server's WebSocket
+# message limit with the largest header we accept: a frame over this is rejected here, per
+# frame, with a reason (a message over the server's limit closes the socket with 1009).
+STREAM_FRAME_BYTES_CAP = WS_MAX_MESSAGE_BYTES - FRAME_PREFIX_BYTES - MAX_HEADER_BYTES
 
 
 def stream_max_frame_bytes() -> int:
     """Image bytes one streamed frame may have: the configured frame limit (also the REST
-    upload's), capped so that the frame fits in one daphne message."""
+    upload's), capped so that the frame fits in one WebSocket message."""
     return min(settings.EMOTION_LIMITS["max_frame_bytes"], STREAM_FRAME_BYTES_CAP)
 
 
@@ -133,7 +131,7 @@ class JsonSender:
     async def refuse(self, code: int, reason: str) -> None:
         """Close with an application code a browser can see, and say why first.
 
-        Closing before ``accept()`` would make daphne answer the handshake with HTTP 403, and
+        Closing before ``accept()`` would make the server answer the handshake with HTTP 403, and
         a browser then only gets close code 1006 (and no reason): accept, explain, close."""
         await self.accept()
         await self.close_with(code, reason)
@@ -289,7 +287,7 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
             await self._receive(text_data, bytes_data)
         except BaseException:
             # Channels does not call disconnect() when a handler raises (the database or the
-            # broker away), nor when daphne cancels a consumer stuck in an await: give this
+            # broker away), nor when the server cancels a consumer stuck in an await: give this
             # socket's frames in flight back to the process's budget here, or it shrinks for
             # good and every learner on this server is refused credit
             if hasattr(self, "in_flight"):

@@ -7,7 +7,7 @@
 Creates (or reuses) a learner whose history has N readings at 2 frames/s, split into one-hour
 sessions, every ``--crop-every``-th with a kept 48×48 grayscale PNG face crop (random pixels:
 the worst case for the PNG's size), then requests the export through the project's ASGI
-application, as daphne hands a request over, in a fresh process per measurement:
+application, as the server hands a request over, in a fresh process per measurement:
 
 * ``rss``: time to the first and to the last byte, and the process's peak RSS during the
   request above its RSS before it (Linux: the peak is reset through /proc/self/clear_refs);

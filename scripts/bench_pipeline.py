@@ -4,7 +4,7 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/affect_bench REDIS_URL=redis://127.0.0.1:6379/9 \
         .venv/bin/python scripts/bench_pipeline.py --learners 10,30,100 --seconds 30
 
-Starts daphne (HTTP + WebSocket) and ONE Celery worker (solo pool, CPU) as subprocesses, then
+Starts the server (HTTP + WebSocket) and ONE Celery worker (solo pool, CPU) as subprocesses, then
 for each load level opens N learner WebSockets that each send one real-face 640×480 JPEG per
 second (honouring the server's credit window) and one instructor WebSocket on the course's
 live view. Prints sustained throughput (frames accepted → readings stored), latency from the
@@ -264,13 +264,13 @@ def main() -> int:
         server_argv("127.0.0.1", port),
         cwd=ROOT,
         env=env,
-        stdout=(logs / "daphne.log").open("w"),
+        stdout=(logs / "server.log").open("w"),
         stderr=subprocess.STDOUT,
     )
     try:
         time.sleep(8)
         print(
-            f"one CPU worker (solo pool), daphne on :{port}, {os.cpu_count()} cores, "
+            f"one CPU worker (solo pool), server on :{port}, {os.cpu_count()} cores, "
             f"{args.seconds:.0f} s per level, 1 frame/s per learner (640×480 JPEG, one face)"
         )
         print(

@@ -23,8 +23,8 @@ if [ "${DEMO:-1}" != 0 ]; then
 fi
 if [ -z "${REDIS_URL:-}" ]; then
   # No Celery beat in the embedded default: run the periodic jobs (retention purge, stale
-  # re-queue) beside the server. `exec` below turns this shell's pid ($$) into daphne's, so
-  # signals still go straight to daphne, and the job runner exits when its parent, daphne, does.
+  # re-queue) beside the server. `exec` below turns this shell's pid ($$) into the server's, so
+  # signals still go straight to the server, and the job runner exits when its parent, the server, does.
   "$BIN/python" manage.py run_periodic --interval "${PERIODIC_INTERVAL_SECONDS:-300}" --parent-pid $$ &
 fi
 echo "Serving on http://$HOST:$PORT/  (health: http://$HOST:$PORT/healthz)"

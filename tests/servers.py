@@ -1,5 +1,5 @@
-"""daphne serving ``config.asgi`` on the test database, for tests that need a real server
-(browsers, CSP, database connections)."""
+"""The product's server (``python -m config.serve``) on the test database, for tests that need
+a real one (browsers, CSP, database connections, body limits, shutdown)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def daphne(data_dir: Path, **env: str) -> Iterator[str]:
+def serve(data_dir: Path, **env: str) -> Iterator[str]:
     """Serve the product (embedded channel layer and tasks, default settings otherwise; ``env``
     overrides) until the block ends; yields its base URL once the login page answers."""
+    with server_process(data_dir, **env) as (url, _):
+        yield url
+
+
+@contextmanager
+def server_process(data_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """:func:`serve`, yielding the server's process too (its memory, signals)."""
     port = free_port()
     (data_dir / "static").mkdir(parents=True, exist_ok=True)
     skip = ("REDIS_URL", "DB_CONN_MAX_AGE")  # scripts/test.sh sets them for the test process
@@ -38,7 +45,7 @@ def daphne(data_dir: Path, **env: str) -> Iterator[str]:
         PYTHONUNBUFFERED="1",
     )
     full.update(env)
-    log_path = data_dir / "daphne.log"
+    log_path = data_dir / "server.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             server_argv("127.0.0.1", port), cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT
@@ -53,7 +60,7 @@ def daphne(data_dir: Path, **env: str) -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(log_path.read_text()[-3000:]) from None
                 time.sleep(0.3)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:

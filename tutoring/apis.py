@@ -556,7 +556,7 @@ class MeExportApi(APIView):
     def _body(self, head: bytes, readings, username: str):
         """``head`` reopened for ``"readings":[…]}``. A failure part-way is logged and ends the
         body where it is: the document is never closed, so it does not parse. (The 200 went out
-        with the first piece; raising instead left daphne's client waiting on an open
+        with the first piece; raising instead left the server's client waiting on an open
         connection until it gave up.)"""
         render = JSONRenderer().render
         try:

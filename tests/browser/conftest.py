@@ -1,5 +1,5 @@
 """Real-browser tests: Debian's Chromium driven by Playwright, against the product served by
-daphne (the same ASGI app `make run` serves, embedded wiring) on the test database.
+the product's server (the same ASGI app `make run` serves, embedded wiring) on the test database.
 
 The learner's webcam is Chromium's fake capture device fed from a Y4M file the tests build
 from real FER2013 faces; screenshots go to ``artifacts/screenshots/``.
@@ -16,7 +16,7 @@ import pytest
 
 from ml.synth import scene
 from tests.conftest import ROOT
-from tests.servers import daphne
+from tests.servers import serve
 from tests.services import require_service
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -35,11 +35,11 @@ BASE_ARGS = [
 
 @pytest.fixture(scope="session")
 def asgi_server(django_db_setup, tmp_path_factory):
-    """daphne serving config.asgi on the test database, embedded channel layer and tasks."""
+    """The server (config.serve) on the test database, embedded channel layer and tasks."""
     data = tmp_path_factory.mktemp("server-data")
     # Playwright's wait_for_function evals its predicate in the page, which the policy refuses;
     # tests/config/test_csp.py runs every page under the policy instead
-    with daphne(data, CONTENT_SECURITY_POLICY="off", INFERENCE_BATCH_WAIT_MS="100") as url:
+    with serve(data, CONTENT_SECURITY_POLICY="off", INFERENCE_BATCH_WAIT_MS="100") as url:
         yield url
 
 

@@ -16,7 +16,7 @@ from config.csp import csp_with
 from config.settings import DEFAULT_CONTENT_SECURITY_POLICY as POLICY
 from tests.conftest import ROOT
 from tests.factories import InstructorFactory
-from tests.servers import daphne
+from tests.servers import serve
 
 
 @pytest.fixture
@@ -131,9 +131,9 @@ document.addEventListener("securitypolicyviolation", (e) =>
 
 @pytest.fixture(scope="module")
 def csp_server(django_db_setup, tmp_path_factory):
-    """daphne as tests/browser runs it (embedded wiring, the test database), with
+    """The server as tests/browser runs it (embedded wiring, the test database), with
     CONTENT_SECURITY_POLICY=on."""
-    with daphne(tmp_path_factory.mktemp("csp-server"), CONTENT_SECURITY_POLICY="on") as url:
+    with serve(tmp_path_factory.mktemp("csp-server"), CONTENT_SECURITY_POLICY="on") as url:
         r = urllib.request.urlopen(f"{url}/accounts/login/", timeout=10)
         assert r.headers["Content-Security-Policy"] == POLICY
         yield url

@@ -1,4 +1,4 @@
-"""The web server does not pile up idle PostgreSQL connections: under daphne each request's
+"""The web server does not pile up idle PostgreSQL connections: under ASGI each request's
 sync code runs in a thread of its own, so a persistent connection (CONN_MAX_AGE > 0) is never
 reused and stays open until it expires. With the defaults, concurrent requests leave none."""
 
@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from tests.conftest import _test_database_url
-from tests.servers import daphne
+from tests.servers import serve
 from tests.services import require_service
 
 
@@ -26,12 +26,12 @@ def _connections(application_name: str) -> int:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_daphne_with_default_settings_leaves_no_idle_database_connections(tmp_path):
+def test_server_with_default_settings_leaves_no_idle_database_connections(tmp_path):
     require_service("PostgreSQL", connection.vendor == "postgresql", "it counts its backends")
     name = f"conn-test-{uuid.uuid4().hex[:12]}"
     db = _test_database_url()
     db = f"{db}{'&' if '?' in db else '?'}application_name={name}"
-    with daphne(tmp_path, DATABASE_URL=db) as base:
+    with serve(tmp_path, DATABASE_URL=db) as base:
         url = f"{base}/healthz"
         with ThreadPoolExecutor(10) as pool:
             for _ in range(3):

@@ -2,7 +2,7 @@
 
 An instructor removed from the course, a deactivated account or a browser session signed out
 elsewhere kept getting the learners' names, engagement and emotion for as long as the socket
-lived (daphne keeps one up to a day); a deactivated learner could keep streaming. Now, at the
+lived (the server keeps one up to a day); a deactivated learner could keep streaming. Now, at the
 first message either way after ``RECHECK_SECONDS``, the socket is closed with the code the
 connect check would have refused it with (4401 signed out, 4403 not the course's instructor),
 told why, and sent nothing more.
@@ -31,7 +31,7 @@ from config.asgi import application
 from emotion import consumers
 from emotion.live import broadcast_after_batch, course_group
 from emotion.models import Reading
-from tests.browser.conftest import asgi_server  # noqa: F401  (the live daphne fixture)
+from tests.browser.conftest import asgi_server  # noqa: F401  (the live server fixture)
 from tests.emotion.stream_client import StreamClient, frame_message
 from tests.emotion.test_socket_refusals import _login_cookie
 from tests.factories import ReadingFactory
@@ -224,10 +224,10 @@ async def test_deactivated_learner_cannot_go_on_streaming(
     assert stored == [(0,)]
 
 
-# --- through a real daphne server and the real sign-out --------------------------------------
+# --- through the real server and the real sign-out --------------------------------------
 
 
-async def test_signing_out_closes_the_live_view_through_daphne(asgi_server, classroom):  # noqa: F811
+async def test_signing_out_closes_the_live_view_through_the_server(asgi_server, classroom):  # noqa: F811
     """The instructor signs in and opens the live view in a browser, then signs out (the
     product's logout, on the same server). The next message for the course (a learner ending
     their session, after the check interval) closes the socket with 4401 instead."""

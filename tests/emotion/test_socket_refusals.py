@@ -1,9 +1,9 @@
-"""Refusals and frame limits as a real client sees them, through a real daphne server.
+"""Refusals and frame limits as a real client sees them, through the real server.
 
 ``WebsocketCommunicator`` talks to the ASGI app directly, so it reports a close-before-accept
-as a close code; daphne turns that into an HTTP 403 handshake rejection and a browser only
-ever sees 1006. These tests connect with the ``websockets`` client over TCP to the same
-``daphne config.asgi:application`` the product runs (the browser tests' server fixture).
+as a close code; the server turns that into an HTTP 403 handshake rejection and a browser only
+ever sees 1006. These tests connect with the ``websockets`` client over TCP to the same server
+(``python -m config.serve``) the product runs (the browser tests' server fixture).
 """
 
 from __future__ import annotations
@@ -15,20 +15,19 @@ import urllib.parse
 import urllib.request
 from http.cookiejar import CookieJar
 
-import daphne.server
 import pytest
 import websockets
 from channels.db import database_sync_to_async
 from django.utils import timezone
 from websockets.asyncio.client import connect as ws_connect
 
+from config.serve import WS_MAX_MESSAGE_BYTES, uvicorn_config
 from emotion.consumers import (
-    DAPHNE_MAX_MESSAGE_BYTES,
     FRAME_PREFIX_BYTES,
     MAX_HEADER_BYTES,
     STREAM_FRAME_BYTES_CAP,
 )
-from tests.browser.conftest import asgi_server  # noqa: F401  (the live daphne fixture)
+from tests.browser.conftest import asgi_server  # noqa: F401  (the live server fixture)
 from tests.emotion.stream_client import frame_message
 from tests.factories import PASSWORD
 from tutoring.models import Consent, LearnerSession
@@ -107,18 +106,14 @@ async def test_revoked_consent_and_strangers_get_4403_not_1006(asgi_server, clas
     assert code == 4401 and "sign in" in msgs[0]["reason"]
 
 
-def test_the_frame_cap_matches_daphnes_default_message_size():
-    """If daphne's default changes, the cap (and the ready message) must follow."""
-    import inspect
-
-    default = inspect.signature(daphne.server.Server).parameters["websocket_max_message_size"]
-    assert default.default == DAPHNE_MAX_MESSAGE_BYTES
-    assert (
-        STREAM_FRAME_BYTES_CAP + FRAME_PREFIX_BYTES + MAX_HEADER_BYTES == DAPHNE_MAX_MESSAGE_BYTES
-    )
+def test_the_frame_cap_matches_the_servers_message_size():
+    """If the server's WebSocket message limit changes, the cap (and the ready message) must
+    follow."""
+    assert uvicorn_config("127.0.0.1", 8000).ws_max_size == WS_MAX_MESSAGE_BYTES
+    assert STREAM_FRAME_BYTES_CAP + FRAME_PREFIX_BYTES + MAX_HEADER_BYTES == WS_MAX_MESSAGE_BYTES
 
 
-async def test_frame_size_limit_through_daphne(asgi_server, classroom):  # noqa: F811
+async def test_frame_size_limit_through_the_server(asgi_server, classroom):  # noqa: F811
     ws = await _open(asgi_server, f"/ws/sessions/{classroom.session.pk}/stream/", classroom.learner)
     ready = json.loads(await ws.recv())
     limit = ready["max_frame_bytes"]
@@ -130,7 +125,7 @@ async def test_frame_size_limit_through_daphne(asgi_server, classroom):  # noqa:
     ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert ack["status"] == "rejected" and ack["code"] == "too_large", ack
     assert str(limit) in ack["reason"]
-    # exactly the limit, with a header as large as allowed, still fits in one daphne
+    # exactly the limit, with a header as large as allowed, still fits in one WebSocket
     # message: it reaches the image checks (and fails there: it is not a real JPEG)
     header = json.dumps({"sequence": 1, "pad": ""}).encode()
     header = json.dumps({"sequence": 1, "pad": "x" * (MAX_HEADER_BYTES - len(header))}).encode()
@@ -142,9 +137,9 @@ async def test_frame_size_limit_through_daphne(asgi_server, classroom):  # noqa:
     await ws.send(json.dumps({"type": "ping"}))
     assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "pong"
 
-    # what the old advertised 2 MiB allowed: daphne (autobahn) drops the whole socket, with
-    # no ack (here without even a close frame; at best 1009), so it had to be capped above
-    await ws.send(frame_message(2, jpeg_start + b"\0" * DAPHNE_MAX_MESSAGE_BYTES))
+    # what the old advertised 2 MiB allowed: the server drops the whole socket, with no ack
+    # (at best a close frame with 1009), so it had to be capped above
+    await ws.send(frame_message(2, jpeg_start + b"\0" * WS_MAX_MESSAGE_BYTES))
     with pytest.raises(websockets.ConnectionClosed) as closed:
         await asyncio.wait_for(ws.recv(), 10)
     assert closed.value.rcvd is None or closed.value.rcvd.code == 1009

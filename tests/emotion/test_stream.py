@@ -224,11 +224,11 @@ async def test_malformed_binary_header_is_rejected_as_such(classroom, face_frame
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_frame_limit_fits_one_daphne_message(classroom, face_frames, settings):
+async def test_frame_limit_fits_one_websocket_message(classroom, face_frames, settings):
     path = f"/ws/sessions/{classroom.session.pk}/stream/"
     comm, _, _ = await connect(path, classroom.learner)
     ready = await StreamClient(comm).ready()
-    # the configured 2 MiB would not fit in one daphne message: the socket's own cap applies
+    # the configured 2 MiB would not fit in one WebSocket message: the socket's own cap applies
     assert settings.EMOTION_LIMITS["max_frame_bytes"] > STREAM_FRAME_BYTES_CAP
     assert ready["max_frame_bytes"] == STREAM_FRAME_BYTES_CAP
     over = face_frames[0] + b"\0" * (STREAM_FRAME_BYTES_CAP + 1 - len(face_frames[0]))

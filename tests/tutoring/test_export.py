@@ -304,11 +304,11 @@ def test_a_failure_part_way_is_logged_and_leaves_a_document_that_does_not_parse(
     assert "learner_a" in record.getMessage() and record.exc_info[0] is RuntimeError
 
 
-# --- under ASGI (what daphne runs) --------------------------------------------------------------
+# --- under ASGI (what the server runs) --------------------------------------------------------------
 
 
 async def asgi_get(path: str, token: str, *, on_body=None, leave_after_pieces=0):
-    """One request through the project's ASGI application, as daphne hands it over."""
+    """One request through the project's ASGI application, as the server hands it over."""
     from config.asgi import application
 
     left = asyncio.Event()

@@ -3,7 +3,7 @@
 With Redis, ``celery -A config beat`` schedules the same jobs as tasks; this command calls
 their underlying services directly, every ``--interval`` seconds, until SIGTERM/SIGINT or
 until the process named by ``--parent-pid`` is gone (scripts/run.sh passes its own pid, which
-``exec`` hands on to daphne, so the jobs stop when the server stops).
+``exec`` hands on to the server, so the jobs stop when the server stops).
 """
 
 from __future__ import annotations
