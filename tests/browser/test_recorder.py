@@ -3,6 +3,7 @@ pictures the server refuses, a Stop that cannot reach the server, a camera that 
 busy, a timeline that cannot load."""
 
 import re
+import time
 
 import pytest
 from django.utils import timezone
@@ -36,13 +37,25 @@ SHIFT_CLOCK = """
 
 
 @pytest.fixture
-def session():
+def session(transactional_db, browser):
     teacher = InstructorFactory(username="teacher")
     learner = UserFactory(username="lina", first_name="Lina", last_name="Learner")
     course = CourseFactory(title="Physics 101", instructors=[teacher])
     enroll(course, learner, consent=False)
     consent = ConsentFactory(course=course, learner=learner)
-    return LearnerSessionFactory(learner=learner, course=course, consent=consent)
+    s = LearnerSessionFactory(learner=learner, course=course, consent=consent)
+    yield s
+    # A page left open goes on streaming into the server, whose writes then deadlock with the
+    # database flush between tests: close the pages, then let the last batch land.
+    for context in browser.contexts:
+        context.close()
+    readings, deadline, last = Reading.objects.filter(session=s), time.monotonic() + 15, None
+    while time.monotonic() < deadline:  # quiet: nothing new and nothing pending for 1 s
+        now = (readings.count(), readings.filter(analysed_at__isnull=True).count())
+        if now == last and now[1] == 0:
+            break
+        last = now
+        time.sleep(1)
 
 
 def recorder(browser, server, session, init_script: str = ""):
