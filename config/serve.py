@@ -38,6 +38,7 @@ def uvicorn_config(host: str, port: int):
         host=host,
         port=port,
         lifespan="on",  # config.asgi flushes accepted frames on shutdown
+        log_config=None,  # Django's LOGGING (timestamps, LOG_LEVEL) formats uvicorn's lines too
         # X-Forwarded-* are Django's business (TRUST_X_FORWARDED_PROTO, NUM_PROXIES): uvicorn
         # would otherwise trust them from any client on 127.0.0.1
         proxy_headers=False,
