@@ -236,3 +236,18 @@ def test_migrating_drops_the_plain_authtoken_keys(back_to_latest):
         assert cursor.fetchone()[0] == 0
     assert not ContentType.objects.filter(app_label="authtoken").exists()
     assert not Permission.objects.filter(codename="add_token").exists()
+
+
+@pytest.mark.django_db
+def test_the_admin_lists_and_revokes_tokens_but_never_mints_one(admin_client):
+    from knox.models import AuthToken
+
+    user = UserFactory(username="token-holder")
+    key = obtain(user)["token"]
+    listing = admin_client.get("/admin/knox/authtoken/?q=token-holder")
+    assert listing.status_code == 200 and b"token-holder" in listing.content
+    assert admin_client.get("/admin/knox/authtoken/add/").status_code == 403
+    digest = AuthToken.objects.get(user=user).pk
+    r = admin_client.post(f"/admin/knox/authtoken/{digest}/delete/", {"post": "yes"})
+    assert r.status_code == 302
+    assert status_with(key) == 401
