@@ -3,6 +3,7 @@ password change, at most API_TOKEN_LIMIT_PER_USER per account; and a caller with
 token is throttled at the anonymous rate instead of being told 401 forever."""
 
 import itertools
+import json
 from datetime import datetime, timedelta
 
 import pytest
@@ -251,3 +252,15 @@ def test_the_admin_lists_and_revokes_tokens_but_never_mints_one(admin_client):
     r = admin_client.post(f"/admin/knox/authtoken/{digest}/delete/", {"post": "yes"})
     assert r.status_code == 302
     assert status_with(key) == 401
+
+
+def test_the_lifetime_and_the_limit_are_read_from_the_environment():
+    from tests.config.test_settings import _settings_value
+
+    expr = '[settings.REST_KNOX["TOKEN_TTL"].total_seconds(), settings.API_TOKEN_LIMIT_PER_USER]'
+    assert json.loads(_settings_value({}, expr).stdout) == [10 * 3600, 10]
+    env = {"API_TOKEN_TTL_HOURS": "1.5", "API_TOKEN_LIMIT_PER_USER": "3"}
+    assert json.loads(_settings_value(env, expr).stdout) == [1.5 * 3600, 3]
+    for bad in ({"API_TOKEN_TTL_HOURS": "0"}, {"API_TOKEN_LIMIT_PER_USER": "0"}):
+        refused = _settings_value(bad, expr)
+        assert refused.returncode != 0 and "API_TOKEN_TTL_HOURS must be" in refused.stderr
