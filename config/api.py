@@ -34,6 +34,8 @@ def exception_handler(exc, context):
     """
     if isinstance(exc, SuspiciousOperation):
         exc = _suspicious_request(exc, context)
+    if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
+        exc = _throttled_instead(exc, context)
     if isinstance(exc, DjangoValidationError):
         detail = (
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
@@ -66,6 +68,24 @@ def exception_handler(exc, context):
         }
     }
     return response
+
+
+def _throttled_instead(exc, context):
+    """429 instead of 401 for a caller past the anonymous rate (``THROTTLE_ANON``).
+
+    DRF authenticates and checks permissions before it throttles, so a caller with no or a bad
+    token was told 401 forever and never counted. The refused request is counted here, by the
+    view's own throttles, as the anonymous caller it now is (DRF leaves an AnonymousUser on a
+    request whose authentication failed); authenticated callers never get here.
+    """
+    view, request = context.get("view"), context.get("request")
+    if view is None or request is None:
+        return exc
+    try:
+        view.check_throttles(request)
+    except exceptions.Throttled as throttled:
+        return throttled
+    return exc
 
 
 # --- Django's error pages (handler400/403/404/500 in config.urls) -----------------------------

@@ -104,7 +104,7 @@ def _shows_details(request) -> bool:
     try:  # the lazy user needs the session and user tables, which may be what is down
         user = getattr(request, "user", None)
         if (user is None or not user.is_authenticated) and request.headers.get("Authorization"):
-            from rest_framework.authentication import TokenAuthentication
+            from config.auth import TokenAuthentication
 
             found = TokenAuthentication().authenticate(request)
             user = found[0] if found else None

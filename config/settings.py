@@ -5,6 +5,8 @@ executed in-process. ``DATABASE_URL`` switches to PostgreSQL; ``REDIS_URL`` swit
 channels-redis layer and a Redis-backed Celery with separate worker processes.
 """
 
+from datetime import timedelta
+
 from config.env import BASE_DIR, env, env_path
 
 DEBUG = env.bool("DEBUG", default=False)
@@ -34,7 +36,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",  # API tokens: hashed at rest, with an expiry (REST_KNOX below)
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -162,7 +164,7 @@ if ML_PRECISION not in ("auto", "fp32", "int8"):
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: anonymous API calls get 401 with a WWW-Authenticate header
-        "rest_framework.authentication.TokenAuthentication",
+        "config.auth.TokenAuthentication",  # knox's, see config.auth
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -192,6 +194,22 @@ if REST_FRAMEWORK["NUM_PROXIES"] < 0:
     raise ImproperlyConfigured(
         f"NUM_PROXIES must be 0 or more, not {REST_FRAMEWORK['NUM_PROXIES']}"
     )
+# API tokens (`Authorization: Token <key>`): knox keeps only a SHA-512 digest of each key, so
+# a key is shown once, when made. Absolute lifetime, no sliding renewal: a script signs in
+# again, and a leaked key is dead by the next school day whatever it is used for.
+API_TOKEN_TTL_HOURS = env.float("API_TOKEN_TTL_HOURS", default=10.0)
+API_TOKEN_LIMIT_PER_USER = env.int("API_TOKEN_LIMIT_PER_USER", default=10)
+if API_TOKEN_TTL_HOURS <= 0 or API_TOKEN_LIMIT_PER_USER < 1:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "API_TOKEN_TTL_HOURS must be more than 0 and API_TOKEN_LIMIT_PER_USER at least 1"
+    )
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=API_TOKEN_TTL_HOURS),
+    "AUTO_REFRESH": False,
+    "AUTH_HEADER_PREFIX": "Token",
+}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Classroom affect analytics API",
     "VERSION": "0.1.0",

@@ -54,12 +54,17 @@ def setup_data(n: int, crop_every: int) -> str:
     """The bench learner with exactly ``n`` readings (recreated when the count differs)."""
     from django.db import transaction
     from django.utils import timezone
-    from rest_framework.authtoken.models import Token
 
     from emotion.models import Reading
     from ml.classes import EMOTIONS
     from tutoring.models import Course, LearnerSession, User
-    from tutoring.services import consent_grant, course_create, course_enroll, user_create
+    from tutoring.services import (
+        api_token_create,
+        consent_grant,
+        course_create,
+        course_enroll,
+        user_create,
+    )
 
     def user(name, role):
         u = User.objects.filter(username=name).first()
@@ -123,8 +128,7 @@ def setup_data(n: int, crop_every: int) -> str:
                     )
                 Reading.objects.bulk_create(rows, batch_size=2000)
         print(f"created {n} readings in {time.perf_counter() - started:.1f} s")
-    Token.objects.get_or_create(user=learner)
-    return Token.objects.get(user=learner).key
+    return api_token_create(user=learner)[1]
 
 
 async def request_export(token: str, on_start=None) -> dict:

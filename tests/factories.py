@@ -138,3 +138,10 @@ def enroll(course, *learners, consent=True, emotion=None):
                 learner=learner,
                 emotion=course.emotion_inference_enabled if emotion is None else emotion,
             )
+
+
+def api_token(user) -> str:
+    """A new API token's key for ``user`` (the one moment a key exists: knox stores a digest)."""
+    from tutoring.services import api_token_create
+
+    return api_token_create(user=user)[1]

@@ -6,6 +6,7 @@ from django.contrib.admin import helpers
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.core.exceptions import ValidationError
 from django.template.response import TemplateResponse
+from knox.models import AuthToken
 
 from tutoring import services
 from tutoring.models import Consent, Course, Enrollment, LearnerSession, User
@@ -70,6 +71,25 @@ class UserAdmin(BaseUserAdmin):
             messages.SUCCESS,
         )
         return None
+
+
+# knox's own admin lets staff mint a key for any account, with no expiry if left blank: here
+# tokens are only listed and revoked (deleted); keys come from /api/auth/token/ alone
+admin.site.unregister(AuthToken)
+
+
+@admin.register(AuthToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("user", "created", "expiry")
+    list_filter = ("expiry",)
+    search_fields = ("user__username",)
+    fields = readonly_fields = ("user", "created", "expiry")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 class EnrollmentForm(forms.ModelForm):

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time
 
 from asgiref.sync import sync_to_async
 from django import forms
+from django.contrib.auth import authenticate
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -19,14 +20,13 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from config.api import CSVRenderer, Pagination
+from config.auth import TokenAuthentication
 from ml.classes import EMOTIONS
 from ml.engagement import BANDS
 from tutoring import selectors, services
@@ -159,13 +159,59 @@ def error_text(exc: ValidationError) -> str:
 # --- auth ----------------------------------------------------------------------------------------
 
 
-class TokenApi(ObtainAuthToken):
-    """Exchange username + password for an API token (scripts; browsers use the session)."""
+class TokenApi(APIView):
+    """Exchange username + password for an API token (scripts; browsers use the session).
 
+    The key is in this answer only (the database keeps its digest), with its expiry
+    (``API_TOKEN_TTL_HOURS``); send it as ``Authorization: Token <key>``.
+    """
+
+    # the credentials are in the body: a stale token in the header must not make this a 401
+    authentication_classes = []
+    permission_classes = []
     throttle_scope = "auth"
-    # ObtainAuthToken sets throttle_classes = (): without this, throttle_scope never applied
-    throttle_classes = api_settings.DEFAULT_THROTTLE_CLASSES
     renderer_classes = [JSONRenderer]
+
+    @extend_schema_serializer(component_name="TokenInput")
+    class InputSerializer(serializers.Serializer):
+        username = serializers.CharField()
+        password = serializers.CharField(trim_whitespace=False, style={"input_type": "password"})
+
+    @extend_schema_serializer(component_name="TokenOutput")
+    class OutputSerializer(serializers.Serializer):
+        token = serializers.CharField()
+        expiry = serializers.DateTimeField()
+
+    @extend_schema(request=InputSerializer, responses=OutputSerializer, auth=[])
+    def post(self, request):
+        s = self.InputSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        user = authenticate(request=request._request, **s.validated_data)
+        if user is None:  # wrong password, unknown or inactive account: one answer for all
+            msg = "Unable to log in with provided credentials."
+            raise ValidationError({"non_field_errors": [msg]}, "authorization")
+        token, key = services.api_token_create(user=user)
+        return Response(self.OutputSerializer({"token": key, "expiry": token.expiry}).data)
+
+
+class TokenLogoutApi(APIView):
+    """Revoke the token this request is made with (a script signing out)."""
+
+    authentication_classes = [TokenAuthentication]
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request):
+        services.api_token_revoke(token=request.auth)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenLogoutAllApi(APIView):
+    """Revoke every API token of the caller (by a token, or signed in on the web)."""
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request):
+        services.api_token_revoke_all(user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 # --- courses -----------------------------------------------------------------------------------

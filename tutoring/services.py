@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from config.broadcast import group_send
 from tutoring.models import Consent, Course, Enrollment, LearnerSession, User
@@ -22,6 +23,37 @@ def user_create(*, username: str, password: str, role: str, **fields) -> User:
     user.full_clean(exclude=["password"])
     user.save()
     return user
+
+
+# --- API tokens (knox: only a digest of each key is stored) --------------------------------------
+
+
+@transaction.atomic
+def api_token_create(*, user: User) -> tuple[AuthToken, str]:
+    """A new API token for ``user``: the stored row and its key, which exists only here (the
+    database keeps its SHA-512 digest). It expires after ``API_TOKEN_TTL_HOURS``.
+
+    The user's expired tokens are deleted, and the oldest live ones beyond
+    ``API_TOKEN_LIMIT_PER_USER``: a script that signs in on every run without signing out
+    keeps working, while one account never holds more than that many valid keys.
+    """
+    User.objects.select_for_update().filter(pk=user.pk).exists()  # one creation at a time
+    tokens = AuthToken.objects.filter(user=user)
+    tokens.filter(expiry__lte=timezone.now()).delete()
+    keep = settings.API_TOKEN_LIMIT_PER_USER - 1
+    oldest = list(tokens.order_by("-created", "-expiry").values_list("digest", flat=True)[keep:])
+    if oldest:
+        AuthToken.objects.filter(digest__in=oldest).delete()
+    return AuthToken.objects.create(user=user)
+
+
+def api_token_revoke(*, token: AuthToken) -> None:
+    token.delete()
+
+
+def api_token_revoke_all(*, user) -> int:
+    """Revoke every API token of ``user``; returns how many there were."""
+    return AuthToken.objects.filter(user=user).delete()[0]
 
 
 @transaction.atomic
@@ -550,11 +582,17 @@ def demo_seed(*, only_if_no_users: bool = False) -> dict:
             is_staff=admin,
             is_superuser=admin,
         )
-        token = Token.objects.create(user=user)
+        token, key = api_token_create(user=user)
         by_name[username] = user
         created.add(username)
         result["users"].append(
-            {"username": username, "role": role, "password": DEMO_PASSWORD, "token": token.key}
+            {
+                "username": username,
+                "role": role,
+                "password": DEMO_PASSWORD,
+                "token": key,
+                "token_expiry": token.expiry,
+            }
         )
     for title, instructor, learners, policy in DEMO_COURSES:
         course = Course.objects.filter(title=title).first()

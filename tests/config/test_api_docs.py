@@ -3,10 +3,9 @@
 import re
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.factories import InstructorFactory, UserFactory
+from tests.factories import InstructorFactory, UserFactory, api_token
 
 
 @pytest.mark.django_db
@@ -16,7 +15,7 @@ def test_the_schema_needs_a_login_or_a_token():
     assert anonymous.json()["error"]["code"] == "not_authenticated"
     assert "paths" not in anonymous.json()
 
-    token = Token.objects.create(user=UserFactory()).key
+    token = api_token(UserFactory())
     r = APIClient().get("/api/schema/?format=json", HTTP_AUTHORIZATION=f"Token {token}")
     assert r.status_code == 200
     assert r.json()["openapi"].startswith("3.") and "/api/me/data/" in r.json()["paths"]

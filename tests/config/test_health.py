@@ -2,7 +2,7 @@ import pytest
 
 from config.health import WORKER_PING_CACHE_KEY
 from tests.conftest import redis_layers
-from tests.factories import AdminFactory
+from tests.factories import AdminFactory, api_token
 
 HOST = "celery@gpu-node-7"
 
@@ -192,12 +192,10 @@ def test_database_down_with_a_session_cookie_is_a_503_not_a_500(admin_client, mo
 @pytest.mark.django_db
 def test_staff_token_sees_the_details_and_a_bad_token_is_anonymous(client, fake_ping, admin_user):
     """A monitoring script signs in with the token `make run` prints, not a session."""
-    from rest_framework.authtoken.models import Token
-
-    token = Token.objects.create(user=admin_user)
-    body = client.get("/healthz", HTTP_AUTHORIZATION=f"Token {token.key}").json()
+    token = api_token(admin_user)
+    body = client.get("/healthz", HTTP_AUTHORIZATION=f"Token {token}").json()
     assert body["checks"]["celery"]["workers"] == [HOST]
-    non_staff = Token.objects.create(user=AdminFactory())
-    for header in (f"Token {non_staff.key}", "Token not-a-token", "Bearer x"):
+    non_staff = api_token(AdminFactory())
+    for header in (f"Token {non_staff}", "Token not-a-token", "Bearer x"):
         r = client.get("/healthz", HTTP_AUTHORIZATION=header)
         assert r.status_code == 200 and HOST.encode() not in r.content, header

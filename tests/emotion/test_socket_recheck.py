@@ -34,7 +34,7 @@ from emotion.models import Reading
 from tests.browser.conftest import asgi_server  # noqa: F401  (the live server fixture)
 from tests.emotion.stream_client import StreamClient, frame_message
 from tests.emotion.test_socket_refusals import _login_cookie
-from tests.factories import ReadingFactory
+from tests.factories import ReadingFactory, api_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -231,8 +231,6 @@ async def test_signing_out_closes_the_live_view_through_the_server(asgi_server, 
     """The instructor signs in and opens the live view in a browser, then signs out (the
     product's logout, on the same server). The next message for the course (a learner ending
     their session, after the check interval) closes the socket with 4401 instead."""
-    from rest_framework.authtoken.models import Token
-
     cookie = await asyncio.to_thread(_login_cookie, asgi_server, classroom.instructor.username)
     ws = await ws_connect(
         asgi_server.replace("http://", "ws://") + f"/ws/courses/{classroom.course.pk}/live/",
@@ -256,13 +254,13 @@ async def test_signing_out_closes_the_live_view_through_the_server(asgi_server, 
     signed_in = SessionStore(cookies["sessionid"]).exists
     assert not await database_sync_to_async(signed_in)(cookies["sessionid"])
     await asyncio.sleep(getattr(consumers, "RECHECK_SECONDS", 5.0) + 0.5)
-    token = await database_sync_to_async(Token.objects.create)(user=classroom.learner)
+    token = await database_sync_to_async(api_token)(classroom.learner)
 
     def learner_ends_the_session():
         req = urllib.request.Request(
             f"{asgi_server}/api/sessions/{classroom.session.pk}/end/",
             data=b"",
-            headers={"Authorization": f"Token {token.key}"},
+            headers={"Authorization": f"Token {token}"},
             method="POST",
         )
         return urllib.request.urlopen(req, timeout=10).status

@@ -7,7 +7,7 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from emotion.models import Reading
-from tests.factories import ReadingFactory
+from tests.factories import ReadingFactory, api_token
 from tutoring.models import Consent, LearnerSession, User
 
 
@@ -31,10 +31,8 @@ def test_seed_demo_is_idempotent_and_tokens_work(capsys):
 
 
 def test_learner_cannot_read_another_learners_session_by_token(world):
-    from rest_framework.authtoken.models import Token
-
     c = APIClient()
-    c.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=world.learner_b).key}")
+    c.credentials(HTTP_AUTHORIZATION=f"Token {api_token(world.learner_b)}")
     assert c.get(f"/api/sessions/{world.session_a.pk}/").status_code == 404
     assert c.get(f"/api/sessions/{world.session_b.pk}/").status_code == 200
     assert APIClient().get("/api/courses/").status_code == 401

@@ -10,11 +10,10 @@ import threading
 import pytest
 from django.db import connection
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.renderers import JSONRenderer
 
 from emotion.models import Reading
-from tests.factories import LearnerSessionFactory, ReadingFactory
+from tests.factories import LearnerSessionFactory, ReadingFactory, api_token
 from tests.services import require_service
 from tutoring import selectors, services
 from tutoring.apis import MeExportApi
@@ -391,7 +390,7 @@ def test_under_asgi_the_body_goes_out_piece_by_piece_as_readings_are_read(world,
     monkeypatch.setattr(MeExportApi, "piece_bytes", 1)
     seen = track(monkeypatch)
     rendered_at_first_piece = []
-    token = Token.objects.create(user=world.learner_a).key
+    token = api_token(world.learner_a)
 
     def on_body():
         if not rendered_at_first_piece:
@@ -421,7 +420,7 @@ def test_under_asgi_a_client_that_leaves_stops_the_reading_on_the_views_thread(w
     monkeypatch.setattr(selectors, "EXPORT_CHUNK_SIZE", 2)
     monkeypatch.setattr(MeExportApi, "piece_bytes", 1)
     seen = track(monkeypatch)
-    token = Token.objects.create(user=world.learner_a).key
+    token = api_token(world.learner_a)
 
     # the head, then two readings: the readings' cursor is open when the client leaves
     messages = asyncio.run(asgi_get("/api/me/export/", token, leave_after_pieces=3))

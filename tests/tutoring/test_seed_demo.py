@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from tests.conftest import ROOT, _test_database_url
 from tests.factories import UserFactory
@@ -44,7 +44,7 @@ def test_an_operator_made_admin_keeps_its_password_and_flags(db, capsys):
     admin.refresh_from_db()
     assert admin.check_password("operator-Secret-9") and not admin.check_password(DEMO)
     assert admin.is_staff and not admin.is_superuser
-    assert not Token.objects.filter(user=admin).exists()  # no API token made for it either
+    assert not AuthToken.objects.filter(user=admin).exists()  # no API token made for it either
     assert "admin" not in printed_usernames(out)
     assert "Existing accounts left unchanged: admin" in out
     # the missing demo accounts were still created, and work with the demo password
@@ -102,7 +102,7 @@ def test_a_missing_demo_account_is_created_again_with_its_enrollments(db, capsys
     out = seed(capsys)
     assert printed_usernames(out) == {"learner3"}
     learner = User.objects.get(username="learner3")
-    assert learner.check_password(DEMO) and Token.objects.filter(user=learner).exists()
+    assert learner.check_password(DEMO) and AuthToken.objects.filter(user=learner).exists()
     assert Consent.objects.filter(
         learner=learner, course__title="Biology (engagement-only)", revoked_at__isnull=True
     ).exists()

@@ -34,6 +34,12 @@ class Command(BaseCommand):
             w(f"{'role':<12}{'username':<14}{'password':<18}token")
             for u in result["users"]:
                 w(f"{u['role']:<12}{u['username']:<14}{u['password']:<18}{u['token']}")
+            expiry = min(u["token_expiry"] for u in result["users"])
+            # only the digest is stored: these keys can never be shown again, by any command
+            w(
+                f"API tokens valid until {expiry:%Y-%m-%d %H:%M %Z} and shown only now; "
+                "get a new one from /api/auth/token/."
+            )
         else:
             w("No demo account created.")
         if result["existing"]:
