@@ -26,7 +26,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from config.api import CSVRenderer, Pagination
+from config.api import CSVRenderer, Pagination, clip
 from ml.classes import EMOTIONS
 from ml.engagement import BANDS
 from tutoring import selectors, services
@@ -153,7 +153,7 @@ def error_text(exc: ValidationError) -> str:
         else:
             yield f"{prefix}{detail}"
 
-    return "; ".join(walk(exc.detail))
+    return clip("; ".join(walk(exc.detail)))
 
 
 # --- auth ----------------------------------------------------------------------------------------
