@@ -15,7 +15,7 @@ from config.api import bounded, error_body, too_many_files
 from emotion.models import Reading
 from emotion.services import IncomingFrame, SessionBacklogged, SessionClosed, frames_accept
 from tutoring import selectors
-from tutoring.apis import paginated, parse_when
+from tutoring.apis import paginated, parse_range, parse_when
 
 
 class FrameUploadApi(APIView):
@@ -170,9 +170,10 @@ class SessionReadingsApi(APIView):
     def get(self, request, session_id: int):
         session = selectors.session_get(user=request.user, session_id=session_id)
         qs = session.readings.select_related("model_version").order_by("sequence")
-        if since := parse_when(request.query_params.get("from"), "from"):
+        since, until = parse_range(request.query_params)  # a reversed range is a 400
+        if since:
             qs = qs.filter(captured_at__gte=since)
-        if until := parse_when(request.query_params.get("to"), "to"):
+        if until:
             qs = qs.filter(captured_at__lt=until)
         ctx = {"request": request, "emotion": selectors.session_emotion_visible(session)}
         return paginated(request, self, qs, ReadingOutput, context=ctx)

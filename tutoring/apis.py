@@ -373,6 +373,7 @@ class CourseSessionListApi(APIView):
     def get(self, request, course_id: int):
         course = selectors.course_get(user=request.user, course_id=course_id)
         qs = selectors.session_list(user=request.user, course=course)
+        parse_range(request.query_params)  # a reversed range is a 400, as for the reports
         f = SessionFilter(request.query_params, queryset=qs)
         if not f.is_valid():
             raise ValidationError(f.errors)
