@@ -5,6 +5,8 @@ executed in-process. ``DATABASE_URL`` switches to PostgreSQL; ``REDIS_URL`` swit
 channels-redis layer and a Redis-backed Celery with separate worker processes.
 """
 
+import contextlib
+
 from config.env import BASE_DIR, env, env_path
 
 DEBUG = env.bool("DEBUG", default=False)
@@ -97,6 +99,11 @@ else:
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     }
+    # SQLite creates the file but not its folder ("unable to open database file"): on a fresh
+    # clone `manage.py migrate` must work before `make run` has made .data/. A folder that
+    # cannot be made is left for SQLite to report when it connects.
+    with contextlib.suppress(OSError):
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer + Celery ----------------------------------------------------------
