@@ -188,6 +188,8 @@ REST_FRAMEWORK = {
         "anon": env.str("THROTTLE_ANON", default="120/min"),
         "user": env.str("THROTTLE_USER", default="3000/min"),
         "auth": env.str("THROTTLE_AUTH", default="30/min"),
+        # per target mailbox (config.password_reset)
+        "password_reset": env.str("THROTTLE_PASSWORD_RESET", default="5/hour"),
     },
     # Reverse proxies in front of daphne that append to X-Forwarded-For. 0: ignore the header
     # (a client can write anything there) and throttle by REMOTE_ADDR; N: the Nth address from
@@ -214,6 +216,17 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# --- email: password reset links (config.password_reset) ---------------------------------------
+# e.g. smtp+tls://user:password@mail.example.org:587 (django-environ's email URL). Unset: no
+# email is sent anywhere, and the reset page says to ask a teacher or an administrator.
+EMAIL_URL = env.str("EMAIL_URL", default="")
+PASSWORD_RESET_BY_EMAIL = bool(EMAIL_URL)
+if EMAIL_URL:
+    globals().update(env.email_url("EMAIL_URL"))  # EMAIL_BACKEND, EMAIL_HOST, EMAIL_PORT, ...
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.dummy.EmailBackend"
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
 
 # --- cache (throttling, short-lived state) ------------------------------------------------------
 if REDIS_URL:

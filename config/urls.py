@@ -15,6 +15,7 @@ from rest_framework.settings import api_settings
 import config.converters  # noqa: F401  (registers <id:...>)
 from config.health import healthz
 from config.login import ThrottledLoginView, admin_login
+from config.password_reset import PasswordResetView
 
 
 @functools.cache
@@ -58,6 +59,7 @@ urlpatterns = [
     # before the routes they shadow: the same views, with login attempts throttled
     path("admin/login/", admin_login),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
+    path("accounts/password_reset/", PasswordResetView.as_view(), name="password_reset"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # signed in or an API token (SERVE_PERMISSIONS), else the login page; the page's own
