@@ -14,15 +14,18 @@ import re
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import (
+    BadRequest,
+    DisallowedHost,
     RequestDataTooBig,
     SuspiciousOperation,
     TooManyFieldsSent,
     TooManyFilesSent,
 )
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.views import defaults
 from rest_framework import exceptions, pagination
 from rest_framework.renderers import BaseRenderer
@@ -106,10 +109,21 @@ def error_response(status: int, code: str, message: str, details=None) -> JsonRe
 
 
 def bad_request(request, exception):
-    """400 outside a view (e.g. a Host header not in ALLOWED_HOSTS): JSON under /api/."""
+    """400 outside a view (e.g. a Host header not in ALLOWED_HOSTS): JSON under /api/, with
+    the reason."""
     if _is_api(request):
-        return error_response(400, "bad_request", "Bad request.")
+        return error_response(400, "bad_request", _bad_request_reason(exception))
     return defaults.bad_request(request, exception)
+
+
+def _bad_request_reason(exc) -> str:
+    if isinstance(exc, DisallowedHost):  # its own text tells how to change ALLOWED_HOSTS
+        return "the Host header names a host this server does not answer to"
+    if isinstance(exc, MultiPartParserError):
+        return f"Multipart form parse error - {exc}"  # as DRF's parser says it
+    if isinstance(exc, BadRequest):
+        return str(exc) or "Bad request."
+    return "malformed or suspicious request"
 
 
 def permission_denied(request, exception):
