@@ -21,7 +21,8 @@ def _user(request) -> str:
 
 class ForbiddenOneLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "status_code", None) != 403:
+        # once per record: logging set up again (a second django.setup()) adds the filter again
+        if getattr(record, "status_code", None) != 403 or getattr(record, "one_line", False):
             return True
         from config.api import clip  # not at import: logging is set up before the apps load
 
@@ -38,5 +39,5 @@ class ForbiddenOneLine(logging.Filter):
         path = getattr(request, "path", "") or "?"
         record.msg = "Forbidden %s user=%s reason=%s"
         record.args = (clip(path), _user(request), clip(reason))
-        record.exc_info, record.exc_text = None, None
+        record.exc_info, record.exc_text, record.one_line = None, None, True
         return True
