@@ -1,5 +1,9 @@
 """API plumbing shared by the apps: one error body shape (DRF views and Django's error pages
-under /api/), a CSV renderer, pagination."""
+under /api/), a CSV renderer, pagination.
+
+Every string an error body carries is clipped to ``MAX_ECHO_CHARS`` (:func:`bounded`): messages
+quote what the client sent (``not a valid date: '…'``), and a 100 KB field must not come back
+twice over (message and details) in a 200 KB error."""
 
 from __future__ import annotations
 
@@ -10,15 +14,18 @@ import re
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import (
+    BadRequest,
+    DisallowedHost,
     RequestDataTooBig,
     SuspiciousOperation,
     TooManyFieldsSent,
     TooManyFilesSent,
 )
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.views import defaults
 from rest_framework import exceptions, pagination
 from rest_framework.renderers import BaseRenderer
@@ -59,14 +66,7 @@ def exception_handler(exc, context):
         code = getattr(getattr(exc, "detail", None), "code", None) or getattr(
             exc, "default_code", "error"
         )
-    response.data = {
-        "error": {
-            "status": response.status_code,
-            "code": code,
-            "message": message,
-            "details": details,
-        }
-    }
+    response.data = error_body(response.status_code, code, message, details)
     return response
 
 
@@ -88,6 +88,34 @@ def _throttled_instead(exc, context):
     return exc
 
 
+# Long enough for any message the product writes itself, short enough that echoed input stays
+# a hint of what was sent rather than a copy of it.
+MAX_ECHO_CHARS = 200
+
+
+def clip(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """``text``, cut to ``limit`` characters with an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def bounded(value):
+    """``value`` with every string in it (dict keys and values, list items, recursively)
+    clipped by :func:`clip`; numbers, booleans and None unchanged."""
+    if isinstance(value, str):
+        return clip(str(value))  # str(): a DRF ErrorDetail renders as its text
+    if isinstance(value, dict):
+        return {bounded(k) if isinstance(k, str) else k: bounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [bounded(v) for v in value]
+    return value
+
+
+def error_body(status: int, code: str, message: str, details=None) -> dict:
+    """``{"error": {"status", "code", "message", "details"}}``, every string in it bounded."""
+    error = {"status": status, "code": code, "message": message, "details": details}
+    return {"error": bounded(error)}
+
+
 # --- Django's error pages (handler400/403/404/500 in config.urls) -----------------------------
 
 
@@ -97,15 +125,25 @@ def _is_api(request) -> bool:
 
 def error_response(status: int, code: str, message: str, details=None) -> JsonResponse:
     """The API's error body, for errors that happen outside a DRF view."""
-    body = {"error": {"status": status, "code": code, "message": message, "details": details}}
-    return JsonResponse(body, status=status)
+    return JsonResponse(error_body(status, code, message, details), status=status)
 
 
 def bad_request(request, exception):
-    """400 outside a view (e.g. a Host header not in ALLOWED_HOSTS): JSON under /api/."""
+    """400 outside a view (e.g. a Host header not in ALLOWED_HOSTS): JSON under /api/, with
+    the reason."""
     if _is_api(request):
-        return error_response(400, "bad_request", "Bad request.")
+        return error_response(400, "bad_request", _bad_request_reason(exception))
     return defaults.bad_request(request, exception)
+
+
+def _bad_request_reason(exc) -> str:
+    if isinstance(exc, DisallowedHost):  # its own text tells how to change ALLOWED_HOSTS
+        return "the Host header names a host this server does not answer to"
+    if isinstance(exc, MultiPartParserError):
+        return f"Multipart form parse error - {exc}"  # as DRF's parser says it
+    if isinstance(exc, BadRequest):
+        return str(exc) or "Bad request."
+    return "malformed or suspicious request"
 
 
 def permission_denied(request, exception):

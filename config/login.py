@@ -73,10 +73,14 @@ def login_wait_seconds(request) -> int | None:
     (showing the form) are free."""
     if request.method != "POST":
         return None
-    # both are asked (each records the attempt it allows), so an attempt refused by one still
-    # counts against the other
-    throttles = [LoginAttemptThrottle(), LoginAddressThrottle()]
-    refused = [t for t in throttles if not t.allow_request(request, _AuthScope())]
+    return throttled_wait(request, [LoginAttemptThrottle(), LoginAddressThrottle()], _AuthScope())
+
+
+def throttled_wait(request, throttles, view) -> int | None:
+    """Count a request against every throttle: None while all allow it, else the seconds to
+    wait. All are asked (each records the attempt it allows), so an attempt refused by one
+    still counts against the others."""
+    refused = [t for t in throttles if not t.allow_request(request, view)]
     if not refused:
         return None
     return max(max(1, round(t.wait() or 60)) for t in refused)

@@ -5,6 +5,7 @@ executed in-process. ``DATABASE_URL`` switches to PostgreSQL; ``REDIS_URL`` swit
 channels-redis layer and a Redis-backed Celery with separate worker processes.
 """
 
+import contextlib
 from datetime import timedelta
 
 from config.env import BASE_DIR, env, env_path
@@ -98,6 +99,11 @@ else:
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     }
+    # SQLite creates the file but not its folder ("unable to open database file"): on a fresh
+    # clone `manage.py migrate` must work before `make run` has made .data/. A folder that
+    # cannot be made is left for SQLite to report when it connects.
+    with contextlib.suppress(OSError):
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer + Celery ----------------------------------------------------------
@@ -182,6 +188,8 @@ REST_FRAMEWORK = {
         "anon": env.str("THROTTLE_ANON", default="120/min"),
         "user": env.str("THROTTLE_USER", default="3000/min"),
         "auth": env.str("THROTTLE_AUTH", default="30/min"),
+        # per target mailbox (config.password_reset)
+        "password_reset": env.str("THROTTLE_PASSWORD_RESET", default="5/hour"),
     },
     # Reverse proxies in front of the server that append to X-Forwarded-For. 0: ignore the header
     # (a client can write anything there) and throttle by REMOTE_ADDR; N: the Nth address from
@@ -224,6 +232,17 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# --- email: password reset links (config.password_reset) ---------------------------------------
+# e.g. smtp+tls://user:password@mail.example.org:587 (django-environ's email URL). Unset: no
+# email is sent anywhere, and the reset page says to ask a teacher or an administrator.
+EMAIL_URL = env.str("EMAIL_URL", default="")
+PASSWORD_RESET_BY_EMAIL = bool(EMAIL_URL)
+if EMAIL_URL:
+    globals().update(env.email_url("EMAIL_URL"))  # EMAIL_BACKEND, EMAIL_HOST, EMAIL_PORT, ...
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.dummy.EmailBackend"
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
 
 # --- cache (throttling, short-lived state) ------------------------------------------------------
 if REDIS_URL:
@@ -378,9 +397,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    # a 403 is one line (path, user, reason), not a traceback
+    "filters": {"forbidden_one_line": {"()": "config.logs.ForbiddenOneLine"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "django.request": {"filters": ["forbidden_one_line"]},
+        "django.security.csrf": {"filters": ["forbidden_one_line"]},
+    },
 }
 
 # --- frame ingestion and inference ----------------------------------------------------------

@@ -4,14 +4,18 @@ import hashlib
 import re
 
 from django.contrib import admin
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.template.loader import get_template
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework import exceptions
+from rest_framework.request import Request
+from rest_framework.settings import api_settings
 
 import config.converters  # noqa: F401  (registers <id:...>)
 from config.health import healthz
 from config.login import ThrottledLoginView, admin_login
+from config.password_reset import PasswordResetView
 
 
 @functools.cache
@@ -24,11 +28,25 @@ def _swagger_inline_style_hashes() -> tuple[str, ...]:
     return tuple(f"'sha256-{d}'" for d in digests)
 
 
+def _signed_in_or_token(request) -> bool:
+    """Whether the API's own authentication (DRF's DEFAULT_AUTHENTICATION_CLASSES: an API
+    token or the session) knows the caller; a token it refuses counts as no one."""
+    authenticators = [cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
+    try:
+        return Request(request, authenticators=authenticators).user.is_authenticated
+    except exceptions.APIException:
+        return False
+
+
 def _api_docs():
-    view = login_required(SpectacularSwaggerSplitView.as_view(url_name="api-schema"))
+    view = SpectacularSwaggerSplitView.as_view(url_name="api-schema")
 
     @functools.wraps(view)
     def docs(request, *args, **kwargs):
+        # the page is for people: anyone the API does not know goes to the login page (the
+        # view itself would answer a bare 401 in HTML)
+        if not _signed_in_or_token(request):
+            return redirect_to_login(request.get_full_path())
         response = view(request, *args, **kwargs)
         response.csp_extra = {"style-src": list(_swagger_inline_style_hashes())}
         return response
@@ -41,10 +59,12 @@ urlpatterns = [
     # before the routes they shadow: the same views, with login attempts throttled
     path("admin/login/", admin_login),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
+    path("accounts/password_reset/", PasswordResetView.as_view(), name="password_reset"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    # signed in only (SERVE_PERMISSIONS); the page's own script is served at ?script, not
-    # inline, and its inline style is allowed by hash: no 'unsafe-inline' in the policy
+    # signed in or an API token (SERVE_PERMISSIONS), else the login page; the page's own
+    # script is served at ?script, not inline, and its inline style is allowed by hash: no
+    # 'unsafe-inline' in the policy
     path("api/docs/", _api_docs(), name="api-docs"),
     path("api/", include("tutoring.urls")),
     path("api/", include("emotion.urls")),

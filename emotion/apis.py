@@ -11,11 +11,11 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import too_many_files
+from config.api import bounded, error_body, too_many_files
 from emotion.models import Reading
 from emotion.services import IncomingFrame, SessionBacklogged, SessionClosed, frames_accept
 from tutoring import selectors
-from tutoring.apis import paginated, parse_when
+from tutoring.apis import paginated, parse_range, parse_when
 
 
 class FrameUploadApi(APIView):
@@ -107,18 +107,8 @@ class FrameUploadApi(APIView):
         codes = {r["code"] for r in result.rejected}
         http = 413 if codes == {"too_large"} else 415 if codes == {"unsupported_type"} else 400
         msg = f"{len(result.rejected)} of {len(files)} frame(s) rejected; {len(result.accepted)} accepted"
-        return Response(
-            {
-                "error": {
-                    "status": http,
-                    "code": "frames_rejected",
-                    "message": msg,
-                    "details": result.rejected,
-                },
-                **body,
-            },
-            status=http,
-        )
+        error = error_body(http, "frames_rejected", msg, result.rejected)
+        return Response({**error, **bounded(body)}, status=http)
 
 
 def _int_or_error(value, name):
@@ -129,9 +119,7 @@ def _int_or_error(value, name):
 
 
 def _error(http: int, code: str, message: str) -> Response:
-    return Response(
-        {"error": {"status": http, "code": code, "message": message, "details": None}}, status=http
-    )
+    return Response(error_body(http, code, message), status=http)
 
 
 class ReadingOutput(serializers.ModelSerializer):
@@ -182,9 +170,10 @@ class SessionReadingsApi(APIView):
     def get(self, request, session_id: int):
         session = selectors.session_get(user=request.user, session_id=session_id)
         qs = session.readings.select_related("model_version").order_by("sequence")
-        if since := parse_when(request.query_params.get("from"), "from"):
+        since, until = parse_range(request.query_params)  # a reversed range is a 400
+        if since:
             qs = qs.filter(captured_at__gte=since)
-        if until := parse_when(request.query_params.get("to"), "to"):
+        if until:
             qs = qs.filter(captured_at__lt=until)
         ctx = {"request": request, "emotion": selectors.session_emotion_visible(session)}
         return paginated(request, self, qs, ReadingOutput, context=ctx)

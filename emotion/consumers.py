@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.dateparse import parse_datetime
 
+from config.api import clip
 from config.serve import WS_MAX_MESSAGE_BYTES
 from emotion.batcher import get_batcher
 from emotion.live import course_group, course_snapshot, session_group
@@ -327,7 +328,9 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
         elif kind == "ping":
             await self.send_json({"type": "pong", "credit": self.credit()})
         else:
-            await self.send_json({"type": "error", "reason": f"unknown message type {kind!r}"})
+            await self.send_json(
+                {"type": "error", "reason": f"unknown message type {_echo(kind)!r}"}
+            )
 
     def _split(self, raw: bytes) -> tuple[dict, bytes]:
         """(header, image bytes) of a binary message; BadHeader says what is wrong with it."""
@@ -353,7 +356,7 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
 
     async def _frame(self, header: dict, data: bytes):
         seq = header.get("sequence")
-        ack = {"type": "ack", "sequence": seq}
+        ack = {"type": "ack", "sequence": _echo(seq)}
         if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
             return await self.send_json(
                 {
@@ -445,6 +448,14 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
         """A socket for this session opened (``connect``): the older of the two closes."""
         if (event["at"], event["by"]) > self.opened:
             await self.shut_with(CLOSE_REPLACED, REPLACED_REASON)
+
+
+def _echo(value):
+    """A value the client sent, as an ack or an error quotes it back: a number as it is, text
+    clipped (``config.api.clip``), anything else (a list, an object) as None."""
+    if value is None or isinstance(value, int | float):
+        return value
+    return clip(value) if isinstance(value, str) else None
 
 
 def _parse_time(value) -> datetime | None:

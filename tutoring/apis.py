@@ -25,7 +25,7 @@ from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import CSVRenderer, Pagination
+from config.api import CSVRenderer, Pagination, clip
 from config.auth import TokenAuthentication
 from ml.classes import EMOTIONS
 from ml.engagement import BANDS
@@ -153,7 +153,7 @@ def error_text(exc: ValidationError) -> str:
         else:
             yield f"{prefix}{detail}"
 
-    return "; ".join(walk(exc.detail))
+    return clip("; ".join(walk(exc.detail)))
 
 
 # --- auth ----------------------------------------------------------------------------------------
@@ -419,6 +419,7 @@ class CourseSessionListApi(APIView):
     def get(self, request, course_id: int):
         course = selectors.course_get(user=request.user, course_id=course_id)
         qs = selectors.session_list(user=request.user, course=course)
+        parse_range(request.query_params)  # a reversed range is a 400, as for the reports
         f = SessionFilter(request.query_params, queryset=qs)
         if not f.is_valid():
             raise ValidationError(f.errors)
