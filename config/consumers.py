@@ -21,6 +21,11 @@ class NotificationsConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
 
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        # push only: a client's message is answered, never parsed (a deeply nested one would
+        # raise RecursionError in json and close the socket with 1011)
+        await self.send_json({"type": "error", "reason": "this socket takes no messages"})
+
     async def disconnect(self, code):
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)

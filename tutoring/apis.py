@@ -165,6 +165,7 @@ class TokenApi(ObtainAuthToken):
     throttle_scope = "auth"
     # ObtainAuthToken sets throttle_classes = (): without this, throttle_scope never applied
     throttle_classes = api_settings.DEFAULT_THROTTLE_CLASSES
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES  # ObtainAuthToken's own are unbounded
     renderer_classes = [JSONRenderer]
 
 
