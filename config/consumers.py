@@ -2,6 +2,8 @@
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+CLOSE_NOT_FOUND = 4404
+
 
 def user_group(user_id: int) -> str:
     return f"user-{user_id}"
@@ -32,3 +34,19 @@ class NotificationsConsumer(AsyncJsonWebsocketConsumer):
 
     async def notify(self, event):
         await self.send_json({"type": "notify", "payload": event["payload"]})
+
+
+class NoRouteConsumer(AsyncJsonWebsocketConsumer):
+    """Any WebSocket path no route matches (``ws/nope/``, ``ws/sessions/abc/stream/``): accept,
+    say so, close with 4404, as the other refusals do (a close before accept() would reach a
+    browser as 1006 without a reason)."""
+
+    async def connect(self):
+        await self.accept()
+        await self.send_json(
+            {"type": "closed", "code": CLOSE_NOT_FOUND, "reason": "no such socket"}
+        )
+        await self.close(code=CLOSE_NOT_FOUND)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        pass  # closing already
