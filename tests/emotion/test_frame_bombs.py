@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from emotion.consumers import STREAM_FRAME_BYTES_CAP
 from emotion.framestore import get_frame_store
 from emotion.models import Reading
 from emotion.services import readings_analyse
@@ -24,6 +25,7 @@ from emotion.validation import (
     decode_frame,
     png_raw_size,
 )
+from tests.emotion.stream_client import StreamClient, connect, frame_message
 from tests.emotion.test_upload import upload
 from tests.emotion.test_validation import encode, photo, png_chunk
 from tests.factories import ReadingFactory
@@ -206,3 +208,20 @@ def test_real_pngs_of_every_kind_still_pass():
         assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) is not None, what
         assert check_frame(data) == "image/png", what
         assert decode_frame(data) is not None, what
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_png_bomb_on_the_stream_socket_is_rejected_with_its_reason(classroom):
+    bomb = zeros_after_rows(640, 480, 512 << 20)  # fits one socket message
+    assert len(bomb) < STREAM_FRAME_BYTES_CAP
+    comm, ok, _ = await connect(f"/ws/sessions/{classroom.session.pk}/stream/", classroom.learner)
+    assert ok
+    await StreamClient(comm).ready()
+    t = time.perf_counter()
+    await comm.send_to(bytes_data=frame_message(0, bomb))
+    ack = await comm.receive_json_from(timeout=30)
+    elapsed = time.perf_counter() - t
+    await comm.disconnect()
+    assert (ack["status"], ack["code"]) == ("rejected", "excess_data"), ack
+    assert "640×480" in ack["reason"]
+    assert elapsed < 0.5, f"{elapsed:.2f} s"
