@@ -65,7 +65,7 @@ class BoundedJSONParser(JSONParser):
     deeper than ``MAX_JSON_DEPTH``: a 413 or a 400 in the API's error shape, never a 500."""
 
     def parse(self, stream, media_type=None, parser_context=None):
-        from config.api import RequestRejected
+        from config.api import RequestRejected  # config.api → DRF views → this parser
 
         encoding = get_encoding(parser_context or {})
         raw = stream.read(MAX_JSON_BODY_BYTES + 1)
