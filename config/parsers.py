@@ -81,4 +81,8 @@ class BoundedJSONParser(JSONParser):
             raise ParseError(f"JSON parse error - not {encoding} text ({e.reason})") from None
         except JSONRejected as e:
             raise ParseError(f"JSON parse error - {e}") from None
-        return super().parse(io.BytesIO(raw), media_type, parser_context)
+        try:
+            return super().parse(io.BytesIO(raw), media_type, parser_context)
+        except RecursionError:  # a backstop: the scan above refuses such input first
+            msg = f"JSON parse error - nested deeper than {MAX_JSON_DEPTH} levels"
+            raise ParseError(msg) from None
