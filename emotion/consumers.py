@@ -17,6 +17,7 @@ from django.utils.crypto import constant_time_compare
 from django.utils.dateparse import parse_datetime
 
 from config.api import clip
+from config.parsers import JSONRejected, json_loads_bounded
 from config.serve import WS_MAX_MESSAGE_BYTES
 from emotion.batcher import get_batcher
 from emotion.live import course_group, course_snapshot, session_group
@@ -317,12 +318,16 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
 
     async def _receive_text(self, text: str):
         try:
-            msg = json.loads(text)
-            kind = msg.get("type")
-        except (ValueError, AttributeError):
+            msg = json_loads_bounded(text, max_bytes=MAX_HEADER_BYTES)
+        except JSONRejected as e:
+            return await self.send_json({"type": "error", "reason": str(e)})
+        except ValueError:
+            msg = None
+        if not isinstance(msg, dict):
             return await self.send_json(
                 {"type": "error", "reason": "messages must be JSON objects"}
             )
+        kind = msg.get("type")
         if kind == "frame":
             self.pending_header = msg
         elif kind == "ping":
@@ -347,7 +352,9 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
         if len(raw) < p + n:
             raise BadHeader(f"header length {n} is longer than the {len(raw) - p} bytes sent")
         try:
-            header = json.loads(raw[p : p + n])
+            header = json_loads_bounded(raw[p : p + n], max_bytes=MAX_HEADER_BYTES)
+        except JSONRejected as e:
+            raise BadHeader(f"the header: {e}") from None
         except ValueError:
             raise BadHeader("the header is not valid UTF-8 JSON") from None
         if not isinstance(header, dict):

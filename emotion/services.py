@@ -126,9 +126,10 @@ def frames_accept(
                 "sequence", flat=True
             )
         )
-        next_seq = (
-            Reading.objects.filter(session=locked).aggregate(m=Max("sequence"))["m"] or -1
-        ) + 1
+        # the session row's lock makes this read-then-insert one step for concurrent uploads
+        # (REST and socket alike); ``is None``, not ``or``: a maximum of 0 is a sequence
+        last = Reading.objects.filter(session=locked).aggregate(m=Max("sequence"))["m"]
+        next_seq = 0 if last is None else last + 1
         new, seen = [], set()
         for f in valid:
             seq = f.sequence

@@ -1,8 +1,14 @@
-"""Checks on uploaded frames: sniffed type, byte and pixel limits, decodability.
+"""Checks on uploaded frames: sniffed type, byte and pixel limits, decoding work, decodability.
 
 The pixel limit is checked on the size the image's header declares, before anything is
 decoded: a PNG of a few dozen KB can declare (and decompress to) a gigapixel, and OpenCV's
 reduced decode still inflates a PNG at full size before it shrinks it.
+
+The declared size does not bound the work by itself: a PNG's compressed stream may go on
+long after the image's rows (libpng inflates all of it: a 2 MB file of compressed zeros is
+2 GB to inflate), and a progressive JPEG may repeat scans over the whole image without end.
+So the data is checked against what its declared size needs (:func:`check_decoding_work`)
+before any full decode, here and in the worker (:func:`decode_frame`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 
 @dataclass
 class FrameRejection(Exception):
-    code: str  # too_large | unsupported_type | undecodable | too_many_pixels | too_small | empty
+    # too_large | unsupported_type | undecodable | too_many_pixels | too_small | empty |
+    # excess_data (more compressed data or scans than the declared size can use)
+    code: str
     reason: str
 
     @property
@@ -111,6 +119,136 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
         i += length
 
 
+# PNG colour type → (samples per pixel, allowed bit depths)
+_PNG_COLOUR = {
+    0: (1, (1, 2, 4, 8, 16)),  # greyscale
+    2: (3, (8, 16)),  # RGB
+    3: (1, (1, 2, 4, 8)),  # palette
+    4: (2, (8, 16)),  # greyscale + alpha
+    6: (4, (8, 16)),  # RGBA
+}
+# Adam7 interlacing: each pass's first column and row, and its steps
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+# encoders write image data in chunks of 8-64 KB: a frame within the size limits needs a few
+# hundred; walking more is work for nothing
+MAX_PNG_CHUNKS = 4096
+# libjpeg's progressive scripts use up to 10 scans (more with optimisers): each scan is a pass
+# over the whole image, so their number, not the file's size, bounds a progressive decode
+MAX_JPEG_SCANS = 64
+
+
+def png_raw_size(width: int, height: int, depth: int, colour: int, interlaced: bool) -> int:
+    """Bytes the inflated image data of such a PNG holds: each row (of each Adam7 pass) is a
+    filter byte and its packed samples."""
+    bits = depth * _PNG_COLOUR[colour][0]
+
+    def rows(w: int, h: int) -> int:
+        return h * (1 + (w * bits + 7) // 8) if w and h else 0
+
+    if not interlaced:
+        return rows(width, height)
+    return sum(
+        rows((width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy) for x0, y0, dx, dy in _ADAM7
+    )
+
+
+def png_compressed_bound(raw: int) -> int:
+    """The most compressed bytes an encoder needs for ``raw`` inflated bytes: deflate's fixed
+    codes take at most 9 bits a byte (stored blocks less), plus headers."""
+    return raw + raw // 8 + 1024
+
+
+def _excess(reason: str) -> FrameRejection:
+    return FrameRejection("excess_data", reason)
+
+
+def _png_image_data(data: bytes, w: int, h: int) -> tuple[list[memoryview], int]:
+    """The IDAT chunks' data and the inflated size they must have, refused (``excess_data``)
+    when they add up to more than that size can take compressed."""
+    depth, colour, _, _, interlace = data[24:29]
+    if colour not in _PNG_COLOUR or depth not in _PNG_COLOUR[colour][1] or interlace > 1:
+        raise _bad(f"PNG header declares colour type {colour} at bit depth {depth}")
+    raw = png_raw_size(w, h, depth, colour, bool(interlace))
+    bound = png_compressed_bound(raw)
+    view, pos, total, chunks = memoryview(data), 8, 0, []
+    for _ in range(MAX_PNG_CHUNKS):
+        if pos + 8 > len(data):
+            return chunks, raw  # truncated: the decode says so
+        length, ctype = struct.unpack_from(">I4s", data, pos)
+        if ctype == b"IDAT":
+            total += length
+            if total > bound:
+                raise _excess(
+                    f"compressed data ({total}+ bytes) exceeds what a {w}×{h} image needs "
+                    f"(at most {bound})"
+                )
+            chunks.append(view[pos + 8 : pos + 8 + length])
+        elif ctype == b"IEND":
+            return chunks, raw
+        pos += 12 + length
+    raise _excess(f"more than {MAX_PNG_CHUNKS} PNG chunks")
+
+
+def _png_check_inflated_size(chunks: list[memoryview], raw: int, w: int, h: int) -> None:
+    """Inflate at most ``raw`` + 1 bytes: a stream that holds more than the image's rows is
+    refused without inflating the rest."""
+    z, out = zlib.decompressobj(), 0
+    try:
+        for chunk in chunks:
+            out += len(z.decompress(chunk, raw - out + 1))
+            if out > raw:
+                raise _excess(
+                    f"compressed data inflates to more than the {raw} bytes a {w}×{h} image needs"
+                )
+            if z.eof:
+                return
+    except zlib.error as e:
+        raise _bad(f"PNG image data is not a valid zlib stream ({e})") from None
+
+
+def check_decoding_work(data: bytes, kind: str, w: int, h: int) -> None:
+    """Raise ``FrameRejection("excess_data", ...)`` when decoding ``data`` (of the sniffed
+    ``kind``, declaring ``w``×``h``) would do more work than an image of that size needs.
+
+    PNG: the image data may not be longer compressed than its inflated size needs, nor inflate
+    to more (checked by inflating at most that much). JPEG: at most ``MAX_JPEG_SCANS`` scans
+    (counted generously: an embedded thumbnail's scans count too)."""
+    if kind == "image/png":
+        chunks, raw = _png_image_data(data, w, h)
+        _png_check_inflated_size(chunks, raw, w, h)
+    elif kind == "image/jpeg":
+        scans = data.count(b"\xff\xda")
+        if scans > MAX_JPEG_SCANS:
+            raise _excess(f"JPEG with {scans} scans (at most {MAX_JPEG_SCANS})")
+
+
+def _bounded_size(data: bytes) -> tuple[str, int, int]:
+    """(kind, width, height) of a frame whose declared size is within the limits; raises
+    FrameRejection otherwise."""
+    kind = sniff(data)
+    if kind is None:
+        raise FrameRejection("unsupported_type", "not a JPEG or PNG image (by its content)")
+    max_side = settings.EMOTION_LIMITS["max_side"]
+    w, h = header_size(data, kind)
+    if w > max_side or h > max_side:
+        raise FrameRejection(
+            "too_many_pixels", f"{w}×{h} px exceeds the limit of {max_side} px a side"
+        )
+    if w < MIN_SIDE or h < MIN_SIDE:
+        raise FrameRejection(
+            "too_small", f"{w}×{h} px: a frame needs at least {MIN_SIDE} px a side to show a face"
+        )
+    return kind, w, h
+
+
 # no face the detector can find fits in fewer pixels (FER2013 faces are 48 px); thinner images
 # are not webcam frames
 MIN_SIDE = 16
@@ -126,20 +264,11 @@ def check_frame(data: bytes, size: int | None = None) -> str:
         )
     if not data:
         raise FrameRejection("empty", "the file is empty")
-    kind = sniff(data)
-    if kind is None:
-        raise FrameRejection("unsupported_type", "not a JPEG or PNG image (by its content)")
     max_side = limits["max_side"]
-    # The declared size first: a decompression bomb is refused before it is inflated.
-    w, h = header_size(data, kind)
-    if w > max_side or h > max_side:
-        raise FrameRejection(
-            "too_many_pixels", f"{w}×{h} px exceeds the limit of {max_side} px a side"
-        )
-    if w < MIN_SIDE or h < MIN_SIDE:
-        raise FrameRejection(
-            "too_small", f"{w}×{h} px: a frame needs at least {MIN_SIDE} px a side to show a face"
-        )
+    # The declared size first: a decompression bomb is refused before it is inflated; then
+    # the data against what that size needs, before anything decodes all of it.
+    kind, w, h = _bounded_size(data)
+    check_decoding_work(data, kind, w, h)
     # Then decode (an image now known to be in bounds) to check the compressed stream, at 1/8
     # scale: for a JPEG about 1/8 of the cost of a full decode, for a PNG about half the memory.
     # OpenCV shrinks a PNG after inflating it and fails on a side under 8 px: read those whole.
@@ -161,4 +290,11 @@ def check_frame(data: bytes, size: int | None = None) -> str:
 
 
 def decode_frame(data: bytes) -> np.ndarray | None:
+    """The frame in colour, or None when it cannot be decoded or would take more decoding
+    work than ``check_frame`` allows (a frame queued by an older version, or by any path
+    around the check, costs no more here than one that passed it)."""
+    try:
+        check_decoding_work(data, *_bounded_size(data))
+    except FrameRejection:
+        return None
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
