@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
-    "train": ("ml.train", "train the CNN on an image folder or fer2013.csv"),
+    "train": ("ml.cli_train", "train the CNN on an image folder or fer2013.csv"),
     "evaluate": ("ml.cli_evaluate", "metrics, JSON and a confusion-matrix plot on a labelled set"),
     "predict": ("ml.cli_predict", "faces and emotions in images or videos, as JSON lines"),
     "calibrate": ("ml.cli_calibrate", "fit a temperature on a labelled set (calibration)"),
