@@ -33,7 +33,7 @@ def _logits(module, x: np.ndarray, batch: int = 256) -> np.ndarray:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ml.bench_int8", description=__doc__.split("\n")[0])
     p.add_argument("train", help="images the activation ranges are observed on (train split)")
     p.add_argument("val", help="labelled images for accuracy and agreement (validation split)")
@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=2048, help="calibration images (default 2048)")
     p.add_argument("--batch", type=int, default=64, help="faces per timed batch (default 64)")
     p.add_argument("--seconds", type=float, default=3.0, help="timing per case (default 3)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     weights = [Path(w) for w in args.weights or []] or [
         WEIGHTS_DIR / "fer-compact.pt",
         WEIGHTS_DIR / "fer-fast.pt",

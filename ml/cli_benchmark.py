@@ -55,7 +55,7 @@ def _measure(pred: Predictor, threads, crops, frames, seconds) -> tuple[str, dic
     return name, rates
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ml benchmark", description=__doc__.split("\n")[0])
     p.add_argument("--weights", action="append", help="checkpoint(s) to compare (default: shipped)")
     p.add_argument("--batch", type=int, default=64)
@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-baseline", action="store_true", help="skip the mini-Xception (64×64) speed baselines"
     )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         threads = [int(t) for t in args.threads.split(",")]

@@ -23,7 +23,7 @@ from ml.metrics import classification_summary
 from ml.predictor import default_weights
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ml calibrate", description=__doc__.split("\n")[0])
     p.add_argument("data", help="labelled set to fit on (the validation split)")
     p.add_argument("--weights", help="checkpoint (default: the shipped weights)")
@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         help="store the weights as float16: half the file (a 7.8 M-param model in 16 MB, not "
         "31); readers cast them back to float32, and the temperature is fitted on them",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     weights = Path(args.weights) if args.weights else default_weights()
     ckpt = load_checkpoint(weights)
     if args.half:

@@ -20,7 +20,7 @@ from ml.predictor import Predictor, default_weights
 from ml.quantize import INT8_FORMAT_VERSION, calibration_batch, quantize_int8, weights_digest
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ml quantize", description=__doc__.split("\n")[0])
     p.add_argument("data", help="images to observe activation ranges on (the train split)")
     p.add_argument("--weights", help="checkpoint (default: the shipped weights)")
@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=2048, help="calibration images (default 2048)")
     p.add_argument("--seed", type=int, default=0, help="which calibration images are drawn")
     p.add_argument("--val", help="labelled set to report fp32 vs int8 figures on (not used to fit)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.images < 1:
         print("error: --images must be at least 1", file=sys.stderr)
         return 2
