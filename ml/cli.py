@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
-    "train": ("ml.train", "train the CNN on an image folder or fer2013.csv"),
+    "train": ("ml.cli_train", "train the CNN on an image folder or fer2013.csv"),
     "evaluate": ("ml.cli_evaluate", "metrics, JSON and a confusion-matrix plot on a labelled set"),
     "predict": ("ml.cli_predict", "faces and emotions in images or videos, as JSON lines"),
-    "calibrate": ("ml.calibrate", "fit a temperature on a labelled set (calibration)"),
-    "quantize": ("ml.quantize", "add an int8 network for fast CPU inference to a checkpoint"),
-    "export": ("ml.export", "export a checkpoint to TorchScript or ONNX"),
-    "benchmark": ("ml.benchmark", "faces/s and frames/s on this machine"),
+    "calibrate": ("ml.cli_calibrate", "fit a temperature on a labelled set (calibration)"),
+    "quantize": ("ml.cli_quantize", "add an int8 network for fast CPU inference to a checkpoint"),
+    "export": ("ml.cli_export", "export a checkpoint to TorchScript or ONNX"),
+    "benchmark": ("ml.cli_benchmark", "faces/s and frames/s on this machine"),
 }
 
 

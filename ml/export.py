@@ -1,4 +1,4 @@
-"""``python -m ml export --format torchscript|onnx``: a deployable model with the same predictions.
+"""Export a checkpoint to TorchScript or ONNX: a deployable model with the same predictions.
 
 The exported graph takes the eval preset's normalised input (N×1×S×S float32, see
 :mod:`ml.preprocessing`) and returns logits (N×7, class order ``EMOTIONS``). A JSON sidecar
@@ -8,23 +8,19 @@ hash; the ONNX file also carries them as metadata properties.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import warnings
 from pathlib import Path
 
 import torch
 
 from ml.checkpoint import (
-    CheckpointError,
     build_model,
     file_sha256,
     load_checkpoint,
     preprocessing_of,
 )
 from ml.classes import EMOTIONS
-from ml.predictor import default_weights
 
 
 def export_onnx(model: torch.nn.Module, out: Path, *, input_size: int) -> Path:
@@ -76,21 +72,3 @@ def export_model(weights: Path, fmt: str, out: Path) -> Path:
         raise ValueError(f"unknown format {fmt!r}")
     out.with_suffix(out.suffix + ".json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ml export", description=__doc__.split("\n")[0])
-    p.add_argument("--format", required=True, choices=["torchscript", "onnx"])
-    p.add_argument("--weights", help="checkpoint (default: the shipped weights)")
-    p.add_argument("--out", help="output file (default: next to the weights, .ts / .onnx)")
-    args = p.parse_args(argv)
-    weights = Path(args.weights) if args.weights else default_weights()
-    suffix = ".ts" if args.format == "torchscript" else ".onnx"
-    out = Path(args.out) if args.out else weights.with_suffix(suffix)
-    try:
-        export_model(weights, args.format, out)
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"exported {weights} → {out} ({out.stat().st_size / 1e6:.1f} MB)")
-    return 0

@@ -202,7 +202,7 @@ def test_bad_precision_setting_is_a_clear_error(monkeypatch, pattern_folder):
 
 
 def test_int8_bench_compares_7_and_8_bit_weights_of_the_same_network(pattern_folder, capsys):
-    from ml.bench_int8 import main as bench_main
+    from ml.cli_bench_int8 import main as bench_main
 
     fast = str(WEIGHTS_DIR / "fer-fast.pt")
     argv = [str(pattern_folder), str(pattern_folder), "--weights", fast, "--images", "16"]

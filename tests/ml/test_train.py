@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from ml import train
-from ml.checkpoint import load_checkpoint
+from ml import cli_train, run_state, train
+from ml import fit as ml_fit
+from ml.checkpoint import CheckpointWriter, load_checkpoint
 from ml.data import load_image_folder
+from ml.model import create_model, model_config
 from ml.predictor import Predictor
 from tests.ml.conftest import write_image_folder
 
@@ -31,7 +33,7 @@ def _run(folder, out, *extra):
         "1",
         *extra,
     ]
-    assert train.main(args) == 0
+    assert cli_train.main(args) == 0
 
 
 def test_loss_falls_and_checkpoint_reloads_exactly(pattern_folder, tmp_path):
@@ -88,9 +90,9 @@ def test_resume_hands_the_rng_setters_cpu_byte_tensors(pattern_folder, tmp_path,
     device but "cpu" lands on 'meta', standing in for CUDA."""
     run = tmp_path / "run"
     _run(pattern_folder, run, "--epochs", "2", "--max-minutes", "1e-9")
-    real_load = train.load_checkpoint
+    real_load = run_state.load_checkpoint
     monkeypatch.setattr(
-        train,
+        run_state,
         "load_checkpoint",
         lambda path, map_location="cpu": real_load(
             path, map_location="cpu" if map_location == "cpu" else "meta"
@@ -169,7 +171,7 @@ def test_cuda_asked_for_without_cuda_is_a_clear_error(tmp_path, capsys, monkeypa
 def test_a_diverging_run_stops_with_a_clear_error(pattern_folder, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--data", str(pattern_folder), "--out", str(out), "--size", "tiny", "--lr", "1e12"]
-    assert train.main([*args, "--batch-size", "16", "--epochs", "2", "--no-progress"]) == 2
+    assert cli_train.main([*args, "--batch-size", "16", "--epochs", "2", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "error: epoch 1: training loss is nan" in err and "lower --lr" in err
     assert not (out / "best.pt").exists() and "done:" not in err
@@ -181,11 +183,11 @@ def test_without_val_best_pt_is_written_and_done_names_it_only_if_it_exists(
     # the score is then -train_loss: below the old starting best of -1.0, best.pt never came
     args = ["--data", str(pattern_folder), "--out", str(tmp_path / "run"), "--size", "tiny"]
     args += ["--batch-size", "16", "--epochs", "1", "--no-progress", "--threads", "1"]
-    assert train.main(args) == 0
+    assert cli_train.main(args) == 0
     assert (tmp_path / "run" / "best.pt").exists()
     assert f"-> {tmp_path / 'run' / 'best.pt'}" in capsys.readouterr().err
     (tmp_path / "run" / "best.pt").unlink()
-    assert train.main([*args, "--resume"]) == 0  # nothing left to run, no best.pt
+    assert cli_train.main([*args, "--resume"]) == 0  # nothing left to run, no best.pt
     err = capsys.readouterr().err
     assert "no " + str(tmp_path / "run" / "best.pt") + " was written" in err and "->" not in err
 
@@ -325,7 +327,7 @@ def test_a_teacher_with_other_preprocessing_is_refused(pattern_folder, tmp_path,
     ck["preprocessing"]["input_size"] = 64
     save_checkpoint(other / "64.pt", ck)
     args = ["--data", str(pattern_folder), "--out", str(tmp_path / "s"), "--no-progress"]
-    assert train.main([*args, "--teacher", str(other / "64.pt")]) == 2
+    assert cli_train.main([*args, "--teacher", str(other / "64.pt")]) == 2
     assert "same input preprocessing" in capsys.readouterr().err
 
 
@@ -350,7 +352,7 @@ def test_init_starts_from_a_checkpoint_and_refuses_another_size(
             torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
     assert load_checkpoint(out / "best.pt")["recipe"]["init_from"]["path"].endswith("old.pt")
     args = ["--data", str(pattern_folder), "--out", str(tmp_path / "x"), "--size", "fast"]
-    assert train.main([*args, "--init", str(teacher_run / "best.pt"), "--no-progress"]) == 2
+    assert cli_train.main([*args, "--init", str(teacher_run / "best.pt"), "--no-progress"]) == 2
     assert "different model config" in capsys.readouterr().err
 
 
@@ -367,30 +369,14 @@ def _epochs(folder, *, sync: bool, epochs: int = 2, lr: float = 0.05, mixup: flo
     np.random.seed(0)
     torch.manual_seed(0)
     ds = load_image_folder(folder)
-    model = train.create_model(train.model_config("tiny")).to(memory_format=torch.channels_last)
+    model = create_model(model_config("tiny")).to(memory_format=torch.channels_last)
     cfg = train.TrainConfig(size="tiny", batch_size=16, lr=lr, mixup_alpha=mixup)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     images, labels = torch.from_numpy(ds.images), torch.from_numpy(ds.labels)
     g = torch.Generator().manual_seed(0)
-    stats = [
-        train.train_one_epoch(
-            model,
-            opt,
-            sched,
-            images,
-            labels,
-            cfg,
-            None,
-            train.AugmentConfig(),
-            g,
-            "cpu",
-            False,
-            progress=True,
-            sync_every_step=sync,
-        )  # fmt: skip
-        for _ in range(epochs)
-    ]
+    ctx = train.StepContext(opt, sched, None, train.AugmentConfig(), g, "cpu", sync_every_step=sync)
+    stats = [train.train_one_epoch(model, images, labels, ctx, cfg) for _ in range(epochs)]
     return model, stats
 
 
@@ -420,7 +406,7 @@ def test_deferred_sync_names_the_first_diverging_step(pattern_folder):
 
 
 def test_fit_epochs_counts_the_epochs_that_end_in_the_budget():
-    fit = train.fit_epochs
+    fit = ml_fit.fit_epochs
     # 100 s budget, 12 s gone in epoch 1, then 200 steps × 0.04 s + 2 s validation = 10 s each
     kw = dict(spent_s=12, seconds_per_step=0.04, steps_per_epoch=200, other_s=2)
     assert fit(100, **kw, max_epochs=300) == {
@@ -442,7 +428,7 @@ def test_fit_minutes_records_the_epochs_as_a_replayable_command(
         calls.append((budget_s, kw))
         return {"epochs": 3, "fit_minutes": budget_s / 60, "epoch_seconds": 1.5}
 
-    monkeypatch.setattr(train, "fit_epochs", fit)
+    monkeypatch.setattr(ml_fit, "fit_epochs", fit)
     _run(pattern_folder, tmp_path / "fitted", "--epochs", "8", "--fit-minutes", "2", "--resume")
     [(budget, kw)] = calls
     assert budget == 120 and kw["max_epochs"] == 8 and kw["steps_per_epoch"] == 5
@@ -462,7 +448,7 @@ def test_fit_minutes_records_the_epochs_as_a_replayable_command(
     # the recorded command, run again, is the same run: same schedule, same weights
     argv = command[4:]  # after "python -m ml train"
     argv[argv.index("--out") + 1] = str(tmp_path / "replay")
-    assert train.main(argv) == 0
+    assert cli_train.main(argv) == 0
     replay = load_checkpoint(tmp_path / "replay" / "last.pt")
     assert replay["epoch"] == 3
     for k, v in ck["state_dict"].items():
@@ -476,7 +462,7 @@ def test_a_fitted_run_resumes_on_its_fitted_schedule(pattern_folder, tmp_path, m
         fits.append(kw)
         return {"epochs": 4, "fit_minutes": budget_s / 60, "epoch_seconds": 1.0}
 
-    monkeypatch.setattr(train, "fit_epochs", fit)
+    monkeypatch.setattr(ml_fit, "fit_epochs", fit)
     run, flags = tmp_path / "run", ("--epochs", "9", "--fit-minutes", "1")
     _run(pattern_folder, run, *flags, "--max-minutes", "1e-9")  # stops after epoch 1
     assert load_checkpoint(run / "last.pt")["epoch"] == 1 and not fits
@@ -492,7 +478,7 @@ def test_a_fitted_run_resumes_on_its_fitted_schedule(pattern_folder, tmp_path, m
 
 
 def test_background_checkpoints_hold_what_was_handed_over(tmp_path):
-    writer = train.CheckpointWriter(background=True)
+    writer = CheckpointWriter(background=True)
     weights = torch.zeros(3)
     history = [{"epoch": 1}]
     payload = {"model_config": {}, "class_names": [], "preprocessing": {}, "epoch": 1}
@@ -511,7 +497,7 @@ def test_a_run_with_background_checkpoints_writes_and_resumes_the_same(
     pattern_folder, tmp_path, monkeypatch
 ):
     _run(pattern_folder, tmp_path / "plain", "--epochs", "3")
-    monkeypatch.setattr(train, "_background_checkpoints", lambda device: True)  # as on a GPU
+    monkeypatch.setattr(cli_train, "_background_checkpoints", lambda device: True)  # as on a GPU
     _run(pattern_folder, tmp_path / "bg", "--epochs", "3", "--max-minutes", "1e-9")
     assert load_checkpoint(tmp_path / "bg" / "last.pt")["epoch"] == 1  # on disk at return
     _run(pattern_folder, tmp_path / "bg", "--epochs", "3", "--resume")
@@ -538,11 +524,11 @@ def test_the_replay_command_drops_pacing_flags_however_they_were_spelt():
         "--size",
         "large",
     ]
-    train._record_fit(recipe, argv, {"epochs": 42, "fit_minutes": 5, "epoch_seconds": 7.0})
+    ml_fit.record_fit(recipe, argv, {"epochs": 42, "fit_minutes": 5, "epoch_seconds": 7.0})
     assert recipe["command"] == "python -m ml train --data d --size large --epochs 42"
     assert recipe["train_config"]["epochs"] == 42
     assert recipe["fitted"]["command"].endswith("--res --size large")
-    parsed = train.build_parser().parse_args([*argv, "--out", "o"])  # the spellings are real
+    parsed = cli_train.build_parser().parse_args([*argv, "--out", "o"])  # the spellings are real
     assert (parsed.fit_minutes, parsed.epochs, parsed.max_minutes, parsed.resume) == (
         5,
         300,
