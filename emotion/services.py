@@ -172,8 +172,25 @@ def frames_accept(
         locked.save(update_fields=["last_frame_at"])
         if enqueue and result.accepted:
             ids = result.reading_ids
-            transaction.on_commit(lambda: readings_enqueue(reading_ids=ids))
+            transaction.on_commit(lambda: readings_enqueue_or_leave(reading_ids=ids))
     return result
+
+
+def readings_enqueue_or_leave(*, reading_ids: list[int]) -> bool:
+    """Queue accepted frames; with the broker away, leave them to the periodic re-queue
+    (``FRAME_REQUEUE_AFTER_SECONDS``, well within their TTL) instead of failing a request
+    whose frames are already accepted. Whether they were queued."""
+    try:
+        readings_enqueue(reading_ids=reading_ids)
+    except Exception as e:
+        logger.warning(
+            "could not queue %d accepted frame(s) (%s: %s): left to the periodic re-queue",
+            len(reading_ids),
+            type(e).__name__,
+            e,
+        )
+        return False
+    return True
 
 
 def readings_enqueue(*, reading_ids: list[int]) -> None:
