@@ -31,8 +31,9 @@ from emotion.validation import sniff
 from tutoring.models import Course, LearnerSession, User
 from tutoring.selectors import course_is_managed_by
 
-CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_ENDED = 4401, 4403, 4404, 4409
 logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_ENDED = 4401, 4403, 4404, 4409
 CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": a backing service is away
 # A stream socket that a newer one for the same session replaced. 4403, not a code of its
 # own: the shipped recorder treats 4401/4403/4404/4409 as final and reconnects on any other
