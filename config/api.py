@@ -41,6 +41,8 @@ def exception_handler(exc, context):
     """
     if isinstance(exc, SuspiciousOperation):
         exc = _suspicious_request(exc, context)
+    if is_outage(exc):
+        exc = _unavailable(exc)
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
         exc = _throttled_instead(exc, context)
     if isinstance(exc, DjangoValidationError):
@@ -66,6 +68,8 @@ def exception_handler(exc, context):
         code = getattr(getattr(exc, "detail", None), "code", None) or getattr(
             exc, "default_code", "error"
         )
+    if isinstance(exc, ServiceUnavailable):
+        response["Retry-After"] = str(OUTAGE_RETRY_AFTER_S)
     response.data = error_body(response.status_code, code, message, details)
     return response
 
@@ -217,6 +221,40 @@ def _suspicious_request(exc: SuspiciousOperation, context) -> RequestRejected:
         "%s", exc, extra={"status_code": rejected.status_code, "request": request}
     )
     return rejected
+
+
+# --- a backing service away (Redis: frame store, broker, cache; the database) ---------------
+
+#: seconds a client is asked to wait when a backing service is away (a Redis restart takes
+#: a few seconds)
+OUTAGE_RETRY_AFTER_S = 5
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = 503
+    default_code = "service_unavailable"
+    default_detail = "a service the server needs is unavailable: retry shortly"
+
+
+def outage_errors() -> tuple[type[BaseException], ...]:
+    """What the clients raise when their service is away: Redis (frame store, cache, channel
+    layer), the Celery broker (kombu), the database."""
+    from django.db import InterfaceError, OperationalError
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return (RedisConnectionError, RedisTimeoutError, BrokerError, OperationalError, InterfaceError)
+
+
+def is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, outage_errors())
+
+
+def _unavailable(exc: BaseException) -> ServiceUnavailable:
+    # a real outage, worth a line in the log; the traceback adds nothing
+    logging.getLogger("config.api").warning("503: %s: %s", type(exc).__name__, exc)
+    return ServiceUnavailable()
 
 
 def _first_message(data) -> str:

@@ -110,12 +110,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="")
 EMBEDDED = not REDIS_URL
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
-        }
-    }
+    from config.redis_clients import channel_layers
+
+    # client timeouts that keep a quiet live socket open (config.redis_clients says why)
+    CHANNEL_LAYERS = channel_layers(REDIS_URL)
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
@@ -130,15 +128,24 @@ CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
-CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
+# A batch whose worker died (or whose message was lost) must run again while its frames'
+# bytes are still in the frame store: FRAME_TTL_SECONDS bounds the redelivery after the
+# visibility timeout, and the beat re-queue, including the task's own time. Checked below.
+FRAME_TTL_SECONDS = env.int("FRAME_TTL_SECONDS", default=300)  # raw bytes never outlive this
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=40)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=30)
 # Unacknowledged messages (a worker died mid-task) return to the queue after
 # visibility_timeout; the Redis transport scans for them every interval × throttle seconds.
+# Longer than the hard time limit, so a batch still running is not handed out twice.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
-    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
-    "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=6),
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=45),
+    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=5),
+    "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=1),
 }
+# the safety net for frames whose message was lost (a web process died holding a partial
+# batch, a broker restart): pending this long, they are queued again, checked this often
+FRAME_REQUEUE_AFTER_SECONDS = env.int("FRAME_REQUEUE_AFTER_SECONDS", default=60)
+FRAME_REQUEUE_INTERVAL_SECONDS = env.int("FRAME_REQUEUE_INTERVAL_SECONDS", default=30)
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_GPU_QUEUE = env.str("CELERY_GPU_QUEUE", default="gpu")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -148,7 +155,10 @@ HEALTHZ_WORKER_PING_CACHE_S = env.int("HEALTHZ_WORKER_PING_CACHE_S", default=15)
 # Docker image, /app, is root's: beat could not write there and crash-looped)
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
-    "requeue-stale-readings": {"task": "emotion.tasks.requeue_stale_readings", "schedule": 60.0},
+    "requeue-stale-readings": {
+        "task": "emotion.tasks.requeue_stale_readings",
+        "schedule": float(FRAME_REQUEUE_INTERVAL_SECONDS),
+    },
     "end-idle-sessions": {"task": "tutoring.tasks.end_idle_sessions", "schedule": 300.0},
     "purge-expired-readings": {
         "task": "tutoring.tasks.purge_expired_readings",
@@ -252,8 +262,14 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost"
 
 # --- cache (throttling, short-lived state) ------------------------------------------------------
 if REDIS_URL:
+    from config.redis_clients import cache_options
+
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": cache_options(),
+        }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -432,7 +448,6 @@ REQUEST_MAX_BYTES = env.int("REQUEST_MAX_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = EMOTION_LIMITS["max_request_bytes"]
 FILE_UPLOAD_MAX_MEMORY_SIZE = EMOTION_LIMITS["max_frame_bytes"]
 DATA_UPLOAD_MAX_NUMBER_FILES = EMOTION_LIMITS["max_frames_per_request"] + 10
-FRAME_TTL_SECONDS = env.int("FRAME_TTL_SECONDS", default=300)  # raw bytes never outlive this
 # an open session that took no frame for this long is ended (reason "idle") by the periodic
 # job: a closed tab or a sleeping laptop never says goodbye
 SESSION_IDLE_MINUTES = env.int("SESSION_IDLE_MINUTES", default=60)
@@ -448,3 +463,40 @@ STREAM_MAX_IN_FLIGHT_TOTAL = env.int("STREAM_MAX_IN_FLIGHT_TOTAL", default=48)
 LIVE_WINDOW_SECONDS = env.float("LIVE_WINDOW_SECONDS", default=10.0)
 # Failure-injection for tests only: sleep inside a batch before it commits.
 INFERENCE_TEST_DELAY_SECONDS = env.float("INFERENCE_TEST_DELAY_SECONDS", default=0.0)
+
+
+def _frame_timing_problem() -> str | None:
+    """Why the frame TTL, task time limits, visibility timeout and re-queue settings cannot
+    work together (a dead worker's frames would expire before they run again), or None."""
+    hard, soft = CELERY_TASK_TIME_LIMIT, CELERY_TASK_SOFT_TIME_LIMIT
+    opts = CELERY_BROKER_TRANSPORT_OPTIONS
+    visibility = opts["visibility_timeout"]
+    sweep = opts["unacked_restore_interval"] * opts["unacked_restore_throttle"]
+    requeue = FRAME_REQUEUE_AFTER_SECONDS + FRAME_REQUEUE_INTERVAL_SECONDS
+    if min(FRAME_TTL_SECONDS, hard, visibility, FRAME_REQUEUE_INTERVAL_SECONDS) <= 0:
+        return (
+            "FRAME_TTL_SECONDS, CELERY_TASK_TIME_LIMIT, CELERY_VISIBILITY_TIMEOUT and "
+            "FRAME_REQUEUE_INTERVAL_SECONDS must be positive"
+        )
+    if soft and soft >= hard:
+        return f"CELERY_TASK_SOFT_TIME_LIMIT ({soft}) must be below CELERY_TASK_TIME_LIMIT ({hard})"
+    if visibility + sweep + hard > FRAME_TTL_SECONDS:
+        return (
+            f"a batch whose worker died is redelivered after CELERY_VISIBILITY_TIMEOUT "
+            f"({visibility}) + the unacked scan (CELERY_UNACKED_RESTORE_INTERVAL × THROTTLE = "
+            f"{sweep}) and may run CELERY_TASK_TIME_LIMIT ({hard}) s: {visibility + sweep + hard} s "
+            f"is past FRAME_TTL_SECONDS ({FRAME_TTL_SECONDS}), so its frames would expire unanalysed"
+        )
+    if requeue + hard > FRAME_TTL_SECONDS:
+        return (
+            f"a frame whose message was lost is queued again after FRAME_REQUEUE_AFTER_SECONDS + "
+            f"FRAME_REQUEUE_INTERVAL_SECONDS ({requeue}) and may run CELERY_TASK_TIME_LIMIT "
+            f"({hard}) s: {requeue + hard} s is past FRAME_TTL_SECONDS ({FRAME_TTL_SECONDS})"
+        )
+    return None
+
+
+if _problem := _frame_timing_problem():
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(_problem)

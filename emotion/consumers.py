@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import datetime
 from importlib import import_module
@@ -16,7 +17,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.dateparse import parse_datetime
 
-from config.api import clip
+from config.api import OUTAGE_RETRY_AFTER_S, clip, outage_errors
 from config.parsers import JSONRejected, json_loads_bounded
 from config.serve import WS_MAX_MESSAGE_BYTES
 from emotion.batcher import get_batcher
@@ -32,7 +33,10 @@ from emotion.validation import sniff
 from tutoring.models import Course, LearnerSession, User
 from tutoring.selectors import course_is_managed_by
 
+logger = logging.getLogger(__name__)
+
 CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_ENDED = 4401, 4403, 4404, 4409
+CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": a backing service is away
 # A stream socket that a newer one for the same session replaced. 4403, not a code of its
 # own: the shipped recorder treats 4401/4403/4404/4409 as final and reconnects on any other
 # code, so two tabs would take the session from each other for ever.
@@ -138,6 +142,13 @@ class JsonSender:
         await self.accept()
         await self.close_with(code, reason)
 
+    async def refuse_unavailable(self, exc: BaseException) -> None:
+        """The channel layer (Redis) is away: a code the recorder and the live page reconnect
+        on (1013, try again later), not a crash (1011)."""
+        logger.warning("socket refused, channel layer away: %s: %s", type(exc).__name__, exc)
+        self.shut = True
+        await self.refuse(CLOSE_TRY_AGAIN, "the server is briefly unavailable: reconnecting")
+
     async def close_with(self, code: int, reason: str) -> None:
         await self.send_json({"type": "closed", "code": code, "reason": reason})
         await self.close(code=code)
@@ -173,7 +184,10 @@ class JsonSender:
 
     async def leave(self) -> None:
         if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            try:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            except outage_errors():
+                pass  # Redis away: the membership expires with the layer's group_expiry
 
 
 class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
@@ -213,12 +227,16 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
         self.pending_header: dict | None = None
         self.max_in_flight = settings.STREAM_MAX_IN_FLIGHT
         self.group = session_group(self.session.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        # the newest stream of a session wins: older ones (any process) close on this
         self.opened = (time.time_ns(), self.channel_name)
-        await self.channel_layer.group_send(
-            self.group, {"type": "stream.replaced", "at": self.opened[0], "by": self.channel_name}
-        )
+        try:
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            # the newest stream of a session wins: older ones (any process) close on this
+            await self.channel_layer.group_send(
+                self.group,
+                {"type": "stream.replaced", "at": self.opened[0], "by": self.channel_name},
+            )
+        except outage_errors() as e:
+            return await self.refuse_unavailable(e)
         self.checked_at = time.monotonic()
         await self.accept()
         await self.send_json(
@@ -419,6 +437,18 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
             return await self.shut_with(CLOSE_ENDED, ended_reason(self.session.end_reason))
         except PermissionDenied as e:
             return await self.shut_with(CLOSE_FORBIDDEN, str(e))
+        except outage_errors() as e:  # the frame store or the database away: nothing kept
+            logger.warning("stream frame not accepted: %s: %s", type(e).__name__, e)
+            return await self.send_json(
+                {
+                    **ack,
+                    "status": "dropped",
+                    "code": "unavailable",
+                    "reason": "the server cannot store frames right now: send again shortly",
+                    "retry_after": OUTAGE_RETRY_AFTER_S,
+                    "credit": self.credit(),
+                }
+            )
         if result.accepted:
             a = result.accepted[0]
             self.in_flight[a["sequence"]] = time.monotonic()
@@ -503,7 +533,10 @@ class CourseLiveConsumer(JsonSender, AsyncWebsocketConsumer):
         if course is None:
             return await self.refuse(CLOSE_FORBIDDEN, NOT_INSTRUCTOR)
         self.group = course_group(course.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        try:
+            await self.channel_layer.group_add(self.group, self.channel_name)
+        except outage_errors() as e:
+            return await self.refuse_unavailable(e)
         self.checked_at = time.monotonic()
         await self.accept()
         snapshot = await database_sync_to_async(course_snapshot)(course)

@@ -12,7 +12,7 @@ import cv2
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Max, Q, Value
 from django.utils import timezone
 
@@ -173,8 +173,25 @@ def frames_accept(
         locked.save(update_fields=["last_frame_at"])
         if enqueue and result.accepted:
             ids = result.reading_ids
-            transaction.on_commit(lambda: readings_enqueue(reading_ids=ids))
+            transaction.on_commit(lambda: readings_enqueue_or_leave(reading_ids=ids))
     return result
+
+
+def readings_enqueue_or_leave(*, reading_ids: list[int]) -> bool:
+    """Queue accepted frames; with the broker away, leave them to the periodic re-queue
+    (``FRAME_REQUEUE_AFTER_SECONDS``, well within their TTL) instead of failing a request
+    whose frames are already accepted. Whether they were queued."""
+    try:
+        readings_enqueue(reading_ids=reading_ids)
+    except Exception as e:
+        logger.warning(
+            "could not queue %d accepted frame(s) (%s: %s): left to the periodic re-queue",
+            len(reading_ids),
+            type(e).__name__,
+            e,
+        )
+        return False
+    return True
 
 
 def readings_enqueue(*, reading_ids: list[int]) -> None:
@@ -331,10 +348,10 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
         t_decoded = time.perf_counter()
         timings: dict = {}
         preds = _predict(predictor, images, classify, timings) if images else []
+        mv = _model_version(predictor) if rows else None
     except Exception:  # came back, with an error: not lost (the task fails and is retried)
-        Reading.objects.filter(pk__in=running).update(lost_runs=F("lost_runs") - 1)
+        _unmark_running(running)
         raise
-    mv = _model_version(predictor) if rows else None
     for r, faces, emo in zip(rows, preds, classify, strict=True):
         if faces is None:  # this frame alone made the model fail
             r.error = "inference_failed"
@@ -367,19 +384,11 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
     if settings.INFERENCE_TEST_DELAY_SECONDS:
         time.sleep(settings.INFERENCE_TEST_DELAY_SECONDS)
     t_db = time.perf_counter()
-    with transaction.atomic():
-        # lock the rows and write only those no other delivery has written meanwhile; consent
-        # revoked while the model ran still wins: those results are dropped
-        still_pending = dict(
-            Reading.objects.select_for_update(of=("self",))
-            .filter(pk__in=[r.pk for r in pending], analysed_at__isnull=True)
-            .values_list("pk", "session__consent__revoked_at")
-        )
-        written = [r for r in pending if r.pk in still_pending]
-        for r in written:
-            if still_pending[r.pk] is not None and r.error != "consent_revoked":
-                _scrub(r, now)
-        Reading.objects.bulk_update(written, Reading.ANALYSIS_FIELDS)
+    try:
+        written = _write_results(pending, now)
+    except (OperationalError, InterfaceError):
+        _unmark_running(running)  # the database's fault, not the frames': retried, not counted
+        raise
     # every id is analysed now, by this delivery or another one: no frame is needed any more
     store.delete_many(reading_ids)
     t_broadcast = time.perf_counter()
@@ -400,6 +409,36 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
     }
     logger.info("batch analysed %s", json.dumps(stats))
     return stats
+
+
+def _write_results(pending: list[Reading], now) -> list[Reading]:
+    """Write the batch's results in one transaction, only over readings still pending."""
+    with transaction.atomic():
+        # lock the rows and write only those no other delivery has written meanwhile; consent
+        # revoked while the model ran still wins: those results are dropped
+        still_pending = dict(
+            Reading.objects.select_for_update(of=("self",))
+            .filter(pk__in=[r.pk for r in pending], analysed_at__isnull=True)
+            .values_list("pk", "session__consent__revoked_at")
+        )
+        written = [r for r in pending if r.pk in still_pending]
+        for r in written:
+            if still_pending[r.pk] is not None and r.error != "consent_revoked":
+                _scrub(r, now)
+        Reading.objects.bulk_update(written, Reading.ANALYSIS_FIELDS)
+    return written
+
+
+def _unmark_running(running: list[int]) -> None:
+    """Take back this delivery's ``lost_runs`` mark after a database error (best effort: the
+    database may still be away, and then the mark stays, as for a lost delivery)."""
+    from django.db import connection
+
+    connection.close_if_unusable_or_obsolete()
+    try:
+        Reading.objects.filter(pk__in=running).update(lost_runs=F("lost_runs") - 1)
+    except (OperationalError, InterfaceError):
+        logger.warning("could not take back the lost_runs mark of %d frame(s)", len(running))
 
 
 def readings_requeue_stale(*, older_than_s: float = 60.0, backoff: bool = True) -> int:

@@ -1,21 +1,40 @@
 from celery import shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from emotion.services import readings_analyse
 
+#: a database that dropped the worker's connection (restart, failover, a terminated backend)
+#: is usually back within seconds: the batch is tried again, waiting 2, 4, 8, 16, 16… s
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
+DB_RETRY_BACKOFF_MAX_S = 16
+DB_RETRIES = 8
 
-@shared_task(name="emotion.tasks.analyse_batch", acks_late=True, reject_on_worker_lost=True)
+
+@shared_task(
+    name="emotion.tasks.analyse_batch",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=TRANSIENT_DB_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=DB_RETRY_BACKOFF_MAX_S,
+    retry_jitter=False,
+    max_retries=DB_RETRIES,
+)
 def analyse_batch(reading_ids: list[int]) -> dict:
     """Analyse a batch of pending readings (routed to the GPU queue).
 
     Takes ids only and re-fetches; readings already analysed are skipped, so a redelivered
-    batch (worker killed, broker restart) completes exactly once.
+    batch (worker killed, broker restart) or a retried one (the database dropped the
+    connection) completes exactly once.
     """
     return readings_analyse(reading_ids=[int(i) for i in reading_ids])
 
 
 @shared_task(name="emotion.tasks.requeue_stale_readings")
 def requeue_stale_readings() -> int:
-    """Periodic safety net (beat): pending readings older than a minute are queued again."""
+    """Periodic safety net (beat): readings pending longer than FRAME_REQUEUE_AFTER_SECONDS
+    are queued again."""
     from emotion.services import readings_requeue_stale
 
-    return readings_requeue_stale(older_than_s=60)
+    return readings_requeue_stale(older_than_s=settings.FRAME_REQUEUE_AFTER_SECONDS)

@@ -24,12 +24,10 @@ FER_ROOT = Path(os.environ.get("FER2013_ROOT", ROOT.parent / "shared" / "dataset
 
 
 def redis_layers(url: str) -> dict:
-    return {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [url], "capacity": 1000, "expiry": 30},
-        }
-    }
+    """The channel layer production builds on ``url`` (its Redis client settings included)."""
+    from config.redis_clients import channel_layers
+
+    return channel_layers(url)
 
 
 @pytest.fixture(autouse=True)

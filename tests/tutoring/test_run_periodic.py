@@ -61,13 +61,14 @@ def test_a_failing_job_is_reported_and_does_not_stop_the_others(world, monkeypat
     assert len(requeued) == 1
 
 
-def _spawn(args, log, parent_wrapper=False):
+def _spawn(args, log, parent_wrapper=False, env=None):
     env = {
         **os.environ,
         "DATABASE_URL": _test_database_url(),
         "REDIS_URL": "",
         "PYTHONUNBUFFERED": "1",
         "LOG_LEVEL": "INFO",
+        **(env or {}),
     }
     cmd = [sys.executable, "manage.py", "run_periodic", *args]
     if parent_wrapper:  # as scripts/run.sh does: the parent exec()s into the server
@@ -108,3 +109,20 @@ def test_loop_exits_when_its_parent_server_exits(db, tmp_path):
     assert wrapper.wait(timeout=30) == 0  # the "server" (sleep 2) has exited
     assert _wait_for(lambda: "periodic jobs stopped" in log_path.read_text()), log_path.read_text()
     assert f"parent {wrapper.pid} exited" in log_path.read_text()
+
+
+def test_with_redis_the_requeue_runs_as_often_as_beat_runs_it(db, tmp_path):
+    """A lost batch's frames are picked up before their bytes expire: with a shared frame
+    store the re-queue runs every FRAME_REQUEUE_INTERVAL_SECONDS, not only every --interval."""
+    log_path = tmp_path / "periodic.log"
+    env = {"REDIS_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")}
+    env.update(FRAME_REQUEUE_INTERVAL_SECONDS="1", LOG_LEVEL="DEBUG")
+    with log_path.open("w") as log:
+        p = _spawn(["--interval", "3600"], log, env=env)
+    try:
+        runs = lambda: log_path.read_text().count("requeue_stale:")  # noqa: E731
+        assert _wait_for(lambda: runs() >= 3, 30), log_path.read_text()[-3000:]
+        assert log_path.read_text().count("purge_expired:") == 1
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(15)

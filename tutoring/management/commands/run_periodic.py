@@ -74,8 +74,10 @@ class Command(BaseCommand):
             default=None,
             metavar="SECONDS",
             help=(
-                "re-queue readings pending longer than this. Default: 60 with REDIS_URL (the "
-                "frame store is shared, as for the beat task); embedded, FRAME_TTL_SECONDS + 60, "
+                "re-queue readings pending longer than this. Default: with REDIS_URL (the "
+                "frame store is shared), FRAME_REQUEUE_AFTER_SECONDS (60), checked every "
+                "FRAME_REQUEUE_INTERVAL_SECONDS (30) as by the beat task, not only every "
+                "--interval; embedded, FRAME_TTL_SECONDS + 60, "
                 "because the frames wait in the web server's memory, which this process cannot "
                 "read: by then they have expired there and are recorded as frame_expired, "
                 "never taken from under a batch the server is still running"
@@ -93,11 +95,20 @@ class Command(BaseCommand):
         if interval <= 0:
             raise CommandError("--interval must be positive")
         if requeue_older_than is None:
-            requeue_older_than = 60.0 if settings.REDIS_URL else settings.FRAME_TTL_SECONDS + 60.0
+            requeue_older_than = (
+                settings.FRAME_REQUEUE_AFTER_SECONDS
+                if settings.REDIS_URL
+                else settings.FRAME_TTL_SECONDS + 60.0
+            )
+        # with a shared frame store the re-queue is what analyses a lost batch's frames before
+        # they expire: as often as beat would run it
+        requeue_every = interval
+        if settings.REDIS_URL:
+            requeue_every = min(interval, settings.FRAME_REQUEUE_INTERVAL_SECONDS)
         jobs = [
-            ("end_idle", job_end_idle),
-            ("purge_expired", job_purge_expired),
-            ("requeue_stale", lambda: job_requeue_stale(requeue_older_than)),
+            ("end_idle", job_end_idle, interval),
+            ("purge_expired", job_purge_expired, interval),
+            ("requeue_stale", lambda: job_requeue_stale(requeue_older_than), requeue_every),
         ]
         if once:
             failed = self.run_jobs(jobs)
@@ -114,14 +125,20 @@ class Command(BaseCommand):
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         logger.info(
-            "periodic jobs every %.0f s (re-queue after %.0f s pending)",
+            "periodic jobs every %.0f s (re-queue every %.0f s, after %.0f s pending)",
             interval,
+            requeue_every,
             requeue_older_than,
         )
+        due = {name: 0.0 for name, _, _ in jobs}
         try:
             while not stop.is_set():
-                self.run_jobs(jobs, reconnect=True)
-                deadline = time.monotonic() + interval
+                now = time.monotonic()
+                self.run_jobs([j for j in jobs if due[j[0]] <= now], reconnect=True)
+                for name, _, every in jobs:
+                    if due[name] <= now:
+                        due[name] = now + every
+                deadline = min(due.values())
                 while not stop.is_set():
                     if parent_pid is not None and os.getppid() != parent_pid:
                         reason.setdefault("why", f"parent {parent_pid} exited")
@@ -141,7 +158,7 @@ class Command(BaseCommand):
         from django.db import close_old_connections
 
         failed = []
-        for name, job in jobs:
+        for name, job, _ in jobs:
             if reconnect:  # the database restarted since the last run: reconnect, don't fail
                 close_old_connections()
             try:

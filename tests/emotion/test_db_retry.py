@@ -1,0 +1,54 @@
+"""A batch whose database connection is terminated mid-task (a PostgreSQL restart, failover,
+pg_terminate_backend) is retried with backoff and analysed once, without waiting for the
+re-queue and without counting against its frames (issue 20, item 11)."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from rest_framework.test import APIClient
+
+from emotion.models import Reading
+from tests.emotion.test_worker_failure import wait_for
+from tests.services import require_service
+
+OTHERS = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+
+
+def other_backends() -> int:
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT count(*) {OTHERS}")
+        return cur.fetchone()[0]
+
+
+def terminate_other_backends() -> int:
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT count(pg_terminate_backend(pid)) {OTHERS}")
+        return cur.fetchone()[0]
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_terminated_database_connection_is_retried(classroom, face_frames, worker_factory):
+    require_service("PostgreSQL", connection.vendor == "postgresql", "pg_terminate_backend")
+    worker = worker_factory("db", pool="prefork", INFERENCE_TEST_DELAY_SECONDS=3)
+    c = APIClient()
+    c.force_authenticate(classroom.learner)
+    files = [SimpleUploadedFile(f"{i}.jpg", d, "image/jpeg") for i, d in enumerate(face_frames[:3])]
+    r = c.post(
+        f"/api/sessions/{classroom.session.pk}/frames/", {"frames": files}, format="multipart"
+    )
+    assert r.status_code == 202
+    # the worker has read the batch (its connection is open) and is still analysing it
+    wait_for(lambda: other_backends() > 0, 60, "the worker to read the batch")
+    assert terminate_other_backends() >= 1
+    readings = Reading.objects.filter(session=classroom.session)
+    wait_for(
+        lambda: readings.filter(analysed_at__isnull=False).count() == 3, 60, "the retried batch"
+    )
+    assert "Retry in" in worker.log.read_text()
+    # one mark, the delivery that wrote them: the failed one took its mark back, so the
+    # retry ran the batch whole instead of splitting it as after a lost delivery
+    assert [(x.error, x.lost_runs) for x in readings] == [("", 1)] * 3
+    assert "queuing each alone" not in worker.log.read_text()
+    assert all(x.face_found for x in readings)
