@@ -144,6 +144,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 # the safety net for frames whose message was lost (a web process died holding a partial
 # batch, a broker restart): pending this long, they are queued again, checked this often
+# Housekeeping (retention purge, idle sessions, re-queue) is acknowledged on receipt and has
+# limits of its own: the visibility timeout above is sized for inference batches, and a purge
+# of a large school's data may run longer; cut short, it finishes on its next run.
+HOUSEKEEPING_TASK_TIME_LIMIT = env.int("HOUSEKEEPING_TASK_TIME_LIMIT", default=900)
+HOUSEKEEPING_TASK_OPTIONS = {
+    "acks_late": False,
+    "time_limit": HOUSEKEEPING_TASK_TIME_LIMIT,
+    "soft_time_limit": HOUSEKEEPING_TASK_TIME_LIMIT * 9 // 10,
+}
 FRAME_REQUEUE_AFTER_SECONDS = env.int("FRAME_REQUEUE_AFTER_SECONDS", default=60)
 FRAME_REQUEUE_INTERVAL_SECONDS = env.int("FRAME_REQUEUE_INTERVAL_SECONDS", default=30)
 CELERY_TASK_DEFAULT_QUEUE = "default"

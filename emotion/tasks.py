@@ -31,7 +31,7 @@ def analyse_batch(reading_ids: list[int]) -> dict:
     return readings_analyse(reading_ids=[int(i) for i in reading_ids])
 
 
-@shared_task(name="emotion.tasks.requeue_stale_readings")
+@shared_task(name="emotion.tasks.requeue_stale_readings", **settings.HOUSEKEEPING_TASK_OPTIONS)
 def requeue_stale_readings() -> int:
     """Periodic safety net (beat): readings pending longer than FRAME_REQUEUE_AFTER_SECONDS
     are queued again."""

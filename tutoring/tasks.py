@@ -1,9 +1,10 @@
 from celery import shared_task
+from django.conf import settings
 
 from tutoring.services import retention_purge_expired, sessions_end_idle
 
 
-@shared_task(name="tutoring.tasks.purge_expired_readings")
+@shared_task(name="tutoring.tasks.purge_expired_readings", **settings.HOUSEKEEPING_TASK_OPTIONS)
 def purge_expired_readings() -> dict:
     """Delete what is past each course's retention: readings, and ended sessions with them.
 
@@ -16,7 +17,7 @@ def purge_expired_readings() -> dict:
     }
 
 
-@shared_task(name="tutoring.tasks.end_idle_sessions")
+@shared_task(name="tutoring.tasks.end_idle_sessions", **settings.HOUSEKEEPING_TASK_OPTIONS)
 def end_idle_sessions() -> list[int]:
     """End open sessions idle for ``SESSION_IDLE_MINUTES``; returns their ids (idempotent)."""
     return sessions_end_idle()
