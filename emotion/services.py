@@ -382,6 +382,7 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
             # review of an expression they agreed to have estimated
             r.face_crop = _png(face.crop)
     if settings.INFERENCE_TEST_DELAY_SECONDS:
+        logger.info("test delay: %.1f s before writing", settings.INFERENCE_TEST_DELAY_SECONDS)
         time.sleep(settings.INFERENCE_TEST_DELAY_SECONDS)
     t_db = time.perf_counter()
     try:

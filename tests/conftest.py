@@ -160,8 +160,8 @@ def worker_factory(request, django_db_setup, settings, tmp_path):
             REDIS_URL=test_redis_url(),
             CELERY_GPU_QUEUE=settings.CELERY_GPU_QUEUE,
             PYTHONUNBUFFERED="1",
-            **{k: str(v) for k, v in extra_env.items()},
         )
+        env.update({k: str(v) for k, v in extra_env.items()})
         queues = f"default,{settings.CELERY_GPU_QUEUE}"
         w = WorkerProcess(env, queues, tmp_path / f"{name}.log", app=app, pool=pool)
         started.append(w)

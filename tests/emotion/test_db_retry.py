@@ -8,16 +8,12 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from emotion.models import Reading
+from tests.conftest import _test_database_url
 from tests.emotion.test_worker_failure import wait_for
 from tests.services import require_service
 
-OTHERS = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-
-
-def other_backends() -> int:
-    with connection.cursor() as cur:
-        cur.execute(f"SELECT count(*) {OTHERS}")
-        return cur.fetchone()[0]
+APP = "db-retry-worker"  # the worker's backends, by application_name
+OTHERS = f"FROM pg_stat_activity WHERE datname = current_database() AND application_name = '{APP}'"
 
 
 def terminate_other_backends() -> int:
@@ -31,7 +27,10 @@ def terminate_other_backends() -> int:
 @pytest.mark.django_db(transaction=True)
 def test_a_terminated_database_connection_is_retried(classroom, face_frames, worker_factory):
     require_service("PostgreSQL", connection.vendor == "postgresql", "pg_terminate_backend")
-    worker = worker_factory("db", pool="prefork", INFERENCE_TEST_DELAY_SECONDS=3)
+    db_url = f"{_test_database_url()}?application_name={APP}"
+    worker = worker_factory(
+        "db", pool="prefork", INFERENCE_TEST_DELAY_SECONDS=3, DATABASE_URL=db_url
+    )
     c = APIClient()
     c.force_authenticate(classroom.learner)
     files = [SimpleUploadedFile(f"{i}.jpg", d, "image/jpeg") for i, d in enumerate(face_frames[:3])]
@@ -39,8 +38,8 @@ def test_a_terminated_database_connection_is_retried(classroom, face_frames, wor
         f"/api/sessions/{classroom.session.pk}/frames/", {"frames": files}, format="multipart"
     )
     assert r.status_code == 202
-    # the worker has read the batch (its connection is open) and is still analysing it
-    wait_for(lambda: other_backends() > 0, 60, "the worker to read the batch")
+    # the worker has read and analysed the batch (its connection is open) and has not written
+    wait_for(lambda: "test delay" in worker.log.read_text(), 90, "the worker to analyse the batch")
     assert terminate_other_backends() >= 1
     readings = Reading.objects.filter(session=classroom.session)
     wait_for(
