@@ -381,6 +381,7 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
         Reading.objects.bulk_update(written, Reading.ANALYSIS_FIELDS)
     # every id is analysed now, by this delivery or another one: no frame is needed any more
     store.delete_many(reading_ids)
+    store.record_analysed(len(written))  # the workers' rate, which stream credit follows
     t_broadcast = time.perf_counter()
     broadcast_after_batch(written)
     t_end = time.perf_counter()

@@ -1,0 +1,45 @@
+"""How many frames the inference side can take now: what stream credit is granted from.
+
+With Redis (the production layout: several server processes, one or more workers), the
+frames pending across every process (the frame store's ``pending``) are held to what the
+workers have been analysing per second times ``STREAM_QUEUE_SECONDS``, and never below
+``ADMISSION_FLOOR`` frames, so that an idle system (no rate measured yet) still takes frames and
+the measured rate can grow with the load. Past saturation credit is granted only as frames
+are analysed: clients skip capturing instead of uploading frames that would be refused, and
+the queue stays short, so latency stays bounded while throughput stays at the plateau.
+
+Embedded (no Redis: one process, tasks run in it), there is nothing to measure: ``room``
+returns None and the process's own budget (``STREAM_MAX_IN_FLIGHT_TOTAL``) is the bound.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+
+from emotion.framestore import get_frame_store
+
+logger = logging.getLogger(__name__)
+
+RATE_WINDOW_S = 5  # the workers' rate is their mean over this many whole seconds
+PENDING_WITHIN_S = 60  # frames waiting longer than this were lost, not queued
+ADMISSION_FLOOR = 16  # frames: what an idle system admits before any rate is measured
+
+
+def budget(rate: float) -> int:
+    """Frames that may wait for inference, all processes together, at ``rate`` frames/s."""
+    return max(ADMISSION_FLOOR, round(rate * settings.STREAM_QUEUE_SECONDS))
+
+
+def room() -> int | None:
+    """Frames more that the workers can take now (≥ 0), or None when nothing bounds it here
+    (embedded, or Redis unreachable: then the process's own budget still holds)."""
+    if not settings.REDIS_URL:
+        return None
+    store = get_frame_store()
+    try:
+        return max(0, budget(store.analysed_rate(RATE_WINDOW_S)) - store.pending(PENDING_WITHIN_S))
+    except Exception:  # Redis away: uploads fail on their own; credit falls back to the process's
+        logger.warning("could not read the inference backlog from Redis", exc_info=True)
+        return None
