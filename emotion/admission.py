@@ -2,11 +2,14 @@
 
 With Redis (the production layout: several server processes, one or more workers), the
 frames pending across every process (the frame store's ``pending``) are held to what the
-workers have been analysing per second times ``STREAM_QUEUE_SECONDS``, and never below
-``ADMISSION_FLOOR`` frames, so that an idle system (no rate measured yet) still takes frames and
-the measured rate can grow with the load. Past saturation credit is granted only as frames
-are analysed: clients skip capturing instead of uploading frames that would be refused, and
-the queue stays short, so latency stays bounded while throughput stays at the plateau.
+workers can analyse per second times ``STREAM_QUEUE_SECONDS``; while no rate has been
+measured lately (idle workers), to ``ADMISSION_FLOOR`` frames. The rate is the workers'
+capacity (frames per second of work, times the workers that had work), not their throughput:
+frames analysed per second follow the credit granted, so a budget of throughput × seconds
+would shrink whenever latency exceeded those seconds. Past saturation credit is granted only
+as frames are analysed: clients skip capturing instead of uploading frames that would be
+refused, and the queue stays short, so latency stays bounded while throughput stays at the
+plateau.
 
 Embedded (no Redis: one process, tasks run in it), there is nothing to measure: ``room``
 returns None and the process's own budget (``STREAM_MAX_IN_FLIGHT_TOTAL``) is the bound.
@@ -25,11 +28,15 @@ logger = logging.getLogger(__name__)
 RATE_WINDOW_S = 5  # the workers' rate is their mean over this many whole seconds
 PENDING_WITHIN_S = 60  # frames waiting longer than this were lost, not queued
 ADMISSION_FLOOR = 16  # frames: what an idle system admits before any rate is measured
+MIN_BUDGET = 2  # frames: however slow the workers, one waits while another is analysed
 
 
-def budget(rate: float) -> int:
-    """Frames that may wait for inference, all processes together, at ``rate`` frames/s."""
-    return max(ADMISSION_FLOOR, round(rate * settings.STREAM_QUEUE_SECONDS))
+def budget(rate: float | None) -> int:
+    """Frames that may wait for inference, all processes together, when the workers can
+    analyse ``rate`` frames/s (None: not measured lately)."""
+    if rate is None:
+        return ADMISSION_FLOOR
+    return max(MIN_BUDGET, round(rate * settings.STREAM_QUEUE_SECONDS))
 
 
 def room() -> int | None:

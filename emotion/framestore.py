@@ -5,8 +5,8 @@ expires by itself. Embedded default: an in-process dict with the same TTL semant
 are deleted as soon as their reading is stored.
 
 The Redis store also says how many frames wait for inference across every server process
-(``pending``) and how fast the workers have been analysing them (``analysed_rate``): what the
-stream sockets' credit is granted from (``emotion.admission``).
+(``pending``) and how fast the workers can analyse them (``analysed_rate``): what the stream
+sockets' credit is granted from (``emotion.admission``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from django.conf import settings
 PREFIX = "affect:frame"
 #: sorted set: id of each frame held for inference → when it was put (epoch seconds)
 PENDING_KEY = "affect:pending"
-#: per-second counters of frames the workers finished (analysed or settled otherwise)
+#: per-second hashes: frames the workers finished (analysed or settled otherwise), and the
+#: seconds of work that took
 ANALYSED_PREFIX = "affect:analysed"
+WORKERS_KEY = "affect:workers"  # sorted set: worker → when it last finished a batch
 
 
 def frame_key(reading_id: int) -> str:
@@ -52,7 +54,7 @@ class MemoryFrameStore:
             for rid in reading_ids:
                 self._data.pop(frame_key(rid), None)
 
-    def record_analysed(self, n: int) -> None:
+    def record_analysed(self, n: int, busy_s: float, worker: str) -> None:
         """Embedded: inference runs in this process, whose own budget bounds it."""
 
     def keys(self) -> list[str]:
@@ -103,18 +105,33 @@ class RedisFrameStore:
         pipe.zcount(PENDING_KEY, now - within_s, "+inf")
         return int(pipe.execute()[1])
 
-    def record_analysed(self, n: int) -> None:
-        key = f"{ANALYSED_PREFIX}:{int(time.time())}"
+    def record_analysed(self, n: int, busy_s: float, worker: str) -> None:
+        """A worker finished ``n`` frames in ``busy_s`` seconds of work."""
+        now = time.time()
+        key = f"{ANALYSED_PREFIX}:{int(now)}"
         pipe = self.client.pipeline(transaction=False)
-        pipe.incrby(key, n)
+        pipe.hincrby(key, "frames", n)
+        pipe.hincrbyfloat(key, "busy", busy_s)
         pipe.expire(key, 120)
+        pipe.zadd(WORKERS_KEY, {worker: now})
+        pipe.zremrangebyscore(WORKERS_KEY, "-inf", now - 3600)
         pipe.execute()
 
-    def analysed_rate(self, window_s: int) -> float:
-        """Frames per second all workers finished over the last ``window_s`` whole seconds."""
+    def analysed_rate(self, window_s: int) -> float | None:
+        """Frames per second the workers can analyse together, from the last ``window_s``
+        whole seconds: frames per second of work of one, times the workers that had work.
+        None when none had any (nothing measured)."""
         now = int(time.time())
-        keys = [f"{ANALYSED_PREFIX}:{t}" for t in range(now - window_s, now)]
-        return sum(int(v) for v in self.client.mget(keys) if v) / window_s
+        pipe = self.client.pipeline(transaction=False)
+        for t in range(now - window_s, now):
+            pipe.hmget(f"{ANALYSED_PREFIX}:{t}", "frames", "busy")
+        pipe.zcount(WORKERS_KEY, now - window_s, "+inf")
+        *per_second, workers = pipe.execute()
+        frames = sum(int(f) for f, _ in per_second if f)
+        busy = sum(float(b) for _, b in per_second if b)
+        if not frames or busy <= 0:
+            return None
+        return frames / busy * max(1, workers)
 
     def keys(self) -> list[str]:
         return [k.decode() for k in self.client.scan_iter(f"{PREFIX}:*")]
