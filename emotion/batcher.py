@@ -30,6 +30,7 @@ SEND_RETRY_DELAYS = (1.0, 2.0, 4.0)
 #: closed laptop) goes back to the others
 GRANT_IDLE_S = 5.0
 ROOM_CACHE_S = 0.25  # the workers' room is read from Redis at most this often per process
+ROOM_STALE_S = 5.0  # a reading older than this (Redis away) is not used
 
 
 class FrameBatcher:
@@ -45,6 +46,7 @@ class FrameBatcher:
         self.grants: dict[object, list] = {}
         self.waiting: dict[object, None] = {}  # sockets refused credit, oldest first
         self._room: tuple[float, int | None, int] = (float("-inf"), None, 0)
+        self._reading: asyncio.Future | None = None
 
     # --- credit -------------------------------------------------------------------------------
     def granted(self, sock, now: float) -> int:
@@ -57,12 +59,24 @@ class FrameBatcher:
         return sum(n for n, _ in self.grants.values())
 
     def _workers_room(self, now: float) -> int | None:
+        """The workers' room as last read (refreshed in a thread: Redis slow or away must not
+        stall this event loop, which serves every socket of the process), or None while
+        unknown, so the process's own budget bounds credit until it is read."""
         at, room, base = self._room
-        if now - at >= ROOM_CACHE_S:
-            room, base = admission.room(), self.in_flight_total
-            self._room = (now, room, base)
+        if now - at >= ROOM_CACHE_S and self._reading is None:
+            self._reading = asyncio.ensure_future(self._read_room())
+        if room is None or now - at > ROOM_STALE_S:
+            return None
         # frames this process took (or had analysed) since then count as they will in Redis
-        return None if room is None else room - (self.in_flight_total - base)
+        return room - (self.in_flight_total - base)
+
+    async def _read_room(self) -> None:
+        try:
+            base = self.in_flight_total
+            room = await asyncio.to_thread(admission.room)
+            self._room = (time.monotonic(), room, base)
+        finally:
+            self._reading = None
 
     def free(self, now: float) -> int:
         """Credit that may still be granted: the process's budget, and the workers' room."""
