@@ -463,7 +463,10 @@ def course_summary_coalesce(course_id: int, session_ids: list[int]) -> None:
             course_summary_push(course_id)
         elif r.set(_trailing_key(course_id), 1, nx=True, px=ms):
             wait = max(0, r.pttl(_push_lock_key(course_id))) / 1000
-            push_course_summary.apply_async((course_id,), countdown=wait)
+            # to the inference workers' queue: one ran this batch, so one is there to push
+            push_course_summary.apply_async(
+                (course_id,), countdown=wait, queue=settings.CELERY_GPU_QUEUE
+            )
     except Exception:  # best effort, like every broadcast: the readings are stored
         logger.exception("live summary of course %s not sent", course_id)
 
