@@ -469,6 +469,12 @@ INFERENCE_BATCH_WAIT_MS = env.int("INFERENCE_BATCH_WAIT_MS", default=200)  # or 
 STREAM_MAX_IN_FLIGHT = env.int("STREAM_MAX_IN_FLIGHT", default=4)  # credit window per socket
 # all sockets of one server process together: about 1–2 s of one CPU worker's throughput
 STREAM_MAX_IN_FLIGHT_TOTAL = env.int("STREAM_MAX_IN_FLIGHT_TOTAL", default=48)
+# with Redis: frames waiting for inference (all processes) are held to this many seconds of the
+# workers' measured rate; past saturation stream credit is granted only as frames are analysed
+STREAM_QUEUE_SECONDS = env.float("STREAM_QUEUE_SECONDS", default=1.0)
+# with Redis: an instructor's live view gets at most one course summary per this many ms (the
+# newest); 0 sends one per inference batch, as without Redis
+LIVE_PUSH_INTERVAL_MS = env.int("LIVE_PUSH_INTERVAL_MS", default=500)
 LIVE_WINDOW_SECONDS = env.float("LIVE_WINDOW_SECONDS", default=10.0)
 # Failure-injection for tests only: sleep inside a batch before it commits.
 INFERENCE_TEST_DELAY_SECONDS = env.float("INFERENCE_TEST_DELAY_SECONDS", default=0.0)

@@ -1,23 +1,36 @@
 """Collects accepted stream frames from every socket of this server process into inference
 batches: a batch is queued when it holds INFERENCE_BATCH_SIZE frames or its oldest frame has
 waited INFERENCE_BATCH_WAIT_MS, whichever comes first. Frames of different learners share a
-batch, which is what keeps a GPU (or the CPU's BLAS) busy with large matrix products."""
+batch, which is what keeps a GPU (or the CPU's BLAS) busy with large matrix products.
+
+The batcher also keeps the process's stream credit: frames in flight, and credit granted to
+sockets and not used yet. Granted credit is reserved, so a frame a client sends within the
+credit it was given is never refused for want of room (it was uploaded already); new credit
+comes from the process's budget and from what the workers can take (``emotion.admission``),
+and sockets that were refused credit get freed credit first, oldest first, pushed to them."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from emotion import admission
 from emotion.services import readings_enqueue
 
 logger = logging.getLogger(__name__)
 #: seconds between tries of a batch the broker refused; after the last, the periodic re-queue
 #: of stale pending readings is what picks the frames up
 SEND_RETRY_DELAYS = (1.0, 2.0, 4.0)
+#: credit a socket has neither used nor been granted anew for this long (a paused camera, a
+#: closed laptop) goes back to the others
+GRANT_IDLE_S = 5.0
+ROOM_CACHE_S = 0.25  # the workers' room is read from Redis at most this often per process
+ROOM_STALE_S = 5.0  # a reading older than this (Redis away) is not used
 
 
 class FrameBatcher:
@@ -29,6 +42,100 @@ class FrameBatcher:
         # frames accepted by this process's sockets and not yet reported analysed: the
         # process-wide admission budget (STREAM_MAX_IN_FLIGHT_TOTAL) that bounds queueing
         self.in_flight_total = 0
+        # socket → [credit granted and not used yet, when last granted or used]
+        self.grants: dict[object, list] = {}
+        self.waiting: dict[object, None] = {}  # sockets refused credit, oldest first
+        self._room: tuple[float, int | None, int] = (float("-inf"), None, 0)
+        self._reading: asyncio.Future | None = None
+
+    # --- credit -------------------------------------------------------------------------------
+    def granted(self, sock, now: float) -> int:
+        g = self.grants.get(sock)
+        return g[0] if g and now - g[1] <= GRANT_IDLE_S else 0
+
+    def granted_total(self, now: float) -> int:
+        for sock in [s for s, (_, t) in self.grants.items() if now - t > GRANT_IDLE_S]:
+            del self.grants[sock]
+        return sum(n for n, _ in self.grants.values())
+
+    def _workers_room(self, now: float) -> int | None:
+        """The workers' room as last read (refreshed in a thread: Redis slow or away must not
+        stall this event loop, which serves every socket of the process), or None while
+        unknown, so the process's own budget bounds credit until it is read."""
+        at, room, base = self._room
+        if now - at >= ROOM_CACHE_S and self._reading is None:
+            self._reading = asyncio.ensure_future(self._read_room())
+        if room is None or now - at > ROOM_STALE_S:
+            return None
+        # frames this process took (or had analysed) since then count as they will in Redis
+        return room - (self.in_flight_total - base)
+
+    async def _read_room(self) -> None:
+        try:
+            base = self.in_flight_total
+            room = await asyncio.to_thread(admission.room)
+            self._room = (time.monotonic(), room, base)
+        finally:
+            self._reading = None
+
+    def free(self, now: float) -> int:
+        """Credit that may still be granted: the process's budget, and the workers' room."""
+        granted = self.granted_total(now)
+        free = settings.STREAM_MAX_IN_FLIGHT_TOTAL - self.in_flight_total - granted
+        room = self._workers_room(now)
+        if room is not None:
+            free = min(free, room - granted)
+        return max(0, free)
+
+    def grant(self, sock, window_left: int) -> int:
+        """Credit of ``sock`` (whose own window has ``window_left`` frames free): what it was
+        granted and has not used, topped up from what is free once the sockets waiting longer
+        had one each."""
+        now = time.monotonic()
+        mine = self.granted(sock, now)
+        free = self._serve_waiting(self.free(now), now, sock)
+        n = max(0, min(window_left, mine + free))
+        if n > mine or sock not in self.grants:
+            self.grants[sock] = [n, now]
+        else:
+            self.grants[sock][0] = n
+        if n > 0:
+            self.waiting.pop(sock, None)
+        else:
+            self.waiting.setdefault(sock)
+        return n
+
+    def _serve_waiting(self, free: int, now: float, asking) -> int:
+        for sock in list(self.waiting):
+            if free <= 0:
+                break
+            if sock is asking:
+                continue
+            del self.waiting[sock]
+            n = self.granted(sock, now) + 1
+            if n > sock.window_left():  # its own frames fill its window: it asks again
+                continue
+            self.grants[sock] = [n, now]
+            free -= 1
+            sock.offer_credit(n)
+        return free
+
+    def take(self, sock, window_left: int) -> bool:
+        """Whether a frame ``sock`` sent may be accepted: it uses the socket's granted credit;
+        without any (sent before its credit was known to be used up, or its grant lapsed),
+        it is taken if the process's own budget has room, since it was uploaded already."""
+        now = time.monotonic()
+        g = self.grants.get(sock)
+        if g and g[0] > 0 and now - g[1] <= GRANT_IDLE_S:
+            g[0], g[1] = g[0] - 1, now
+            return True
+        total = settings.STREAM_MAX_IN_FLIGHT_TOTAL
+        return window_left > 0 and self.in_flight_total + self.granted_total(now) < total
+
+    def forget(self, sock) -> None:
+        """A socket that closed: its unused credit goes back."""
+        self.grants.pop(sock, None)
+        self.waiting.pop(sock, None)
 
     async def add(self, reading_id: int) -> None:
         self.ids.append(reading_id)

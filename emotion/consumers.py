@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -198,7 +199,10 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
     ``{"type": "frame", ...header}`` followed by a binary message with the bytes alone.
     Every frame gets an ack ``{"type": "ack", "sequence", "status": accepted | duplicate |
     dropped | rejected, "credit"}``; ``credit`` is how many more frames may be in flight.
-    A frame sent without credit is dropped (and said so), never queued without bound.
+    A frame sent without credit is dropped (and said so), never queued without bound. Credit
+    is granted from what the workers can take (``emotion.admission``) and reserved: a frame
+    sent within it is not refused for want of room. A socket left without credit gets
+    ``{"type": "credit", "credit"}`` when some is freed for it (or asks with ``ping``).
     A refused or ended stream gets ``{"type": "closed", "code", "reason"}``, then that close
     code (4401 signed out, 4403 consent revoked, 4404 not your session, 4409 ended).
 
@@ -224,6 +228,7 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
         except PermissionDenied as e:
             return await self.refuse(CLOSE_FORBIDDEN, str(e) or "streaming is not allowed")
         self.in_flight: dict[int, float] = {}
+        self.offers: set[asyncio.Task] = set()
         self.pending_header: dict | None = None
         self.max_in_flight = settings.STREAM_MAX_IN_FLIGHT
         self.group = session_group(self.session.pk)
@@ -286,15 +291,32 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
     async def leave(self) -> None:
         if hasattr(self, "in_flight"):
             self._release(list(self.in_flight))
+            get_batcher().forget(self)
         await super().leave()
 
     def credit(self) -> int:
-        """Frames this socket may send now: its own window, capped by what is left of the
-        server process's total budget, so overload drops frames instead of queueing them."""
+        """Frames this socket may send now: its own window, capped by what the server process
+        and the workers can take (``FrameBatcher.grant``), so that past saturation clients skip
+        frames instead of uploading frames that are refused or queued."""
         now = time.monotonic()
         self._release([s for s, t in self.in_flight.items() if now - t > IN_FLIGHT_TIMEOUT_S])
-        left_total = settings.STREAM_MAX_IN_FLIGHT_TOTAL - get_batcher().in_flight_total
-        return max(0, min(self.max_in_flight - len(self.in_flight), left_total))
+        return get_batcher().grant(self, self.window_left())
+
+    def window_left(self) -> int:
+        return self.max_in_flight - len(self.in_flight)
+
+    def offer_credit(self, credit: int) -> None:
+        """Credit freed for this socket while it had none: tell the client now."""
+        if not self.shut:
+            task = asyncio.ensure_future(self._send_credit(credit))
+            self.offers.add(task)
+            task.add_done_callback(self.offers.discard)
+
+    async def _send_credit(self, credit: int) -> None:
+        try:
+            await self.send_json({"type": "credit", "credit": credit})
+        except Exception:  # closed meanwhile: its grant lapses or goes with forget()
+            get_batcher().forget(self)
 
     def _release(self, sequences) -> None:
         batcher = get_batcher()
@@ -312,6 +334,7 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
             # good and every learner on this server is refused credit
             if hasattr(self, "in_flight"):
                 self._release(list(self.in_flight))
+                get_batcher().forget(self)
             raise
 
     async def _receive(self, text_data=None, bytes_data=None):
@@ -403,9 +426,9 @@ class SessionStreamConsumer(JsonSender, AsyncWebsocketConsumer):
                     "credit": self.credit(),
                 }
             )
-        if self.credit() <= 0:
+        if not get_batcher().take(self, self.window_left()):
             return await self.send_json(
-                {**ack, "status": "dropped", "reason": "no credit", "credit": 0}
+                {**ack, "status": "dropped", "reason": "no credit", "credit": self.credit()}
             )
         captured = header.get("captured_at")
         captured_at = _parse_time(captured)
@@ -540,6 +563,7 @@ class CourseLiveConsumer(JsonSender, AsyncWebsocketConsumer):
         self.checked_at = time.monotonic()
         await self.accept()
         snapshot = await database_sync_to_async(course_snapshot)(course)
+        self.summary_at = datetime.fromisoformat(snapshot["summary"]["at"])
         await self.send_json({"type": "snapshot", **snapshot})
 
     @staticmethod
@@ -565,6 +589,11 @@ class CourseLiveConsumer(JsonSender, AsyncWebsocketConsumer):
         await self.leave()
 
     async def course_summary(self, event):
+        # workers push summaries concurrently: one made before the last one sent is stale
+        at = datetime.fromisoformat(event["payload"]["summary"]["at"])
+        if at < self.summary_at:
+            return
+        self.summary_at = at
         if await self.still_allowed():
             await self.send_json({"type": "summary", **event["payload"]})
 

@@ -3,6 +3,10 @@
 Redis (``REDIS_URL`` set): one key per frame with a TTL, so even a frame whose task is lost
 expires by itself. Embedded default: an in-process dict with the same TTL semantics. Frames
 are deleted as soon as their reading is stored.
+
+The Redis store also says how many frames wait for inference across every server process
+(``pending``) and how fast the workers can analyse them (``analysed_rate``): what the stream
+sockets' credit is granted from (``emotion.admission``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,12 @@ import time
 from django.conf import settings
 
 PREFIX = "affect:frame"
+#: sorted set: id of each frame held for inference → when it was put (epoch seconds)
+PENDING_KEY = "affect:pending"
+#: per-second hashes: frames the workers finished (analysed or settled otherwise), and the
+#: seconds of work that took
+ANALYSED_PREFIX = "affect:analysed"
+WORKERS_KEY = "affect:workers"  # sorted set: worker → when it last finished a batch
 
 
 def frame_key(reading_id: int) -> str:
@@ -44,6 +54,9 @@ class MemoryFrameStore:
             for rid in reading_ids:
                 self._data.pop(frame_key(rid), None)
 
+    def record_analysed(self, n: int, busy_s: float, worker: str) -> None:
+        """Embedded: inference runs in this process, whose own budget bounds it."""
+
     def keys(self) -> list[str]:
         with self._lock:
             self._purge()
@@ -62,7 +75,10 @@ class RedisFrameStore:
         self.client = redis.Redis.from_url(url)
 
     def put(self, reading_id: int, data: bytes, ttl: int) -> None:
-        self.client.set(frame_key(reading_id), data, ex=ttl)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(frame_key(reading_id), data, ex=ttl)
+        pipe.zadd(PENDING_KEY, {str(reading_id): time.time()})
+        pipe.execute()
 
     def get_many(self, reading_ids) -> dict[int, bytes]:
         ids = list(reading_ids)
@@ -74,7 +90,48 @@ class RedisFrameStore:
     def delete_many(self, reading_ids) -> None:
         ids = list(reading_ids)
         if ids:
-            self.client.delete(*[frame_key(r) for r in ids])
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(*[frame_key(r) for r in ids])
+            pipe.zrem(PENDING_KEY, *[str(r) for r in ids])
+            pipe.execute()
+
+    def pending(self, within_s: float) -> int:
+        """Frames put in the last ``within_s`` seconds and not deleted yet, from every process.
+        Older entries are left out: their frames were lost with a worker (the re-queue's
+        business) or expired, and they are trimmed once past the frames' TTL."""
+        now = time.time()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zremrangebyscore(PENDING_KEY, "-inf", now - settings.FRAME_TTL_SECONDS)
+        pipe.zcount(PENDING_KEY, now - within_s, "+inf")
+        return int(pipe.execute()[1])
+
+    def record_analysed(self, n: int, busy_s: float, worker: str) -> None:
+        """A worker finished ``n`` frames in ``busy_s`` seconds of work."""
+        now = time.time()
+        key = f"{ANALYSED_PREFIX}:{int(now)}"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hincrby(key, "frames", n)
+        pipe.hincrbyfloat(key, "busy", busy_s)
+        pipe.expire(key, 120)
+        pipe.zadd(WORKERS_KEY, {worker: now})
+        pipe.zremrangebyscore(WORKERS_KEY, "-inf", now - 3600)
+        pipe.execute()
+
+    def analysed_rate(self, window_s: int) -> float | None:
+        """Frames per second the workers can analyse together, from the last ``window_s``
+        whole seconds: frames per second of work of one, times the workers that had work.
+        None when none had any (nothing measured)."""
+        now = int(time.time())
+        pipe = self.client.pipeline(transaction=False)
+        for t in range(now - window_s, now):
+            pipe.hmget(f"{ANALYSED_PREFIX}:{t}", "frames", "busy")
+        pipe.zcount(WORKERS_KEY, now - window_s, "+inf")
+        *per_second, workers = pipe.execute()
+        frames = sum(int(f) for f, _ in per_second if f)
+        busy = sum(float(b) for _, b in per_second if b)
+        if not frames or busy <= 0:
+            return None
+        return frames / busy * max(1, workers)
 
     def keys(self) -> list[str]:
         return [k.decode() for k in self.client.scan_iter(f"{PREFIX}:*")]

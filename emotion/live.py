@@ -7,6 +7,7 @@ allow emotion inference.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from datetime import datetime
@@ -19,6 +20,8 @@ from emotion.models import Reading
 from ml.classes import EMOTIONS
 from ml.engagement import Observation, band, disengaged_for, windows
 from tutoring.models import Course, LearnerSession
+
+logger = logging.getLogger(__name__)
 
 
 def session_group(session_id: int) -> str:
@@ -369,6 +372,9 @@ def broadcast_after_batch(readings: list[Reading]) -> None:
     the course's other open sessions rather than recomputing them on every batch (aged to now
     by :func:`_aged`); a touched session's previous summary carries the start of a long
     disengaged run.
+
+    With Redis the course messages are coalesced (:func:`course_summary_coalesce`): several
+    workers finishing batches of one course send one summary per ``LIVE_PUSH_INTERVAL_MS``.
     """
     from django.core.cache import cache
 
@@ -400,6 +406,11 @@ def broadcast_after_batch(readings: list[Reading]) -> None:
         by_course[s.course_id].append(summary)
         courses[s.course_id] = s.course
     cache.set_many(fresh, timeout=3600)
+    if settings.REDIS_URL and settings.LIVE_PUSH_INTERVAL_MS > 0:
+        group_send_many(messages)
+        for course_id, summaries in by_course.items():
+            course_summary_coalesce(course_id, [x["session"] for x in summaries])
+        return
     for course_id, summaries in by_course.items():
         course = courses[course_id]
         done = {x["session"] for x in summaries}
@@ -417,3 +428,81 @@ def broadcast_after_batch(readings: list[Reading]) -> None:
             )
         )
     group_send_many(messages)
+
+
+def _touched_key(course_id: int) -> str:
+    return f"live:touched:{course_id}"
+
+
+def _push_lock_key(course_id: int) -> str:
+    return f"live:push:{course_id}"
+
+
+def _trailing_key(course_id: int) -> str:
+    return f"live:trailing:{course_id}"
+
+
+def course_summary_coalesce(course_id: int, session_ids: list[int]) -> None:
+    """After a batch that touched ``session_ids`` of a course: send the course's summary now
+    if none was sent in the last ``LIVE_PUSH_INTERVAL_MS``, else leave it to one push at the
+    end of that interval (a task), which sends the newest summary of every session touched
+    meanwhile. One push per interval and course, whichever worker and however many batches:
+    each instructor's socket then takes one message per interval instead of one per batch
+    per worker, which it could not keep up with."""
+    from emotion.framestore import get_frame_store
+    from emotion.tasks import push_course_summary
+
+    ms = settings.LIVE_PUSH_INTERVAL_MS
+    try:
+        r = get_frame_store().client
+        pipe = r.pipeline(transaction=False)
+        pipe.sadd(_touched_key(course_id), *session_ids)
+        pipe.expire(_touched_key(course_id), 3600)
+        pipe.execute()
+        if r.set(_push_lock_key(course_id), 1, nx=True, px=ms):
+            course_summary_push(course_id)
+        elif r.set(_trailing_key(course_id), 1, nx=True, px=ms):
+            wait = max(0, r.pttl(_push_lock_key(course_id))) / 1000
+            # to the inference workers' queue: one ran this batch, so one is there to push
+            push_course_summary.apply_async(
+                (course_id,), countdown=wait, queue=settings.CELERY_GPU_QUEUE
+            )
+    except Exception:  # best effort, like every broadcast: the readings are stored
+        logger.exception("live summary of course %s not sent", course_id)
+
+
+def course_summary_push(course_id: int, *, trailing: bool = False) -> None:
+    """Send the course's summary made of the cached summaries of the sessions touched since
+    the last push (the newest of each) and of its other open sessions, aged to now. A
+    ``trailing`` push (the task) starts a new interval. Consumers drop a summary older than
+    one they already sent (:class:`emotion.consumers.CourseLiveConsumer`)."""
+    from django.core.cache import cache
+
+    from emotion.framestore import get_frame_store
+
+    r = get_frame_store().client
+    if trailing:
+        r.set(_push_lock_key(course_id), 1, px=settings.LIVE_PUSH_INTERVAL_MS)
+        r.delete(_trailing_key(course_id))
+    pipe = r.pipeline()  # read and clear at once: a session touched meanwhile is kept for next
+    pipe.smembers(_touched_key(course_id))
+    pipe.delete(_touched_key(course_id))
+    touched = sorted(int(x) for x in pipe.execute()[0])
+    course = Course.objects.filter(pk=course_id).first()
+    if not touched or course is None:
+        return
+    open_ids = list(
+        LearnerSession.objects.filter(
+            course=course, status=LearnerSession.Status.ACTIVE
+        ).values_list("pk", flat=True)
+    )
+    cached = cache.get_many([_cache_key(pk) for pk in {*touched, *open_ids}])
+    now = timezone.now()
+    sessions = [cached[_cache_key(pk)] for pk in touched if _cache_key(pk) in cached]
+    others = [
+        _aged(cached[_cache_key(pk)], course, now)
+        for pk in open_ids
+        if pk not in touched and _cache_key(pk) in cached
+    ]
+    payload = {"sessions": sessions, "summary": course_aggregate(course, sessions + others)}
+    group_send_many([(course_group(course_id), "course.summary", payload)])

@@ -38,3 +38,12 @@ def requeue_stale_readings() -> int:
     from emotion.services import readings_requeue_stale
 
     return readings_requeue_stale(older_than_s=settings.FRAME_REQUEUE_AFTER_SECONDS)
+
+
+@shared_task(name="emotion.tasks.push_course_summary", ignore_result=True)
+def push_course_summary(course_id: int) -> None:
+    """The live summary of a course whose batches came faster than ``LIVE_PUSH_INTERVAL_MS``:
+    sent once at the end of the interval, with the newest of each session touched."""
+    from emotion.live import course_summary_push
+
+    course_summary_push(int(course_id), trailing=True)

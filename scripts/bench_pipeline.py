@@ -2,15 +2,20 @@
 """End-to-end pipeline benchmark on localhost, with real services.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/affect_bench REDIS_URL=redis://127.0.0.1:6379/9 \
-        .venv/bin/python scripts/bench_pipeline.py --learners 10,30,100 --seconds 30
+        .venv/bin/python scripts/bench_pipeline.py --learners 20,25,30,40,60 --seconds 30 \
+        --workers 1,2
 
-Starts the server (HTTP + WebSocket) and ONE Celery worker (solo pool, CPU) as subprocesses, then
-for each load level opens N learner WebSockets that each send one real-face 640×480 JPEG per
-second (honouring the server's credit window) and one instructor WebSocket on the course's
-live view. Prints sustained throughput (frames accepted → readings stored), latency from the
-learner's send (≈ server receipt on localhost) to the instructor socket message that covers
-that frame (p50/p95), frames skipped for lack of credit (backpressure), and where the worker's time went
-(decode, detect, classify, DB, broadcast — from the worker's per-batch timings).
+Starts the server (``config.serve.server_argv``: HTTP + WebSocket) and, for each worker count
+in ``--workers``, that many Celery workers (solo pool, CPU), then for each load level opens N
+learner WebSockets that each capture one real-face 640×480 JPEG per second and send it when
+they hold credit (like the browser's recorder: without credit the frame is skipped, never
+sent, and a ping asks for credit at most every 2 s), and one instructor WebSocket on the
+course's live view. Prints per level: frames offered/s, readings stored/s, frames refused
+after their upload (``dropped`` acks), frames the clients skipped, p50/p95 from a frame's
+receipt to its reading stored, and the live-summary lag: how old the newest reading an
+instructor's summary shows is when it arrives (p50/p95). Then where the workers' time went
+(decode, detect, classify, DB, broadcast — from their per-batch timings). A learner socket
+the server closes reconnects, as the page does (counted: ``reconn``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import json
 import os
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -48,7 +52,8 @@ def make_frames(n: int = 24) -> list[bytes]:
     from ml.faces import detect_faces
     from ml.synth import scene
 
-    ds = load_image_folder(ROOT.parent / "shared/datasets/fer2013/validation")
+    fer = Path(os.environ.get("FER2013_ROOT", ROOT.parent / "shared/datasets/fer2013"))
+    ds = load_image_folder(fer / "validation")
     out = []
     for i in range(len(ds)):
         frame, _ = scene([ds.images[i]], side=200, seed=i)
@@ -94,18 +99,21 @@ def setup_data(n_learners: int):
 
 
 async def run_level(port, course, teacher_cookie, learners, frames, seconds):
+    from datetime import datetime
+
     import websockets
     from asgiref.sync import sync_to_async
 
     from tutoring.services import session_end, session_start
 
     sessions = [await sync_to_async(session_start)(learner=u, course=course) for u, _ in learners]
-    sent: dict[tuple[int, int], float] = {}
-    latencies: list[float] = []
+    lags: list[float] = []
     acks = {"accepted": 0, "dropped": 0, "rejected": 0, "duplicate": 0, "skipped": 0}
+    acks["reconnects"] = 0
     url = f"ws://127.0.0.1:{port}"
     headers = {"Origin": f"http://127.0.0.1:{port}"}
     stop = asyncio.Event()
+    measuring = [False]
 
     async def instructor():
         async with websockets.connect(
@@ -115,56 +123,66 @@ async def run_level(port, course, teacher_cookie, learners, frames, seconds):
         ) as ws:
             while True:
                 msg = json.loads(await ws.recv())
-                now = time.monotonic()
-                if msg.get("type") == "summary":
+                now = time.time()
+                if msg.get("type") == "summary" and measuring[0]:
                     for s in msg.get("sessions", []):
-                        for seq in s.get("analysed_sequences", []):
-                            t = sent.pop((s["session"], seq), None)
-                            if t is not None:
-                                latencies.append(now - t)
+                        if s.get("last_analysed_at"):
+                            t = datetime.fromisoformat(s["last_analysed_at"]).timestamp()
+                            lags.append(now - t)
 
     async def learner(session, cookie, offset):
-        async with websockets.connect(
-            f"{url}/ws/sessions/{session.pk}/stream/",
-            additional_headers={**headers, "Cookie": cookie},
-            max_size=2**24,
-        ) as ws:
-            ready = json.loads(await ws.recv())
-            credit = [ready["credit"]]
+        await asyncio.sleep(offset)
+        seq = 0
+        next_t = last_ping = time.monotonic()
+        while not stop.is_set():
+            try:
+                async with websockets.connect(
+                    f"{url}/ws/sessions/{session.pk}/stream/",
+                    additional_headers={**headers, "Cookie": cookie},
+                    max_size=2**24,
+                ) as ws:
+                    ready = json.loads(await ws.recv())
+                    credit = [ready["credit"]]
+                    seq = max(seq, ready["next_sequence"])
 
-            async def reader():
-                async for raw in ws:
-                    m = json.loads(raw)
-                    if "credit" in m:
-                        credit[0] = m["credit"]
-                    if m.get("type") == "ack":
-                        acks[m["status"]] = acks.get(m["status"], 0) + 1
+                    async def reader(ws=ws, credit=credit):
+                        async for raw in ws:
+                            m = json.loads(raw)
+                            if "credit" in m:
+                                credit[0] = m["credit"]
+                            if m.get("type") == "ack":
+                                acks[m["status"]] = acks.get(m["status"], 0) + 1
 
-            rt = asyncio.create_task(reader())
-            await asyncio.sleep(offset)
-            seq = 0
-            next_t = time.monotonic()
-            while not stop.is_set():
-                if credit[0] > 0:
-                    header = json.dumps({"sequence": seq}).encode()
-                    sent[(session.pk, seq)] = time.monotonic()
-                    await ws.send(
-                        len(header).to_bytes(4, "big") + header + frames[seq % len(frames)]
-                    )
-                    credit[0] -= 1
-                else:
-                    # like the browser: skip the frame, ask for fresh credit
-                    acks["skipped"] = acks.get("skipped", 0) + 1
-                    await ws.send(json.dumps({"type": "ping"}))
-                seq += 1
-                next_t += 1.0
-                await asyncio.sleep(max(0.0, next_t - time.monotonic()))
-            await asyncio.sleep(5)  # let in-flight frames finish
-            rt.cancel()
+                    rt = asyncio.create_task(reader())
+                    while not stop.is_set() and not rt.done():
+                        if credit[0] > 0:
+                            header = json.dumps({"sequence": seq}).encode()
+                            await ws.send(
+                                len(header).to_bytes(4, "big") + header + frames[seq % len(frames)]
+                            )
+                            credit[0] -= 1
+                            seq += 1
+                        else:
+                            # like the browser: skip the frame, ask for credit now and then
+                            acks["skipped"] = acks.get("skipped", 0) + 1
+                            if time.monotonic() - last_ping > 2:
+                                last_ping = time.monotonic()
+                                await ws.send(json.dumps({"type": "ping"}))
+                        next_t += 1.0
+                        await asyncio.sleep(max(0.0, next_t - time.monotonic()))
+                    if stop.is_set():
+                        await asyncio.sleep(5)  # let in-flight frames finish
+                    rt.cancel()
+            except (OSError, websockets.ConnectionClosed):
+                pass
+            if not stop.is_set():  # closed by the server (e.g. 1011): reconnect, as the page does
+                acks["reconnects"] = acks.get("reconnects", 0) + 1
+                await asyncio.sleep(0.5)
 
     inst = asyncio.create_task(instructor())
     await asyncio.sleep(0.5)
     t0 = time.time()
+    measuring[0] = True
     tasks = [
         asyncio.create_task(learner(s, c, i / len(sessions)))
         for i, (s, (_, c)) in enumerate(zip(sessions, learners, strict=True))
@@ -173,30 +191,41 @@ async def run_level(port, course, teacher_cookie, learners, frames, seconds):
     stop.set()
     t1 = time.time()
     await asyncio.gather(*tasks, return_exceptions=True)
+    measuring[0] = False
     inst.cancel()
     for s in sessions:
         await sync_to_async(session_end)(session=s)
-    return sessions, t0, t1, latencies, acks
+    return sessions, t0, t1, lags, acks
 
 
-def readings_stored(sessions, t0, t1) -> int:
+def readings_stored(sessions, t0, t1) -> list[float]:
+    """Seconds from receipt to stored reading, for each frame received in [t0, t1) that
+    has one."""
     from datetime import UTC, datetime
 
     from emotion.models import Reading
 
-    return Reading.objects.filter(
+    rows = Reading.objects.filter(
         session__in=sessions,
         analysed_at__isnull=False,
         received_at__gte=datetime.fromtimestamp(t0, UTC),
         received_at__lt=datetime.fromtimestamp(t1, UTC),
-    ).count()
+    ).values_list("received_at", "analysed_at")
+    return [(a - r).total_seconds() for r, a in rows]
 
 
-def worker_timings(log: Path, start_line: int) -> tuple[dict, int, int]:
-    lines = log.read_text().splitlines()
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))] * 1000
+
+
+def worker_timings(logs: list[Path], start: dict) -> tuple[dict, int, int]:
     totals: dict[str, float] = {}
     n_batches = n_frames = 0
-    for line in lines[start_line:]:
+    lines = [x for log in logs for x in log.read_text().splitlines()[start.get(log, 0) :]]
+    for line in lines:
         m = re.search(r"batch analysed (\{.*\})", line)
         if m:
             d = json.loads(m.group(1))
@@ -208,12 +237,43 @@ def worker_timings(log: Path, start_line: int) -> tuple[dict, int, int]:
     return totals, n_batches, n_frames
 
 
+def bench_env() -> dict:
+    return dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        THROTTLE_USER="100000/min",
+    )
+
+
+def start_workers(n: int, env: dict, logs: Path, port: int) -> list[tuple]:
+    out = []
+    for i in range(n):
+        log = logs / f"worker-{i}.log"
+        log.write_text("")
+        cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,gpu"]
+        cmd += ["-P", "solo", "-l", "info", "-n", f"bench-{port}-{i}@%h"]
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT
+        )
+        out.append((proc, log))
+    return out
+
+
+def stop_workers(workers) -> None:
+    for proc, _ in workers:
+        proc.terminate()
+    for proc, _ in workers:
+        proc.wait(30)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--learners", default="10,30,100")
+    p.add_argument("--learners", default="20,25,30,40,60")
     p.add_argument("--seconds", type=float, default=30)
+    p.add_argument("--workers", default="1", help="worker counts to run every level with: 1,2")
     args = p.parse_args()
     if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
         print("error: set DATABASE_URL (PostgreSQL) and REDIS_URL", file=sys.stderr)
@@ -230,36 +290,7 @@ def main() -> int:
     port = free_port()
     logs = ROOT / ".data" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
-    wlog = logs / "worker.log"
-    wlog.write_text("")
-    env = dict(
-        os.environ,
-        PYTHONUNBUFFERED="1",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        THROTTLE_USER="100000/min",
-    )
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "default,gpu",
-            "-P",
-            "solo",
-            "-l",
-            "info",
-            "-n",
-            f"bench-{port}@%h",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=wlog.open("a"),
-        stderr=subprocess.STDOUT,
-    )
+    env = bench_env()
     server = subprocess.Popen(
         server_argv("127.0.0.1", port),
         cwd=ROOT,
@@ -267,49 +298,61 @@ def main() -> int:
         stdout=(logs / "server.log").open("w"),
         stderr=subprocess.STDOUT,
     )
+    workers = []
     try:
-        time.sleep(8)
-        print(
-            f"one CPU worker (solo pool), server on :{port}, {os.cpu_count()} cores, "
-            f"{args.seconds:.0f} s per level, 1 frame/s per learner (640×480 JPEG, one face)"
-        )
-        print(
-            f"{'learners':>8}{'offered/s':>10}{'stored/s':>10}{'skipped':>9}{'p50 ms':>9}"
-            f"{'p95 ms':>9}{'batches':>9}{'frames/batch':>13}"
-        )
-        shares = []
-        # warm-up (model load, connection pools), not reported
-        asyncio.run(run_level(port, course, teacher_cookie, learners[:2], frames, 4))
-        for n in levels:
-            start_line = len(wlog.read_text().splitlines())
-            sessions, t0, t1, lat, acks = asyncio.run(
-                run_level(port, course, teacher_cookie, learners[:n], frames, args.seconds)
-            )
-            stored = readings_stored(sessions, t0, t1)
-            totals, nb, nf = worker_timings(wlog, start_line)
-            p50 = statistics.median(lat) * 1000 if lat else float("nan")
-            p95 = statistics.quantiles(lat, n=20)[-1] * 1000 if len(lat) >= 20 else float("nan")
-            print(
-                f"{n:>8}{n:>10.0f}{stored / (t1 - t0):>10.1f}{acks['dropped'] + acks['skipped']:>9}{p50:>9.0f}"
-                f"{p95:>9.0f}{nb:>9}{(nf / nb if nb else 0):>13.1f}"
-            )
-            shares.append((n, totals, nf))
-        print("\nwhere the worker's time goes (share of per-batch total; ms per frame):")
-        keys = ["fetch_s", "decode_s", "detect_s", "classify_s", "db_s", "broadcast_s"]
-        print(f"{'learners':>8}" + "".join(f"{k[:-2]:>16}" for k in keys))
-        for n, totals, nf in shares:
-            tot = totals.get("total_s", 0) or 1
-            cells = "".join(
-                f"{100 * totals.get(k, 0) / tot:>7.1f}% {1000 * totals.get(k, 0) / max(nf, 1):>6.1f}ms"
-                for k in keys
-            )
-            print(f"{n:>8}{cells}")
+        for n_workers in [int(x) for x in args.workers.split(",")]:
+            workers = start_workers(n_workers, env, logs, port)
+            time.sleep(8)
+            run_workers(n_workers, workers, port, course, teacher_cookie, learners, frames, args)
+            stop_workers(workers)
+            workers = []
     finally:
         server.terminate()
-        worker.terminate()
+        stop_workers(workers)
         server.wait(10)
-        worker.wait(20)
     return 0
+
+
+def run_workers(n_workers, workers, port, course, teacher_cookie, learners, frames, args):
+    levels = [int(x) for x in args.learners.split(",")]
+    print(
+        f"\n{n_workers} CPU worker(s) (solo pool), server on :{port}, {os.cpu_count()} cores, "
+        f"{args.seconds:.0f} s per level, 1 frame/s per learner (640×480 JPEG, one face)"
+    )
+    print(
+        f"{'learners':>8}{'offered/s':>10}{'stored/s':>10}{'refused':>9}{'skipped':>9}"
+        f"{'p50 ms':>9}{'p95 ms':>9}{'lag p50':>9}{'lag p95':>9}{'batches':>9}{'fr/batch':>9}"
+        f"{'reconn':>7}"
+    )
+    # warm-up (model load, connection pools), not reported
+    asyncio.run(run_level(port, course, teacher_cookie, learners[:2], frames, 4))
+    shares = []
+    wlogs = [log for _, log in workers]
+    for n in levels:
+        start = {log: len(log.read_text().splitlines()) for log in wlogs}
+        sessions, t0, t1, lags, acks = asyncio.run(
+            run_level(port, course, teacher_cookie, learners[:n], frames, args.seconds)
+        )
+        stored = readings_stored(sessions, t0, t1)
+        totals, nb, nf = worker_timings(wlogs, start)
+        print(
+            f"{n:>8}{n:>10.0f}{len(stored) / (t1 - t0):>10.1f}{acks['dropped']:>9}"
+            f"{acks['skipped']:>9}{pct(stored, 0.5):>9.0f}{pct(stored, 0.95):>9.0f}"
+            f"{pct(lags, 0.5):>9.0f}{pct(lags, 0.95):>9.0f}{nb:>9}{(nf / nb if nb else 0):>9.1f}"
+            f"{acks['reconnects']:>7}",
+            flush=True,
+        )
+        shares.append((n, totals, nf))
+    print("where the workers' time goes (share of per-batch total; ms per frame):")
+    keys = ["fetch_s", "decode_s", "detect_s", "classify_s", "db_s", "broadcast_s"]
+    print(f"{'learners':>8}" + "".join(f"{k[:-2]:>16}" for k in keys))
+    for n, totals, nf in shares:
+        tot = totals.get("total_s", 0) or 1
+        cells = "".join(
+            f"{100 * totals.get(k, 0) / tot:>7.1f}% {1000 * totals.get(k, 0) / max(nf, 1):>6.1f}ms"
+            for k in keys
+        )
+        print(f"{n:>8}{cells}")
 
 
 if __name__ == "__main__":
