@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 from websockets.asyncio.client import connect as ws_connect
 
 from config.origins import origin_allowed, parse_origin
-from tests.emotion.test_socket_refusals import _login_cookie
+from tests.emotion.test_socket_refusals import _login_cookie, until_closed
 from tests.factories import UserFactory
 from tests.servers import serve
 
@@ -37,22 +37,12 @@ async def _open(base: str, path: str, origin: str | None, cookie: str | None = N
     return await ws_connect(url, additional_headers=headers, open_timeout=10)
 
 
-async def _until_closed(ws) -> tuple[list[dict], int]:
-    msgs = []
-    try:
-        while True:
-            msgs.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
-    except websockets.ConnectionClosed as e:
-        assert e.rcvd is not None, f"no close frame from the server ({e})"
-        return msgs, e.rcvd.code
-
-
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("path", ["/ws/nope/", "/ws/sessions/abc/stream/", "/ws/", "/"])
 async def test_an_unknown_socket_path_is_a_clean_4404(server, path):
     base, log = server
     ws = await _open(base, path, origin=base)
-    msgs, code = await _until_closed(ws)
+    msgs, code, _ = await until_closed(ws)
     assert code == 4404
     assert msgs == [{"type": "closed", "code": 4404, "reason": "no such socket"}]
     await asyncio.sleep(0.3)  # let the server write its log

@@ -65,7 +65,11 @@ async def _open(base: str, path: str, user=None):
 
 async def _refusal(base: str, path: str, user=None) -> tuple[list[dict], int, str]:
     """Connect, read until the server closes; (messages, close code, close reason)."""
-    ws = await _open(base, path, user)
+    return await until_closed(await _open(base, path, user))
+
+
+async def until_closed(ws) -> tuple[list[dict], int, str]:
+    """Read until the server closes ``ws``; (messages, close code, close reason)."""
     msgs = []
     try:
         while True:
