@@ -10,6 +10,16 @@ from channels.layers import get_channel_layer
 logger = logging.getLogger(__name__)
 
 
+def session_group(session_id: int) -> str:
+    """The group of one learner session's sockets (the learner's stream)."""
+    return f"session-{session_id}"
+
+
+def course_group(course_id: int) -> str:
+    """The group of one course's live-view sockets (its instructors)."""
+    return f"course-{course_id}"
+
+
 def group_send(group: str, event_type: str, payload: dict) -> bool:
     """Send ``{"type": event_type, "payload": payload}`` to ``group``; False if the layer failed.
 

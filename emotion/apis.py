@@ -12,10 +12,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api import bounded, error_body, too_many_files
+from config.params import paginated, parse_range, parse_when
 from emotion.models import Reading
 from emotion.services import IncomingFrame, SessionBacklogged, SessionClosed, frames_accept
 from tutoring import selectors
-from tutoring.apis import paginated, parse_range, parse_when
 
 
 class FrameUploadApi(APIView):

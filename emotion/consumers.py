@@ -19,10 +19,11 @@ from django.utils.crypto import constant_time_compare
 from django.utils.dateparse import parse_datetime
 
 from config.api import OUTAGE_RETRY_AFTER_S, clip, outage_errors
+from config.broadcast import course_group, session_group
 from config.parsers import JSONRejected, json_loads_bounded
 from config.serve import WS_MAX_MESSAGE_BYTES
 from emotion.batcher import get_batcher
-from emotion.live import course_group, course_snapshot, session_group
+from emotion.live import course_snapshot
 from emotion.services import (
     IncomingFrame,
     SessionBacklogged,

@@ -15,21 +15,14 @@ from datetime import datetime
 from django.conf import settings
 from django.utils import timezone
 
-from config.broadcast import group_send_many
+from config.broadcast import course_group, group_send_many, session_group
 from emotion.models import Reading
+from emotion.observations import OBSERVATION_FIELDS, observations
 from ml.classes import EMOTIONS
 from ml.engagement import Observation, band, disengaged_for, windows
 from tutoring.models import Course, LearnerSession
 
 logger = logging.getLogger(__name__)
-
-
-def session_group(session_id: int) -> str:
-    return f"session-{session_id}"
-
-
-def course_group(course_id: int) -> str:
-    return f"course-{course_id}"
 
 
 def _emotion_on(session: LearnerSession, course: Course) -> bool:
@@ -46,27 +39,12 @@ def _observations(
     """The session's analysed readings received in ``[since, now]`` as observations (times in
     seconds relative to ``now``), and the newest one's receive time."""
     rows = list(
-        Reading.objects.filter(
-            session=session,
-            analysed_at__isnull=False,
-            error="",  # a frame the server could not analyse is no data, not an absent face
-            received_at__gte=since,
-            received_at__lte=now,
-        )
+        Reading.objects.analysed()
+        .filter(session=session, received_at__gte=since, received_at__lte=now)
         .order_by("received_at", "sequence")
-        .values("received_at", "face_found", "cues", "probs")
+        .values("received_at", *OBSERVATION_FIELDS)
     )
-    t_now = now.timestamp()
-    obs = [
-        Observation(
-            t=r["received_at"].timestamp() - t_now,
-            face=r["face_found"],
-            center_offset=(r["cues"] or {}).get("center_offset") if r["face_found"] else None,
-            area_fraction=(r["cues"] or {}).get("area_fraction") if r["face_found"] else None,
-            probs=r["probs"] if (emotion and r["face_found"] and r["probs"]) else None,
-        )
-        for r in rows
-    ]
+    obs = observations(rows, time_field="received_at", origin=now, emotion=emotion)
     return obs, (rows[-1]["received_at"] if rows else None)
 
 
@@ -155,9 +133,8 @@ def session_summary(
     )
     if last_analysed is None:
         last_analysed = (
-            Reading.objects.filter(
-                session=session, analysed_at__isnull=False, error="", received_at__lte=now
-            )
+            Reading.objects.analysed()
+            .filter(session=session, received_at__lte=now)
             .order_by("-received_at")
             .values_list("received_at", flat=True)
             .first()

@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 from django.db import models
 
 from ml.classes import EMOTIONS
@@ -24,6 +26,14 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.checkpoint_sha256[:12]}, {self.precision})"
+
+
+class ReadingQuerySet(models.QuerySet):
+    def analysed(self) -> ReadingQuerySet:
+        """The readings the server analysed. A frame it could not analyse (``error`` set:
+        ``frame_expired``, ``undecodable``, ``consent_revoked``…) also has ``analysed_at`` and
+        no face, but says nothing about the learner, so it never counts as an absent frame."""
+        return self.filter(analysed_at__isnull=False, error="")
 
 
 class Reading(models.Model):
@@ -80,6 +90,8 @@ class Reading(models.Model):
         "tutoring.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ReadingQuerySet.as_manager()
 
     class Meta:
         ordering = ["session_id", "sequence"]

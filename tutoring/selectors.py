@@ -11,23 +11,16 @@ import base64
 import math
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
 
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
+from emotion.observations import observations
 from ml.engagement import Observation, summarize_window, windows
 from tutoring.models import Consent, Course, Enrollment, LearnerSession, User
 
 READING_FIELDS = ("session_id", "sequence", "captured_at", "face_found", "cues", "probs")
-
-
-def _analysed(readings):
-    """The readings the server analysed: a frame it could not analyse (``error`` set:
-    ``frame_expired``, ``undecodable``, ``consent_revoked``…) also has ``analysed_at`` and no
-    face, but says nothing about the learner, so it never counts as an absent frame."""
-    return readings.filter(analysed_at__isnull=False, error="")
 
 
 def course_list(*, user: User) -> QuerySet[Course]:
@@ -107,24 +100,8 @@ def session_emotion_visible(session: LearnerSession) -> bool:
     return session.emotion_enabled and session.course.emotion_inference_enabled
 
 
-def _observations(readings, started_at: datetime, emotion: bool) -> list[Observation]:
-    out = []
-    for r in readings:
-        cues = (r["cues"] or {}) if r["face_found"] else {}
-        out.append(
-            Observation(
-                t=(r["captured_at"] - started_at).total_seconds(),
-                face=r["face_found"],
-                center_offset=cues.get("center_offset"),
-                area_fraction=cues.get("area_fraction"),
-                probs=r["probs"] if (emotion and r["face_found"] and r["probs"]) else None,
-            )
-        )
-    return out
-
-
 def _session_readings(session: LearnerSession, date_from=None, date_to=None):
-    qs = _analysed(session.readings.all())
+    qs = session.readings.analysed()
     if date_from:
         qs = qs.filter(captured_at__gte=date_from)
     if date_to:
@@ -156,7 +133,12 @@ def session_timeline_data(*, session: LearnerSession, window_s: float = 10.0) ->
     and the ``window_s`` returned is the one used.
     """
     emotion = session_emotion_visible(session)
-    obs = _observations(_session_readings(session), session.started_at, emotion)
+    obs = observations(
+        _session_readings(session),
+        time_field="captured_at",
+        origin=session.started_at,
+        emotion=emotion,
+    )
     return _timeline(session, obs, emotion, window_s)
 
 
@@ -214,7 +196,12 @@ def session_report(*, session: LearnerSession, window_s: float = 10.0) -> dict:
     """The whole session's aggregates; ``band_share`` is the share of the timeline's windows
     with frames in each band (``window_s`` windows, wider for a very long session). One query."""
     emotion = session_emotion_visible(session)
-    obs = _observations(_session_readings(session), session.started_at, emotion)
+    obs = observations(
+        _session_readings(session),
+        time_field="captured_at",
+        origin=session.started_at,
+        emotion=emotion,
+    )
     timeline = _timeline(session, obs, emotion, window_s)["windows"]
     bands = Counter(w["band"] for w in timeline if w["n_frames"])
     n_windows = sum(bands.values())
@@ -256,7 +243,7 @@ def _report_sessions(course: Course, date_from=None, date_to=None) -> QuerySet[L
     if date_to:
         overlaps &= Q(started_at__lt=date_to)
     inside = _in_range(
-        _analysed(Reading.objects.filter(session=OuterRef("pk"))),
+        Reading.objects.analysed().filter(session=OuterRef("pk")),
         date_from,
         date_to,
     )
@@ -296,7 +283,7 @@ def course_report(*, course: Course, date_from=None, date_to=None) -> dict:
     by_session: dict[int, list[dict]] = {s.pk: [] for s in sessions}
     if sessions:
         readings = _in_range(
-            _analysed(Reading.objects.filter(session_id__in=list(by_session))),
+            Reading.objects.analysed().filter(session_id__in=list(by_session)),
             date_from,
             date_to,
         )
@@ -317,7 +304,12 @@ def course_report(*, course: Course, date_from=None, date_to=None) -> dict:
         )
         row["sessions"] += 1
         row["duration_s"] += _clipped_duration_s(s, date_from, date_to)
-        obs = _observations(by_session[s.pk], s.started_at, emotion and s.emotion_enabled)
+        obs = observations(
+            by_session[s.pk],
+            time_field="captured_at",
+            origin=s.started_at,
+            emotion=emotion and s.emotion_enabled,
+        )
         row["_obs"] += obs
         all_obs += obs
     learners = []

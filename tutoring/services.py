@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 from knox.models import AuthToken
 
-from config.broadcast import group_send
+from config.broadcast import course_group, group_send, session_group
 from tutoring.models import Consent, Course, Enrollment, LearnerSession, User
 
 DEMO_PASSWORD = "demo-pass-123"
@@ -289,7 +289,7 @@ def session_start(
         "learner": learner.pk,
         "learner_name": learner.get_full_name() or learner.username,
     }
-    transaction.on_commit(lambda: group_send(f"course-{course.pk}", "session.started", payload))
+    transaction.on_commit(lambda: group_send(course_group(course.pk), "session.started", payload))
     return session
 
 
@@ -309,8 +309,8 @@ def session_end(*, session: LearnerSession, reason: str = "ended") -> LearnerSes
         payload = {"session": session.pk, "learner": session.learner_id, "reason": reason}
 
         def notify():
-            group_send(f"course-{session.course_id}", "session.ended", payload)
-            group_send(f"session-{session.pk}", "session.ended", payload)
+            group_send(course_group(session.course_id), "session.ended", payload)
+            group_send(session_group(session.pk), "session.ended", payload)
 
         transaction.on_commit(notify)
     return session

@@ -14,8 +14,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.exceptions import ValidationError as DRFValidationError
 
+from config.params import error_text, parse_range
 from tutoring import selectors, services
-from tutoring.apis import error_text, parse_range
 from tutoring.models import Course
 
 

@@ -12,9 +12,9 @@ from channels.layers import get_channel_layer
 from django.db.models import Max
 from django.utils import timezone
 
+from config.broadcast import course_group
 from emotion import admission
 from emotion.framestore import ANALYSED_PREFIX, PENDING_KEY, WORKERS_KEY, get_frame_store
-from emotion.live import course_group
 from emotion.models import Reading
 from emotion.services import IncomingFrame, frames_accept, readings_enqueue
 from tests.emotion.stream_client import StreamClient, connect, drain

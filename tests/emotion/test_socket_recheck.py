@@ -28,8 +28,9 @@ from django.test import Client
 from websockets.asyncio.client import connect as ws_connect
 
 from config.asgi import application
+from config.broadcast import course_group
 from emotion import consumers
-from emotion.live import broadcast_after_batch, course_group
+from emotion.live import broadcast_after_batch
 from emotion.models import Reading
 from tests.browser.conftest import asgi_server  # noqa: F401  (the live server fixture)
 from tests.emotion.stream_client import StreamClient, frame_message

@@ -150,7 +150,7 @@ OUT_OF_UTC_RANGE = [("from", "9999-12-31T23:59:59-23:00"), ("to", "0001-01-01T00
 def test_parse_when_refuses_times_outside_utc_years(name, value):
     from rest_framework.exceptions import ValidationError
 
-    from tutoring.apis import parse_when
+    from config.params import parse_when
 
     with pytest.raises(ValidationError) as e:
         parse_when(value, name)

@@ -1,0 +1,33 @@
+"""Readings as the engagement maths sees them: one builder for the live view and the reports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from ml.engagement import Observation
+
+#: the reading columns an observation needs, besides its time
+OBSERVATION_FIELDS = ("face_found", "cues", "probs")
+
+
+def observations(
+    rows: Iterable[Mapping], *, time_field: str, origin: datetime, emotion: bool
+) -> list[Observation]:
+    """Reading rows (``values()`` dicts holding ``time_field`` and ``OBSERVATION_FIELDS``) as
+    observations timed in seconds from ``origin``. A frame without a face carries no cues, and
+    emotion probabilities only where ``emotion`` is on."""
+    out = []
+    for r in rows:
+        face = r["face_found"]
+        cues = (r["cues"] or {}) if face else {}
+        out.append(
+            Observation(
+                t=(r[time_field] - origin).total_seconds(),
+                face=face,
+                center_offset=cues.get("center_offset"),
+                area_fraction=cues.get("area_fraction"),
+                probs=r["probs"] if (emotion and face and r["probs"]) else None,
+            )
+        )
+    return out
