@@ -368,7 +368,7 @@ def absent_for(observations: Iterable[Observation], now: float) -> float:
     """Seconds since the last frame with a face at or before ``now``; ``inf`` if there is none.
 
     Every observation given counts as data: leave out frames that could not be analysed. The
-    live view (``emotion/live.py``) also treats the time after the newest analysed frame as no
+    live view (``emotion/summary.py``) also treats the time after the newest analysed frame as no
     data while the camera keeps sending."""
     last = max((o.t for o in observations if o.face and o.t <= now), default=None)
     return math.inf if last is None else now - last
