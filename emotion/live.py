@@ -178,7 +178,7 @@ def session_summary(
     out = {
         "session": session.pk,
         "learner": session.learner_id,
-        "learner_name": session.learner.get_full_name() or session.learner.username,
+        "learner_name": session.learner.display_name,
         "course": course.pk,
         "status": session.status,
         "at": now.isoformat(),
@@ -260,7 +260,7 @@ def course_snapshot(course: Course) -> dict:
         learners.append(
             {
                 "learner": e.learner_id,
-                "learner_name": e.learner.get_full_name() or e.learner.username,
+                "learner_name": e.learner.display_name,
                 "session": summary,
             }
         )
