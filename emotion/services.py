@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import cv2
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Max, Q, Value
 from django.utils import timezone
@@ -21,6 +21,7 @@ from django.utils import timezone
 from emotion.framestore import get_frame_store
 from emotion.models import ModelVersion, Reading
 from emotion.validation import FrameRejection, check_frame, decode_frame
+from ml.classes import EMOTIONS
 from ml.engagement import Observation, attentive
 from tutoring.models import Consent, LearnerSession
 
@@ -490,3 +491,20 @@ def readings_requeue_stale(*, older_than_s: float = 60.0, backoff: bool = True) 
         Reading.objects.filter(pk__in=ids).update(requeued_at=now)
         readings_enqueue(reading_ids=ids)
     return len(ids)
+
+
+@transaction.atomic
+def reading_review(*, reading: Reading, label: str, reviewer) -> Reading:
+    """Record what a reviewer says the expression on ``reading``'s face is. Only an expression
+    the model estimated can be labelled: the learner agreed to having it estimated."""
+    if label not in EMOTIONS:
+        raise ValidationError(f"unknown expression {label!r}: one of {', '.join(EMOTIONS)}")
+    if reading.label is None:
+        raise ValidationError(
+            "No expression was estimated for this reading (engagement-only session, no face, "
+            "or not analysed): the learner did not agree to having it labelled."
+        )
+    reading.reviewed_label, reading.reviewed_by = label, reviewer
+    reading.reviewed_at = timezone.now()
+    reading.save(update_fields=["reviewed_label", "reviewed_by", "reviewed_at"])
+    return reading
