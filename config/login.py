@@ -92,7 +92,10 @@ def too_many_attempts(request, wait: int) -> TemplateResponse:
         request,
         "registration/login.html",
         {
-            "form": AuthenticationForm(request),
+            # unbound (the password is not checked), the username kept for the next try
+            "form": AuthenticationForm(
+                request, initial={"username": request.POST.get("username", "")[:150]}
+            ),
             "throttled": True,
             "retry_after": wait,
             "login_action": request.path,  # the admin's form posts back to the admin

@@ -69,6 +69,7 @@ urlpatterns = [
     path("api/", include("tutoring.urls")),
     path("api/", include("emotion.urls")),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("emotion.page_urls")),
     path("", include("tutoring.page_urls")),
 ]
 

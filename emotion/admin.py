@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -35,6 +36,22 @@ class ReviewedFilter(admin.SimpleListFilter):
         return qs
 
 
+class CropFilter(admin.SimpleListFilter):
+    title = "face crop"
+    parameter_name = "crop"
+
+    def lookups(self, request, model_admin):
+        return [("kept", "kept (can be judged)"), ("none", "none")]
+
+    def queryset(self, request, qs):
+        kept = Q(face_crop__isnull=False) & ~Q(face_crop=b"")
+        if self.value() == "kept":
+            return qs.filter(kept)
+        if self.value() == "none":
+            return qs.exclude(kept)
+        return qs
+
+
 class ReviewForm(forms.ModelForm):
     class Meta:
         model = Reading
@@ -54,20 +71,34 @@ class ReviewForm(forms.ModelForm):
 class ReadingAdmin(admin.ModelAdmin):
     """Label review: reviewers set ``reviewed_label`` (list-editable) on readings."""
 
+    # what a reviewer judges first, so it fits a laptop screen (the review page, /review/,
+    # is the one made for going through the queue)
     list_display = (
-        "id",
-        "session",
-        "sequence",
-        "captured_at",
-        "face_found",
+        "crop",
         "label",
         "confidence",
         "reviewed_label",
-        "crop",
+        "id",
+        "session",
+        "captured_at",
+        "face_found",
     )
+    list_display_links = ("id",)
     list_editable = ("reviewed_label",)
-    list_filter = (ReviewedFilter, "face_found", "label", "session__course", "model_version")
-    search_fields = ("session__learner__username", "session__course__title")
+    list_filter = (
+        ReviewedFilter,
+        CropFilter,
+        "face_found",
+        "label",
+        "session__course",
+        "model_version",
+    )
+    search_fields = (
+        "session__learner__username",
+        "session__learner__first_name",
+        "session__learner__last_name",
+        "session__course__title",
+    )
     date_hierarchy = "captured_at"
     raw_id_fields = ("session",)
     # everything but the reviewer's label is what the pipeline recorded

@@ -107,7 +107,7 @@ def _facts(
     return SessionFacts(
         session=session.pk,
         learner=session.learner_id,
-        learner_name=session.learner.get_full_name() or session.learner.username,
+        learner_name=session.learner.display_name,
         course=session.course_id,
         status=session.status,
         started_at=session.started_at,
@@ -184,7 +184,7 @@ def course_snapshot(course: Course) -> dict:
         learners.append(
             LearnerTile(
                 learner=e.learner_id,
-                learner_name=e.learner.get_full_name() or e.learner.username,
+                learner_name=e.learner.display_name,
                 session=summary,
             )
         )

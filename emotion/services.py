@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import cv2
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Max, Q, Value
 from django.utils import timezone
@@ -21,6 +21,7 @@ from django.utils import timezone
 from emotion.framestore import get_frame_store
 from emotion.models import ModelVersion, Reading
 from emotion.validation import FrameRejection, check_frame, decode_frame
+from ml.classes import EMOTIONS
 from ml.engagement import Observation, attentive
 from tutoring.models import Consent, LearnerSession
 
@@ -332,28 +333,72 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
     predictor = get_predictor() if frames else None
     t_fetched = time.perf_counter()
     running = [r.pk for r in to_run if r.pk in frames]
-    # committed before decoding: if this process dies from here on, the next delivery knows
+    # committed before decoding: if this process dies from here on, the next delivery knows.
+    # Any way back (results written, or an exception raised to the task) takes the mark back:
+    # only a delivery that never returns leaves it.
     Reading.objects.filter(pk__in=running).update(lost_runs=F("lost_runs") + 1)
     try:
-        images, classify, rows = [], [], []
-        for r in to_run:
-            data = frames.get(r.pk)
-            img = decode_frame(data) if data is not None else None
-            r.analysed_at = now
-            if img is None:
-                r.error = "frame_expired" if data is None else "undecodable"
-                continue
-            rows.append(r)
-            images.append(img)
-            course = r.session.course
-            classify.append(r.session.emotion_enabled and course.emotion_inference_enabled)
+        rows, images, classify = _decode(to_run, frames, now)
         t_decoded = time.perf_counter()
         timings: dict = {}
         preds = _predict(predictor, images, classify, timings) if images else []
         mv = _model_version(predictor) if rows else None
+        _apply(rows, preds, classify, mv)
+        if settings.INFERENCE_TEST_DELAY_SECONDS:
+            logger.info("test delay: %.1f s before writing", settings.INFERENCE_TEST_DELAY_SECONDS)
+            time.sleep(settings.INFERENCE_TEST_DELAY_SECONDS)
+        t_db = time.perf_counter()
+        written = _write_results(pending, now, running)
     except Exception:  # came back, with an error: not lost (the task fails and is retried)
         _unmark_running(running)
         raise
+    # every id is analysed now, by this delivery or another one: no frame is needed any more
+    store.delete_many(reading_ids)
+    t_broadcast = time.perf_counter()
+    broadcast_after_batch(written)
+    t_end = time.perf_counter()
+    try:  # the workers' capacity, which stream credit follows
+        worker = f"{socket.gethostname()}:{os.getpid()}"  # the pool's child, not its parent
+        store.record_analysed(len(written), t_end - t_start, worker)
+    except Exception:  # a measurement: never the batch's failure
+        logger.warning("could not record the batch's timing", exc_info=True)
+    stats = {
+        "analysed": len(written),
+        "skipped": len(reading_ids) - len(written),
+        "faces": sum(r.face_found for r in written),
+        "consent_revoked": sum(r.error == "consent_revoked" for r in written),
+        "fetch_s": round(t_fetched - t_start, 5),
+        "decode_s": round(t_decoded - t_fetched, 5),
+        "detect_s": round(timings.get("detect_s", 0.0), 5),
+        "classify_s": round(timings.get("classify_s", 0.0), 5),
+        "db_s": round(t_broadcast - t_db, 5),
+        "broadcast_s": round(t_end - t_broadcast, 5),
+        "total_s": round(t_end - t_start, 5),
+    }
+    logger.info("batch analysed %s", json.dumps(stats))
+    return stats
+
+
+def _decode(to_run: list[Reading], frames: dict, now) -> tuple[list, list, list]:
+    """The readings with a decodable frame, their images and whether to classify each; the
+    others are marked ``frame_expired`` or ``undecodable``."""
+    rows, images, classify = [], [], []
+    for r in to_run:
+        data = frames.get(r.pk)
+        img = decode_frame(data) if data is not None else None
+        r.analysed_at = now
+        if img is None:
+            r.error = "frame_expired" if data is None else "undecodable"
+            continue
+        rows.append(r)
+        images.append(img)
+        course = r.session.course
+        classify.append(r.session.emotion_enabled and course.emotion_inference_enabled)
+    return rows, images, classify
+
+
+def _apply(rows: list[Reading], preds: list, classify: list[bool], mv) -> None:
+    """Set each reading's fields from the faces found in its frame."""
     for r, faces, emo in zip(rows, preds, classify, strict=True):
         if faces is None:  # this frame alone made the model fail
             r.error = "inference_failed"
@@ -383,44 +428,12 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
         ):  # only when the learner agreed to the policy that keeps them, and only for label
             # review of an expression they agreed to have estimated
             r.face_crop = _png(face.crop)
-    if settings.INFERENCE_TEST_DELAY_SECONDS:
-        logger.info("test delay: %.1f s before writing", settings.INFERENCE_TEST_DELAY_SECONDS)
-        time.sleep(settings.INFERENCE_TEST_DELAY_SECONDS)
-    t_db = time.perf_counter()
-    try:
-        written = _write_results(pending, now)
-    except (OperationalError, InterfaceError):
-        _unmark_running(running)  # the database's fault, not the frames': retried, not counted
-        raise
-    # every id is analysed now, by this delivery or another one: no frame is needed any more
-    store.delete_many(reading_ids)
-    t_broadcast = time.perf_counter()
-    broadcast_after_batch(written)
-    t_end = time.perf_counter()
-    try:  # the workers' capacity, which stream credit follows
-        worker = f"{socket.gethostname()}:{os.getpid()}"  # the pool's child, not its parent
-        store.record_analysed(len(written), t_end - t_start, worker)
-    except Exception:  # a measurement: never the batch's failure
-        logger.warning("could not record the batch's timing", exc_info=True)
-    stats = {
-        "analysed": len(written),
-        "skipped": len(reading_ids) - len(written),
-        "faces": sum(r.face_found for r in written),
-        "consent_revoked": sum(r.error == "consent_revoked" for r in written),
-        "fetch_s": round(t_fetched - t_start, 5),
-        "decode_s": round(t_decoded - t_fetched, 5),
-        "detect_s": round(timings.get("detect_s", 0.0), 5),
-        "classify_s": round(timings.get("classify_s", 0.0), 5),
-        "db_s": round(t_broadcast - t_db, 5),
-        "broadcast_s": round(t_end - t_broadcast, 5),
-        "total_s": round(t_end - t_start, 5),
-    }
-    logger.info("batch analysed %s", json.dumps(stats))
-    return stats
 
 
-def _write_results(pending: list[Reading], now) -> list[Reading]:
-    """Write the batch's results in one transaction, only over readings still pending."""
+def _write_results(pending: list[Reading], now, running: list[int]) -> list[Reading]:
+    """Write the batch's results in one transaction, only over readings still pending, and
+    take back this delivery's ``lost_runs`` mark in it: the run came back, whether its results
+    are kept or another delivery's won (a rollback keeps the mark for ``_unmark_running``)."""
     with transaction.atomic():
         # lock the rows and write only those no other delivery has written meanwhile; consent
         # revoked while the model ran still wins: those results are dropped
@@ -434,12 +447,13 @@ def _write_results(pending: list[Reading], now) -> list[Reading]:
             if still_pending[r.pk] is not None and r.error != "consent_revoked":
                 _scrub(r, now)
         Reading.objects.bulk_update(written, Reading.ANALYSIS_FIELDS)
+        Reading.objects.filter(pk__in=running).update(lost_runs=F("lost_runs") - 1)
     return written
 
 
 def _unmark_running(running: list[int]) -> None:
-    """Take back this delivery's ``lost_runs`` mark after a database error (best effort: the
-    database may still be away, and then the mark stays, as for a lost delivery)."""
+    """Take back this delivery's ``lost_runs`` mark after an error came back to the task (best
+    effort: the database may be away, and then the mark stays, as for a lost delivery)."""
     from django.db import connection
 
     connection.close_if_unusable_or_obsolete()
@@ -477,3 +491,20 @@ def readings_requeue_stale(*, older_than_s: float = 60.0, backoff: bool = True) 
         Reading.objects.filter(pk__in=ids).update(requeued_at=now)
         readings_enqueue(reading_ids=ids)
     return len(ids)
+
+
+@transaction.atomic
+def reading_review(*, reading: Reading, label: str, reviewer) -> Reading:
+    """Record what a reviewer says the expression on ``reading``'s face is. Only an expression
+    the model estimated can be labelled: the learner agreed to having it estimated."""
+    if label not in EMOTIONS:
+        raise ValidationError(f"unknown expression {label!r}: one of {', '.join(EMOTIONS)}")
+    if reading.label is None:
+        raise ValidationError(
+            "No expression was estimated for this reading (engagement-only session, no face, "
+            "or not analysed): the learner did not agree to having it labelled."
+        )
+    reading.reviewed_label, reading.reviewed_by = label, reviewer
+    reading.reviewed_at = timezone.now()
+    reading.save(update_fields=["reviewed_label", "reviewed_by", "reviewed_at"])
+    return reading

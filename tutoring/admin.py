@@ -12,9 +12,15 @@ from tutoring import services
 from tutoring.models import Consent, Course, Enrollment, LearnerSession, User
 
 
+@admin.display(description="learner", ordering="learner__username")
+def learner_column(obj) -> str:
+    """The learner as every page names them, with the username they are searched by."""
+    return f"{obj.learner.display_name} ({obj.learner.username})"
+
+
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
-    list_display = ("username", "role", "first_name", "last_name", "email", "is_active")
+    list_display = ("username", "display_name", "role", "email", "is_active")
     list_filter = ("role", "is_active", "is_staff")
     fieldsets = BaseUserAdmin.fieldsets + (("Role", {"fields": ("role",)}),)
     add_fieldsets = BaseUserAdmin.add_fieldsets + (("Role", {"fields": ("role",)}),)
@@ -173,9 +179,15 @@ class CourseAdmin(admin.ModelAdmin):
 @admin.register(Enrollment)
 class EnrollmentAdmin(admin.ModelAdmin):
     form = EnrollmentForm
-    list_display = ("learner", "course", "created_at")
+    list_display = (learner_column, "course", "created_at")
+    list_select_related = ("learner", "course")
     list_filter = ("course",)
-    search_fields = ("learner__username", "course__title")
+    search_fields = (
+        "learner__username",
+        "learner__first_name",
+        "learner__last_name",
+        "course__title",
+    )
 
     def delete_model(self, request, obj):
         services.enrollment_delete(enrollment=obj)
@@ -189,7 +201,7 @@ class EnrollmentAdmin(admin.ModelAdmin):
 @admin.register(Consent)
 class ConsentAdmin(admin.ModelAdmin):
     list_display = (
-        "learner",
+        learner_column,
         "course",
         "engagement",
         "emotion",
@@ -203,8 +215,15 @@ class ConsentAdmin(admin.ModelAdmin):
         "policy_version",
         ("revoked_at", admin.EmptyFieldListFilter),
     )
-    search_fields = ("learner__username", "course__title")
-    readonly_fields = list_display  # consent rows are a record: never edited by staff
+    search_fields = (
+        "learner__username",
+        "learner__first_name",
+        "learner__last_name",
+        "course__title",
+    )
+    # consent rows are a record: never edited by staff
+    readonly_fields = ("learner", *list_display[1:])
+    list_select_related = ("learner", "course")
 
     def has_add_permission(self, request):  # consent is given by the learner, never by staff
         return False
@@ -219,7 +238,7 @@ class ConsentAdmin(admin.ModelAdmin):
 class LearnerSessionAdmin(admin.ModelAdmin):
     list_display = (
         "id",
-        "learner",
+        learner_column,
         "course",
         "status",
         "started_at",
@@ -227,8 +246,14 @@ class LearnerSessionAdmin(admin.ModelAdmin):
         "emotion_enabled",
         "last_frame_at",
     )
+    list_select_related = ("learner", "course")
     list_filter = ("status", "course", "emotion_enabled")
-    search_fields = ("learner__username", "course__title")
+    search_fields = (
+        "learner__username",
+        "learner__first_name",
+        "learner__last_name",
+        "course__title",
+    )
     date_hierarchy = "started_at"
     # A session is a record of what was taken under which consent: staff see it, end it by
     # deleting it, never edit it (turning emotion_enabled on for a learner who declined it,

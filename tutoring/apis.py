@@ -58,6 +58,7 @@ class ConsentOutput(serializers.ModelSerializer):
 
 class SessionOutput(serializers.ModelSerializer):
     learner = serializers.CharField(source="learner.username")
+    learner_name = serializers.CharField(source="learner.display_name")
 
     class Meta:
         model = LearnerSession
@@ -65,6 +66,7 @@ class SessionOutput(serializers.ModelSerializer):
             "id",
             "course",
             "learner",
+            "learner_name",
             "learner_id",
             "status",
             "started_at",
@@ -454,7 +456,8 @@ class CourseReportApi(APIView):
 def session_report_columns(course) -> list[str]:
     """The session report CSV's columns: the same for every session of a course, with frames
     or without, so files of several sessions line up (empty cells where there is no value)."""
-    cols = ["session", "learner", "course", "status", "started_at", "ended_at", "duration_s"]
+    cols = ["session", "learner", "learner_name", "course", "status", "started_at", "ended_at"]
+    cols += ["duration_s"]
     cols += ["emotion_enabled", "n_frames", "presence_ratio", "attention_ratio", "engagement"]
     cols += ["band"]
     if course.emotion_inference_enabled:
@@ -465,7 +468,7 @@ def session_report_columns(course) -> list[str]:
 def course_report_columns(course) -> list[str]:
     """The course report CSV's columns: the same for every row and every request (a learner
     without frames has empty emotion cells, an empty report still has its header)."""
-    cols = ["learner", "learner_id", "sessions", "duration_s", "n_frames"]
+    cols = ["learner", "learner_name", "learner_id", "sessions", "duration_s", "n_frames"]
     cols += ["presence_ratio", "attention_ratio", "engagement", "band"]
     if course.emotion_inference_enabled:
         cols += [f"emotion_distribution_{e}" for e in EMOTIONS] + ["dominant_emotion", "valence"]

@@ -16,6 +16,12 @@ class User(AbstractUser):
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.LEARNER)
 
     @property
+    def display_name(self) -> str:
+        """How pages, live views and reports name this person: the full name, else the
+        username (the one way, so a tile, an alert and a report name them alike)."""
+        return self.get_full_name() or self.username
+
+    @property
     def is_instructor(self) -> bool:
         return self.role == self.Role.INSTRUCTOR
 
@@ -74,7 +80,7 @@ class Enrollment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.learner} in {self.course}"
+        return f"{self.learner.display_name} in {self.course}"
 
 
 class Consent(models.Model):
@@ -103,7 +109,7 @@ class Consent(models.Model):
 
     def __str__(self) -> str:
         state = "active" if self.active else "revoked"
-        return f"{self.learner} / {self.course}: {','.join(self.scopes)} ({state})"
+        return f"{self.learner.display_name} / {self.course}: {','.join(self.scopes)} ({state})"
 
     @property
     def active(self) -> bool:
@@ -147,7 +153,7 @@ class LearnerSession(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"session {self.pk} of {self.learner} in {self.course}"
+        return f"session {self.pk} of {self.learner.display_name} in {self.course}"
 
     @property
     def is_open(self) -> bool:

@@ -209,6 +209,7 @@ def session_report(*, session: LearnerSession, window_s: float = 10.0) -> dict:
     report = {
         "session": session.pk,
         "learner": session.learner.username,
+        "learner_name": session.learner.display_name,
         "course": session.course_id,
         "status": session.status,
         "started_at": session.started_at,
@@ -296,6 +297,7 @@ def course_report(*, course: Course, date_from=None, date_to=None) -> dict:
             s.learner_id,
             {
                 "learner": s.learner.username,
+                "learner_name": s.learner.display_name,
                 "learner_id": s.learner_id,
                 "sessions": 0,
                 "duration_s": 0.0,

@@ -287,7 +287,7 @@ def session_start(
     payload = {
         "session": session.pk,
         "learner": learner.pk,
-        "learner_name": learner.get_full_name() or learner.username,
+        "learner_name": learner.display_name,
     }
     transaction.on_commit(lambda: group_send(course_group(course.pk), "session.started", payload))
     return session
@@ -531,12 +531,14 @@ def retention_purge_expired(*, now=None) -> dict[str, dict[int, int]]:
 
 
 DEMO_USERS = [
-    ("admin", User.Role.ADMIN),
-    ("instructor1", User.Role.INSTRUCTOR),
-    ("instructor2", User.Role.INSTRUCTOR),
-    ("learner1", User.Role.LEARNER),
-    ("learner2", User.Role.LEARNER),
-    ("learner3", User.Role.LEARNER),
+    # username, role, first name, last name: distinct names, so that two learners' tiles,
+    # alerts and report rows can be told apart
+    ("admin", User.Role.ADMIN, "Rui", "Costa"),
+    ("instructor1", User.Role.INSTRUCTOR, "Grace", "Okafor"),
+    ("instructor2", User.Role.INSTRUCTOR, "Tomás", "Novak"),
+    ("learner1", User.Role.LEARNER, "Amara", "Lindqvist"),
+    ("learner2", User.Role.LEARNER, "Ben", "Takahashi"),
+    ("learner3", User.Role.LEARNER, "Chloé", "Martin"),
 ]
 DEMO_COURSES = [
     # title, instructor, learners, policy
@@ -550,6 +552,18 @@ DEMO_COURSES = [
 ]
 
 
+def _demo_user_rename(*, user: User, first_name: str, last_name: str) -> bool:
+    """Give a demo account its demo name if it still carries the placeholder of earlier
+    seeds (first name = the username without digits, titled; no last name). A name anyone
+    has set is kept. Whether it was renamed."""
+    placeholder = user.username.rstrip("0123456789").title()
+    if user.first_name != placeholder or user.last_name:
+        return False
+    user.first_name, user.last_name = first_name, last_name
+    user.save(update_fields=["first_name", "last_name"])
+    return True
+
+
 @transaction.atomic
 def demo_seed(*, only_if_no_users: bool = False) -> dict:
     """Create the demo accounts and courses that are missing; never change what exists.
@@ -560,25 +574,29 @@ def demo_seed(*, only_if_no_users: bool = False) -> dict:
     printed once). Enrollments and consents are made only where the course or the learner is
     created now, so a learner removed from a demo course, or who revoked consent, stays so.
     With ``only_if_no_users`` (``make run``) nothing is created on a database that has any
-    user. Returns what was created, and the demo usernames left as they were.
+    user. The one change made to an existing demo account: the placeholder name earlier seeds
+    gave it ("Learner" for every learner) becomes its demo name, if it still has it. Returns
+    what was created, the demo usernames renamed so, and those left as they were.
     """
-    result = {"users": [], "courses": [], "existing": [], "skipped": False}
+    result = {"users": [], "courses": [], "existing": [], "renamed": [], "skipped": False}
     if only_if_no_users and User.objects.exists():
         result["skipped"] = True
         return result
     by_name, created = {}, set()
-    for username, role in DEMO_USERS:
+    for username, role, first_name, last_name in DEMO_USERS:
         user = User.objects.filter(username=username).first()
         if user is not None:
             by_name[username] = user
-            result["existing"].append(username)
+            renamed = _demo_user_rename(user=user, first_name=first_name, last_name=last_name)
+            result["renamed" if renamed else "existing"].append(username)
             continue
         admin = role == User.Role.ADMIN
         user = user_create(
             username=username,
             password=DEMO_PASSWORD,
             role=role,
-            first_name=username.rstrip("0123456789").title(),
+            first_name=first_name,
+            last_name=last_name,
             is_staff=admin,
             is_superuser=admin,
         )

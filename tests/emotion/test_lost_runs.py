@@ -144,3 +144,41 @@ def test_a_poison_frame_does_not_crash_loop_a_real_inference_worker(
     assert len(crashes) == 2, log[-3000:]  # in its batch, then alone
     assert worker.proc.poll() is None  # the worker is still serving
     wait_for(lambda: get_frame_store().keys() == [], 10, "frames to be deleted")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_that_comes_back_takes_its_run_back(classroom, face_frames, admin_client):
+    """A successful batch, and a delivery whose results another one beat, leave no mark: only
+    a delivery that never returns does (issue 23: every reading showed 'Lost runs: 1')."""
+    ids = accept(classroom.session, face_frames[0], face_frames[1], black_jpeg())
+    assert readings_analyse(reading_ids=ids)["analysed"] == 3
+    assert lost_runs(ids) == [0, 0, 0]
+    late = accept(classroom.session, face_frames[2])
+    Reading.objects.filter(pk__in=late).update(lost_runs=1)  # one earlier delivery was lost
+    assert readings_analyse(reading_ids=late)["faces"] == 1
+    assert lost_runs(late) == [1]  # that loss stays on record; this run is taken back
+
+    # what the admin shows of it
+    r = admin_client.get(f"/admin/emotion/reading/{ids[0]}/change/")
+    html = re.sub(r"\s+", " ", r.content.decode())
+    assert re.search(r"<label>Lost runs:</label> <div class=\"readonly\">0</div>", html), html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_beaten_by_another_takes_its_run_back(classroom, face_frames, monkeypatch):
+    """Its results are dropped (the other delivery's stand), but it came back."""
+    ids = accept(classroom.session, face_frames[0])
+    store = get_frame_store()
+    real_get_many, calls = type(store).get_many, []
+
+    def get_many(self, reading_ids):
+        calls.append(1)
+        if len(calls) == 1:  # this delivery has read its rows; another one finishes first
+            assert readings_analyse(reading_ids=ids)["analysed"] == 1
+        return real_get_many(self, reading_ids)
+
+    monkeypatch.setattr(type(store), "get_many", get_many)
+    # the bytes stay after the first delivery, so the beaten one runs the model too
+    monkeypatch.setattr(type(store), "delete_many", lambda self, reading_ids: None)
+    assert readings_analyse(reading_ids=ids)["skipped"] == 1
+    assert lost_runs(ids) == [0]

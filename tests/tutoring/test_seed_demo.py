@@ -16,6 +16,7 @@ from tutoring import services
 from tutoring.models import Consent, Course, Enrollment, User
 
 DEMO = services.DEMO_PASSWORD
+DEMO_U = services.DEMO_USERS
 
 
 def seed(capsys, *args) -> str:
@@ -187,3 +188,25 @@ def test_make_run_seeds_an_empty_database_once_and_never_resets_an_account(run_s
     admin.refresh_from_db()
     assert admin.check_password("changed-by-Operator-7")
     assert DEMO not in out and "not seeded" in out
+
+
+def test_demo_people_have_distinct_names(db, capsys):
+    """Issue 23: every demo learner was 'Learner' (two identical tiles, 'Learner: absent')."""
+    seed(capsys)
+    names = [u.display_name for u in User.objects.filter(username__in=[n for n, *_ in DEMO_U])]
+    assert len(names) == len(DEMO_U) == len(set(names))
+    assert User.objects.get(username="learner1").display_name == "Amara Lindqvist"
+
+
+def test_a_reseed_renames_only_a_demo_account_that_still_has_the_placeholder(db, capsys):
+    seed(capsys)
+    User.objects.filter(username__in=["learner1", "learner2"]).update(
+        first_name="Learner", last_name=""
+    )  # what earlier seeds made
+    User.objects.filter(username="learner3").update(first_name="Learner", last_name="Own")
+    out = seed(capsys)
+    names = dict(User.objects.values_list("username", "first_name"))
+    assert names["learner1"] == "Amara" and names["learner2"] == "Ben"
+    assert User.objects.get(username="learner3").display_name == "Learner Own"  # set by hand
+    assert "Placeholder names replaced by demo names: learner1, learner2" in out
+    assert DEMO not in out  # nothing else about the accounts changed

@@ -8,8 +8,9 @@ from tutoring.services import demo_seed
 class Command(BaseCommand):
     help = (
         "Create the demo admin, instructors, courses and learners that do not exist yet and "
-        "print their logins (once, when created). Existing accounts are never changed: no "
-        "password, flag or consent is reset."
+        "print their logins (once, when created). Existing accounts are never changed (no "
+        "password, flag or consent is reset), except that a demo account still carrying an "
+        "earlier seed's placeholder name gets its demo name."
     )
 
     def add_arguments(self, parser):
@@ -42,6 +43,8 @@ class Command(BaseCommand):
             )
         else:
             w("No demo account created.")
+        if result["renamed"]:
+            w(f"Placeholder names replaced by demo names: {', '.join(result['renamed'])}")
         if result["existing"]:
             w(f"Existing accounts left unchanged: {', '.join(result['existing'])}")
         for c in result["courses"]:
