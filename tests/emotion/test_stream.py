@@ -6,9 +6,9 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 
-from emotion.consumers import MAX_HEADER_BYTES, STREAM_FRAME_BYTES_CAP
 from emotion.framestore import get_frame_store
 from emotion.models import Reading
+from emotion.stream_protocol import MAX_HEADER_BYTES, STREAM_FRAME_BYTES_CAP
 from ml.classes import EMOTIONS
 from tests.emotion.stream_client import StreamClient, connect, drain, frame_message
 
