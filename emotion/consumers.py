@@ -31,6 +31,7 @@ from emotion.services import (
     session_check_ingest,
 )
 from emotion.socket_auth import AuthRecheckMixin, signed_in_user
+from emotion.validation import FrameRejection, check_sequence, check_size
 from tutoring.models import Course, LearnerSession
 from tutoring.selectors import course_is_managed_by
 
@@ -183,13 +184,11 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
 
     async def _frame(self, header: dict, data: bytes):
         seq, captured = header.get("sequence"), header.get("captured_at")
-        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
-            reason = "sequence must be an integer ≥ 0"
-            return await self._ack(seq, "rejected", code="bad_sequence", reason=reason)
-        limit = wire.stream_max_frame_bytes()
-        if len(data) > limit:
-            reason = f"{len(data)} bytes exceeds this stream's limit of {limit} per frame"
-            return await self._ack(seq, "rejected", code="too_large", reason=reason)
+        try:  # before credit is taken: a frame refused for its header costs none
+            check_sequence(seq)
+            check_size(len(data), wire.stream_max_frame_bytes(), stream=True)
+        except FrameRejection as e:
+            return await self._ack(seq, "rejected", code=e.code, reason=e.reason)
         if not self.budget.take():
             return await self._ack(seq, "dropped", reason="no credit")
         captured_at = wire.parse_time(captured)
