@@ -111,7 +111,10 @@ def parse_time(value) -> datetime | None:
         except (OverflowError, ValueError, OSError):
             return None
     if isinstance(value, str):
-        dt = parse_datetime(value)
+        try:
+            dt = parse_datetime(value)
+        except ValueError:  # well-formed but impossible: 2026-02-30, an offset of 24 h
+            return None
         if dt is not None and dt.tzinfo is not None:
             return dt
     return None

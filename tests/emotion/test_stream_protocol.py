@@ -113,7 +113,7 @@ def test_captured_at_as_an_iso_time_with_an_offset():
 @pytest.mark.parametrize(
     "value",
     [None, "2026-03-01T12:00:00", "2026-03-01", "yesterday", "", True, False, 10**30, -(10**30)]
-    + [float("nan"), [1], {"ms": 1}],
+    + [float("nan"), [1], {"ms": 1}, "2026-02-30T00:00:00+00:00", "2026-01-01T00:00:00+24:00"],
 )
 def test_captured_at_that_is_missing_or_unusable_is_none(value):
     assert wire.parse_time(value) is None
