@@ -20,7 +20,13 @@ from django.utils import timezone
 
 from emotion.framestore import get_frame_store
 from emotion.models import ModelVersion, Reading
-from emotion.validation import FrameRejection, check_frame, decode_frame
+from emotion.validation import (
+    MAX_SEQUENCE,
+    FrameRejection,
+    check_frame,
+    check_sequence,
+    decode_frame,
+)
 from ml.classes import EMOTIONS
 from ml.engagement import Observation, attentive
 from tutoring.models import Consent, LearnerSession
@@ -28,7 +34,6 @@ from tutoring.models import Consent, LearnerSession
 logger = logging.getLogger(__name__)
 
 
-MAX_SEQUENCE = 2**31 - 1  # Reading.sequence is a PositiveIntegerField
 #: a frame given to the model this many times by deliveries that died with their worker is
 #: recorded as ``inference_failed`` instead of being tried again (once in its batch, once alone)
 MAX_LOST_RUNS = 2
@@ -108,8 +113,7 @@ def frames_accept(
                 raise FrameRejection(
                     "bad_timestamp", "captured_at is too far from the session's time"
                 )
-            if f.sequence is not None and not 0 <= f.sequence <= MAX_SEQUENCE:
-                raise FrameRejection("bad_sequence", f"sequence must be 0…{MAX_SEQUENCE}")
+            check_sequence(f.sequence)
         except FrameRejection as e:
             result.rejected.append(
                 {"file": f.name, "sequence": f.sequence, "code": e.code, "reason": e.reason}

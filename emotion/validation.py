@@ -43,6 +43,28 @@ class FrameRejection(Exception):
         return {"too_large": 413, "unsupported_type": 415}.get(self.code, 400)
 
 
+MAX_SEQUENCE = 2**31 - 1  # Reading.sequence is a PositiveIntegerField
+
+
+def check_sequence(value: object) -> None:
+    """``bad_sequence`` unless ``value`` is None (the server numbers the frame) or an integer
+    0…MAX_SEQUENCE. A stream's header is JSON, so it may hold anything: a string, a list."""
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise FrameRejection("bad_sequence", "sequence must be an integer ≥ 0")
+    if value > MAX_SEQUENCE:
+        raise FrameRejection("bad_sequence", f"sequence must be 0…{MAX_SEQUENCE}")
+
+
+def check_size(size: int, limit: int, *, stream: bool = False) -> None:
+    """``too_large`` when ``size`` bytes exceed ``limit``: the configured frame limit, or for a
+    streamed frame that limit capped to what fits in one WebSocket message."""
+    if size > limit:
+        where = f"this stream's limit of {limit} per frame" if stream else f"the limit of {limit}"
+        raise FrameRejection("too_large", f"{size} bytes exceeds {where}")
+
+
 def sniff(data: bytes) -> str | None:
     if data.startswith(JPEG_MAGIC):
         return "image/jpeg"
@@ -257,11 +279,7 @@ MIN_SIDE = 16
 def check_frame(data: bytes, size: int | None = None) -> str:
     """Return the sniffed content type, or raise FrameRejection with the reason."""
     limits = settings.EMOTION_LIMITS
-    size = max(len(data), size or 0)
-    if size > limits["max_frame_bytes"]:
-        raise FrameRejection(
-            "too_large", f"{size} bytes exceeds the limit of {limits['max_frame_bytes']}"
-        )
+    check_size(max(len(data), size or 0), limits["max_frame_bytes"])
     if not data:
         raise FrameRejection("empty", "the file is empty")
     max_side = limits["max_side"]

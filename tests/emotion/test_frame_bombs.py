@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emotion.consumers import STREAM_FRAME_BYTES_CAP
 from emotion.framestore import get_frame_store
 from emotion.models import Reading
 from emotion.services import readings_analyse
+from emotion.stream_protocol import STREAM_FRAME_BYTES_CAP
 from emotion.validation import (
     MAX_JPEG_SCANS,
     FrameRejection,

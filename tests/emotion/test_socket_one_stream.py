@@ -15,7 +15,7 @@ import asyncio
 import pytest
 from channels.db import database_sync_to_async
 
-from emotion.consumers import REPLACED_REASON
+from emotion.stream_protocol import REPLACED_REASON
 from tests.emotion.stream_client import StreamClient, connect, frame_message
 from tests.factories import LearnerSessionFactory
 

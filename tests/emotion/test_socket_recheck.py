@@ -29,7 +29,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from config.asgi import application
 from config.broadcast import course_group
-from emotion import consumers
+from emotion import consumers, socket_auth
 from emotion.live import broadcast_after_batch
 from emotion.models import Reading
 from tests.browser.conftest import asgi_server  # noqa: F401  (the live server fixture)
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def recheck_every_message(monkeypatch):
     """Check on every message, so a test need not wait out the interval. (``raising=False``:
     without the check there is no constant, and the test fails on its assertions.)"""
-    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.0, raising=False)
+    monkeypatch.setattr(socket_auth, "RECHECK_SECONDS", 0.0, raising=False)
 
 
 def _signed_in(user) -> str:
@@ -165,7 +165,7 @@ async def test_password_change_closes_the_live_view(classroom, recheck_every_mes
 async def test_the_check_runs_at_most_every_recheck_seconds(classroom, monkeypatch):
     """Between checks messages flow without a database round trip; the first message after
     the interval is checked."""
-    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 1.0, raising=False)
+    monkeypatch.setattr(socket_auth, "RECHECK_SECONDS", 1.0, raising=False)
     checks = []
     real = consumers.CourseLiveConsumer.refusal_now
 
@@ -254,7 +254,7 @@ async def test_signing_out_closes_the_live_view_through_the_server(asgi_server, 
     await asyncio.to_thread(sign_out)
     signed_in = SessionStore(cookies["sessionid"]).exists
     assert not await database_sync_to_async(signed_in)(cookies["sessionid"])
-    await asyncio.sleep(getattr(consumers, "RECHECK_SECONDS", 5.0) + 0.5)
+    await asyncio.sleep(getattr(socket_auth, "RECHECK_SECONDS", 5.0) + 0.5)
     token = await database_sync_to_async(api_token)(classroom.learner)
 
     def learner_ends_the_session():

@@ -22,7 +22,7 @@ from django.utils import timezone
 from websockets.asyncio.client import connect as ws_connect
 
 from config.serve import WS_MAX_MESSAGE_BYTES, uvicorn_config
-from emotion.consumers import (
+from emotion.stream_protocol import (
     FRAME_PREFIX_BYTES,
     MAX_HEADER_BYTES,
     STREAM_FRAME_BYTES_CAP,

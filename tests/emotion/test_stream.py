@@ -6,9 +6,9 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 
-from emotion.consumers import MAX_HEADER_BYTES, STREAM_FRAME_BYTES_CAP
 from emotion.framestore import get_frame_store
 from emotion.models import Reading
+from emotion.stream_protocol import MAX_HEADER_BYTES, STREAM_FRAME_BYTES_CAP
 from ml.classes import EMOTIONS
 from tests.emotion.stream_client import StreamClient, connect, drain, frame_message
 
@@ -331,3 +331,23 @@ async def test_a_socket_that_crashes_gives_its_frames_in_flight_back(
     with pytest.raises(RuntimeError, match="went away"):
         await comm.receive_output(timeout=10)
     assert get_batcher().in_flight_total == 0
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_unusable_captured_at_is_rejected_and_the_socket_stays_open(
+    classroom, face_frames
+):
+    """A time that is not one (text, a naive time, or well-formed but impossible: February
+    30th, an offset of 24 h, which used to raise out of the consumer and close it with
+    1011) is a per-frame ``bad_timestamp``."""
+    comm, _, _ = await connect(f"/ws/sessions/{classroom.session.pk}/stream/", classroom.learner)
+    await StreamClient(comm).ready()
+    bad = ["soon", "2026-03-01T12:00:00", "2026-02-30T00:00:00+00:00", "2026-01-01T00:00:00+24:00"]
+    for seq, when in enumerate(bad):
+        await comm.send_to(bytes_data=frame_message(seq, face_frames[0], captured_at=when))
+        ack = await comm.receive_json_from(timeout=10)
+        assert (ack["sequence"], ack["status"], ack["code"]) == (seq, "rejected", "bad_timestamp")
+    await comm.send_to(bytes_data=frame_message(9, face_frames[0]))
+    assert (await comm.receive_json_from(timeout=10))["status"] == "accepted"
+    assert await reading_count(classroom.session) == 1
+    await comm.disconnect()

@@ -4,7 +4,7 @@ stays open: never close 1011 (Python's json raises RecursionError on deep nestin
 import pytest
 
 from config.parsers import MAX_JSON_DEPTH
-from emotion.consumers import MAX_HEADER_BYTES
+from emotion.stream_protocol import MAX_HEADER_BYTES
 from tests.emotion.stream_client import StreamClient, connect
 
 pytestmark = pytest.mark.django_db(transaction=True)

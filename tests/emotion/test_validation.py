@@ -8,7 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion.validation import FrameRejection, check_frame, header_size, sniff
+from emotion.validation import (
+    MAX_SEQUENCE,
+    FrameRejection,
+    check_frame,
+    check_sequence,
+    check_size,
+    header_size,
+    sniff,
+)
 
 
 def png_chunk(ctype: bytes, body: bytes) -> bytes:
@@ -220,3 +228,36 @@ def test_every_prefix_and_random_damage_gives_a_size_or_a_rejection(limits):
                 assert w > 0 and h > 0
             except FrameRejection as e:
                 assert e.code == "undecodable"
+
+
+@pytest.mark.parametrize("value", [None, 0, 7, MAX_SEQUENCE])
+def test_a_sequence_number_that_fits_the_column_passes(value):
+    check_sequence(value)
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (-3, "sequence must be an integer ≥ 0"),
+        ("7", "sequence must be an integer ≥ 0"),
+        (1.0, "sequence must be an integer ≥ 0"),
+        (True, "sequence must be an integer ≥ 0"),
+        ([0], "sequence must be an integer ≥ 0"),
+        (MAX_SEQUENCE + 1, f"sequence must be 0…{MAX_SEQUENCE}"),
+    ],
+)
+def test_a_sequence_number_that_is_not_one_is_rejected(value, reason):
+    with pytest.raises(FrameRejection) as e:
+        check_sequence(value)
+    assert (e.value.code, e.value.reason) == ("bad_sequence", reason)
+
+
+def test_size_limit_says_whose_limit_it_is():
+    check_size(100, 100)
+    with pytest.raises(FrameRejection) as e:
+        check_size(101, 100)
+    assert (e.value.code, e.value.reason) == ("too_large", "101 bytes exceeds the limit of 100")
+    with pytest.raises(FrameRejection) as e:
+        check_size(101, 100, stream=True)
+    assert e.value.reason == "101 bytes exceeds this stream's limit of 100 per frame"
+    assert e.value.http_status == 413

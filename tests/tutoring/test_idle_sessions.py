@@ -121,6 +121,6 @@ def test_the_task_is_scheduled_and_the_embedded_loop_runs_it(idle_world, monkeyp
 
 
 def test_the_learner_is_told_why(idle_world):
-    from emotion.consumers import ended_reason
+    from emotion.stream_protocol import ended_reason
 
     assert "no frame arrived" in ended_reason("idle")
