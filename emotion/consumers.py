@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -31,6 +30,7 @@ from emotion.services import (
     session_check_ingest,
 )
 from emotion.socket_auth import AuthRecheckMixin, signed_in_user
+from emotion.summary import read_time
 from emotion.validation import FrameRejection, check_sequence, check_size
 from tutoring.models import Course, LearnerSession
 from tutoring.selectors import course_is_managed_by
@@ -272,7 +272,7 @@ class CourseLiveConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
         self.checked_at = time.monotonic()
         await self.accept()
         snapshot = await database_sync_to_async(course_snapshot)(course)
-        self.summary_at = datetime.fromisoformat(snapshot["summary"]["at"])
+        self.summary_at = read_time(snapshot["summary"]["at"])
         await self.send_json({"type": "snapshot", **snapshot})
 
     @staticmethod
@@ -296,7 +296,7 @@ class CourseLiveConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
 
     async def course_summary(self, event):
         # workers push summaries concurrently: one made before the last one sent is stale
-        at = datetime.fromisoformat(event["payload"]["summary"]["at"])
+        at = read_time(event["payload"]["summary"]["at"])
         if at < self.summary_at:
             return
         self.summary_at = at
