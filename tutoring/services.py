@@ -12,6 +12,7 @@ from knox.models import AuthToken
 
 from config.broadcast import course_group, group_send, session_group
 from tutoring.models import Consent, Course, Enrollment, LearnerSession, User
+from tutoring.signals import consent_ended
 
 DEMO_PASSWORD = "demo-pass-123"
 
@@ -167,15 +168,6 @@ def _lock_enrollment(*, learner: User, course: Course) -> Enrollment | None:
     return Enrollment.objects.select_for_update().filter(course=course, learner=learner).first()
 
 
-def _frames_discard(*, consent: Consent) -> int:
-    """Frames accepted under ``consent`` and still waiting for inference are not analysed
-    (``consent_revoked``) and their raw bytes are deleted on commit."""
-    from emotion.models import Reading
-    from emotion.services import frames_discard_pending
-
-    return frames_discard_pending(readings=Reading.objects.filter(session__consent=consent))
-
-
 def _sessions_end_open(*, learner: User, course: Course, reason: str) -> int:
     """End the learner's open sessions in ``course`` through ``session_end`` (which tells the
     live dashboard and the session's stream); returns how many were ended."""
@@ -225,9 +217,10 @@ def consent_grant(
         active.revoked_at = now
         active.save(update_fields=["revoked_at"])
         # sessions first: ending one waits for its row lock, i.e. for an upload in progress to
-        # commit its readings, which the discard then sees
+        # commit its readings, which the signal's receivers (emotion discards the frames still
+        # waiting for inference) then see
         _sessions_end_open(learner=learner, course=course, reason="consent_superseded")
-        _frames_discard(consent=active)
+        consent_ended.send(sender=Consent, consent=active)
     return Consent.objects.create(
         learner=learner,
         course=course,
@@ -252,7 +245,7 @@ def consent_revoke(*, learner: User, course: Course) -> Consent:
     consent.revoked_at = timezone.now()
     consent.save(update_fields=["revoked_at"])
     _sessions_end_open(learner=learner, course=course, reason="consent_revoked")
-    _frames_discard(consent=consent)  # after: see consent_grant
+    consent_ended.send(sender=Consent, consent=consent)  # after: see consent_grant
     return consent
 
 

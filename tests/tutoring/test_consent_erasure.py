@@ -11,6 +11,7 @@ from tests.factories import ReadingFactory, UserFactory
 from tests.tutoring.conftest import ended_broadcasts
 from tutoring import services
 from tutoring.models import Consent, Course, LearnerSession, User
+from tutoring.signals import consent_ended
 
 ERASE_URL = "/learn/data/erase/"
 
@@ -91,6 +92,74 @@ def test_revoking_ends_open_sessions_and_tells_the_dashboard(
     }
     with pytest.raises(SessionClosed):  # 409 "ended", not a silent 403 forever
         session_check_ingest(session=world.session_a)
+
+
+# --- consent_ended: what its receivers (emotion discards pending frames) rely on -----------------
+
+
+@pytest.fixture
+def ended_consents():
+    """What a receiver of ``consent_ended`` saw, per call."""
+    calls = []
+
+    def receiver(sender, consent, **kwargs):
+        calls.append(
+            {
+                "sender": sender,
+                "consent": consent.pk,
+                "revoked": Consent.objects.get(pk=consent.pk).revoked_at is not None,
+                "open_sessions": LearnerSession.objects.filter(
+                    consent=consent, status=LearnerSession.Status.ACTIVE
+                ).count(),
+            }
+        )
+
+    consent_ended.connect(receiver, dispatch_uid="test.ended_consents")
+    yield calls
+    consent_ended.disconnect(dispatch_uid="test.ended_consents")
+
+
+def test_revoking_sends_consent_ended_once_the_open_sessions_are_ended(world, sent, ended_consents):
+    consent = world.session_a.consent
+    services.consent_revoke(learner=world.learner_a, course=world.course)
+    assert ended_consents == [
+        {"sender": Consent, "consent": consent.pk, "revoked": True, "open_sessions": 0}
+    ]
+
+
+def test_superseding_sends_consent_ended_for_the_old_consent(world, sent, ended_consents):
+    old = world.session_a.consent
+    new = services.consent_grant(
+        learner=world.learner_a, course=world.course, engagement=True, emotion=False
+    )
+    assert new.pk != old.pk
+    assert ended_consents == [
+        {"sender": Consent, "consent": old.pk, "revoked": True, "open_sessions": 0}
+    ]
+
+
+def test_the_same_grant_again_sends_nothing(world, sent, ended_consents):
+    services.consent_grant(
+        learner=world.learner_a, course=world.course, engagement=True, emotion=True
+    )
+    assert ended_consents == []
+
+
+def test_a_failing_receiver_undoes_the_consent_change(world, sent):
+    """Receivers run inside the consent change's transaction: their failure is its failure."""
+
+    def boom(sender, consent, **kwargs):
+        raise RuntimeError("receiver failed")
+
+    consent_ended.connect(boom, dispatch_uid="test.boom")
+    try:
+        with pytest.raises(RuntimeError, match="receiver failed"):
+            services.consent_revoke(learner=world.learner_a, course=world.course)
+    finally:
+        consent_ended.disconnect(dispatch_uid="test.boom")
+    assert Consent.objects.get(pk=world.session_a.consent_id).revoked_at is None
+    world.session_a.refresh_from_db()
+    assert world.session_a.status == "active"
 
 
 # --- the learner's erase page ------------------------------------------------------------------
