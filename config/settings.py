@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "channels",
     "tutoring",
     "emotion",
+    "records",  # reports, export, erasure, retention: imports both apps above
 ]
 
 MIDDLEWARE = [

@@ -68,9 +68,11 @@ urlpatterns = [
     path("api/docs/", _api_docs(), name="api-docs"),
     path("api/", include("tutoring.urls")),
     path("api/", include("emotion.urls")),
+    path("api/", include("records.urls")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("emotion.page_urls")),
     path("", include("tutoring.page_urls")),
+    path("", include("records.page_urls")),
 ]
 
 # Errors raised outside a DRF view (no URL matches, an unhandled exception, a bad Host header)

@@ -10,9 +10,6 @@ urlpatterns = [
     path("learn/courses/<id:course_id>/revoke/", views.learn_revoke, name="learn-revoke"),
     path("learn/courses/<id:course_id>/start/", views.learn_start, name="learn-start"),
     path("learn/sessions/<id:session_id>/", views.learn_session, name="learn-session"),
-    path("learn/data/erase/", views.learn_erase, name="learn-erase"),
     path("teach/", views.teach_home, name="teach-home"),
     path("teach/courses/<id:course_id>/live/", views.teach_live, name="teach-live"),
-    path("teach/courses/<id:course_id>/reports/", views.teach_reports, name="teach-reports"),
-    path("teach/sessions/<id:session_id>/", views.teach_session, name="teach-session"),
 ]

@@ -1,20 +1,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from tutoring.services import retention_purge_expired, sessions_end_idle
-
-
-@shared_task(name="tutoring.tasks.purge_expired_readings", **settings.HOUSEKEEPING_TASK_OPTIONS)
-def purge_expired_readings() -> dict:
-    """Delete what is past each course's retention: readings, and ended sessions with them.
-
-    Returns ``{"readings": {course_id: n}, "sessions": {course_id: n}}`` (ids as strings, for
-    JSON); idempotent: re-running deletes nothing.
-    """
-    deleted = retention_purge_expired()
-    return {
-        kind: {str(k): v for k, v in per_course.items()} for kind, per_course in deleted.items()
-    }
+from tutoring.services import sessions_end_idle
 
 
 @shared_task(name="tutoring.tasks.end_idle_sessions", **settings.HOUSEKEEPING_TASK_OPTIONS)

@@ -14,18 +14,7 @@ urlpatterns = [
         apis.CourseSessionListApi.as_view(),
         name="course-sessions",
     ),
-    path("courses/<id:course_id>/report/", apis.CourseReportApi.as_view(), name="course-report"),
     path("sessions/", apis.SessionCreateApi.as_view(), name="session-create"),
     path("sessions/<id:session_id>/", apis.SessionDetailApi.as_view(), name="session-detail"),
     path("sessions/<id:session_id>/end/", apis.SessionEndApi.as_view(), name="session-end"),
-    path(
-        "sessions/<id:session_id>/timeline/",
-        apis.SessionTimelineApi.as_view(),
-        name="session-timeline",
-    ),
-    path(
-        "sessions/<id:session_id>/report/", apis.SessionReportApi.as_view(), name="session-report"
-    ),
-    path("me/export/", apis.MeExportApi.as_view(), name="me-export"),
-    path("me/data/", apis.MeDataApi.as_view(), name="me-data"),
 ]

@@ -6,7 +6,8 @@ its frames expire; a retention purge of a large school may need longer, and rede
 from django.conf import settings
 
 from emotion.tasks import analyse_batch, requeue_stale_readings
-from tutoring.tasks import end_idle_sessions, purge_expired_readings
+from records.tasks import purge_expired_readings
+from tutoring.tasks import end_idle_sessions
 
 
 def test_housekeeping_is_acknowledged_on_receipt_with_limits_of_its_own():

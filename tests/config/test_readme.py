@@ -14,7 +14,7 @@ READS = re.compile(
 
 def test_every_environment_variable_the_code_reads_is_documented():
     read = set()
-    for package in ("config", "emotion", "tutoring", "ml"):
+    for package in ("config", "emotion", "tutoring", "records", "ml"):
         for path in (ROOT / package).rglob("*.py"):
             read |= set(READS.findall(path.read_text()))
     assert {"DATABASE_URL", "ML_WEIGHTS", "DB_CONN_MAX_AGE"} <= read  # the pattern finds them

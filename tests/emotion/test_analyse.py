@@ -194,7 +194,7 @@ def test_consent_revoked_while_the_model_runs_drops_the_results(
 def test_erasing_a_learners_data_deletes_the_bytes_of_frames_still_waiting(
     classroom, face_frames, no_model
 ):
-    from tutoring.services import learner_data_erase
+    from records.services import learner_data_erase
 
     ids = accept(classroom.session, face_frames[0])
     other = accept(

@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from emotion.services import IncomingFrame, frames_accept
+from records.services import sessions_purge_expired
 from tests.factories import LearnerSessionFactory
 from tests.tutoring.conftest import ended_broadcasts
 from tutoring import services
@@ -92,7 +93,7 @@ def test_an_idle_session_ends_then_goes_with_retention(idle_world):
     world, silent, _ = idle_world
     services.sessions_end_idle()
     later = timezone.now() + timedelta(days=world.other_course.retention_days + 1)
-    deleted = services.sessions_purge_expired(now=later)
+    deleted = sessions_purge_expired(now=later)
     assert deleted[world.other_course.pk] >= 1
     assert not LearnerSession.objects.filter(pk=silent.pk).exists()
     assert LearnerSession.objects.filter(pk=world.session_b.pk).exists()  # still open

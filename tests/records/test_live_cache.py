@@ -9,8 +9,8 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from emotion.live import broadcast_after_batch
+from records import services
 from tests.factories import ReadingFactory
-from tutoring import services
 from tutoring.models import LearnerSession
 
 

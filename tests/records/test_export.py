@@ -13,10 +13,10 @@ from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 
 from emotion.models import Reading
+from records import selectors, services
+from records.apis import MeExportApi
 from tests.factories import LearnerSessionFactory, ReadingFactory, api_token
 from tests.services import require_service
-from tutoring import selectors, services
-from tutoring.apis import MeExportApi
 from tutoring.models import LearnerSession
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))  # stands in for a 48×48 crop
@@ -293,13 +293,13 @@ def test_a_failure_part_way_is_logged_and_leaves_a_document_that_does_not_parse(
     monkeypatch.setattr(selectors, "_export_reading", fails_at_the_fourth)
     monkeypatch.setattr(MeExportApi, "piece_bytes", 1)
     r = api(world.learner_a).get("/api/me/export/")
-    with caplog.at_level(logging.ERROR, logger="tutoring.apis"):
+    with caplog.at_level(logging.ERROR, logger="records.apis"):
         content = body_of(r)
     assert content.startswith(b'{"user":{"username":"learner_a"')
     assert content.count(b'"sequence":') == 3
     with pytest.raises(json.JSONDecodeError):
         json.loads(content)
-    (record,) = [rec for rec in caplog.records if rec.name == "tutoring.apis"]
+    (record,) = [rec for rec in caplog.records if rec.name == "records.apis"]
     assert "learner_a" in record.getMessage() and record.exc_info[0] is RuntimeError
 
 

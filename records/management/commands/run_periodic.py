@@ -28,7 +28,7 @@ POLL_SECONDS = 1.0
 
 
 def job_purge_expired() -> tuple[int, str]:
-    from tutoring.services import retention_purge_expired
+    from records.services import retention_purge_expired
 
     deleted = retention_purge_expired()
     readings, sessions = sum(deleted["readings"].values()), sum(deleted["sessions"].values())

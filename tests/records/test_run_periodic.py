@@ -55,7 +55,7 @@ def test_a_failing_job_is_reported_and_does_not_stop_the_others(world, monkeypat
     def boom(**kw):
         raise RuntimeError("database away")
 
-    monkeypatch.setattr("tutoring.services.retention_purge_expired", boom)
+    monkeypatch.setattr("records.services.retention_purge_expired", boom)
     with pytest.raises(CommandError, match="purge_expired"):
         call_command("run_periodic", "--once")
     assert len(requeued) == 1

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from tutoring.services import retention_purge_expired
+from records.services import retention_purge_expired
 
 
 class Command(BaseCommand):

@@ -7,9 +7,10 @@ from django.core.exceptions import PermissionDenied
 
 from emotion.models import Reading
 from emotion.services import SessionClosed, session_check_ingest
+from records import services
 from tests.factories import ReadingFactory
 from tests.tutoring.conftest import ended_broadcasts
-from tutoring import services
+from tutoring import services as tutoring_services
 from tutoring.models import Consent, Enrollment, LearnerSession
 
 
@@ -50,9 +51,9 @@ def assert_removed(world, sent, pending):
 
 
 def assert_enrolling_again_asks_for_consent(world):
-    services.course_enroll(course=world.course, learner=world.learner_a)
+    tutoring_services.course_enroll(course=world.course, learner=world.learner_a)
     with pytest.raises(PermissionDenied, match="consent"):
-        services.session_start(learner=world.learner_a, course=world.course)
+        tutoring_services.session_start(learner=world.learner_a, course=world.course)
 
 
 def enrollment_of(world):

@@ -5,9 +5,9 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from emotion.models import Reading
+from records.tasks import purge_expired_readings
 from tests.factories import LearnerSessionFactory, ReadingFactory
 from tutoring.models import LearnerSession
-from tutoring.tasks import purge_expired_readings
 
 
 @pytest.fixture

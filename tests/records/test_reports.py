@@ -15,14 +15,7 @@ import io
 import pytest
 from django.utils import timezone
 
-from tests.factories import (
-    CourseFactory,
-    LearnerSessionFactory,
-    ReadingFactory,
-    UserFactory,
-    enroll,
-    probs_for,
-)
+from tests.factories import LearnerSessionFactory, ReadingFactory, probs_for
 
 
 @pytest.fixture
@@ -300,7 +293,7 @@ def _add_sessions(world, n):
 def test_course_report_query_count_does_not_grow_with_sessions(
     world, django_assert_max_num_queries
 ):
-    from tutoring.selectors import course_report
+    from records.selectors import course_report
 
     week = {"date_from": timezone.now() - dt.timedelta(days=7), "date_to": None}
     world.session_b.delete()
@@ -311,47 +304,6 @@ def test_course_report_query_count_does_not_grow_with_sessions(
     assert rep["sessions"] == 10 and rep["learners"][0]["n_frames"] == 27
     with django_assert_max_num_queries(2):  # the sessions, then all their readings
         course_report(course=world.course, **week)
-
-
-def _add_courses(world, n):
-    for _ in range(n):
-        c = CourseFactory(instructors=[world.instructor])
-        enroll(c, world.learner_a, UserFactory())
-
-
-@pytest.mark.parametrize("who", ["instructor", "learner_a", "admin"])
-def test_course_list_query_count_does_not_grow_with_courses(
-    world, api, who, django_assert_max_num_queries
-):
-    client = api(world.actor(who))
-    one = _queries(lambda: client.get("/api/courses/?page_size=500"))
-    _add_courses(world, 9)
-    with django_assert_max_num_queries(one):
-        r = client.get("/api/courses/?page_size=500")
-    assert r.status_code == 200
-    results = r.json()["results"]
-    mine = [c for c in results if c["id"] != world.course.pk]
-    assert len(mine) >= 9
-    if who == "learner_a":
-        assert all(c["learner_count"] is None for c in results)
-        assert all(c["my_consent"]["scopes"] == ["engagement", "emotion"] for c in results)
-    else:
-        algebra = next(c for c in results if c["id"] == world.course.pk)
-        assert algebra["learner_count"] == 2 and algebra["my_consent"] is None
-        assert all(c["learner_count"] == 2 for c in mine if c["title"] != "Chemistry")
-
-
-def test_course_output_only_shows_the_learners_active_consent(world, api):
-    from tutoring import services
-
-    services.consent_revoke(learner=world.learner_a, course=world.course)
-    body = api(world.learner_a).get("/api/courses/").json()["results"]
-    assert [c["my_consent"] for c in body] == [None]
-    detail = api(world.learner_a).get(f"/api/courses/{world.course.pk}/").json()
-    assert detail["my_consent"] is None and detail["learner_count"] is None
-    detail = api(world.instructor).get(f"/api/courses/{world.course.pk}/").json()
-    assert detail["learner_count"] == 2
-    assert api(world.instructor).get(f"/api/courses/{world.other_course.pk}/").status_code == 404
 
 
 # --- frames the server could not analyse ----------------------------------------------------------
@@ -420,7 +372,8 @@ def test_timeline_keeps_frames_stamped_before_the_start_or_after_the_end(world, 
 
 
 def test_session_report_reads_the_readings_once(world, readings, django_assert_num_queries):
-    from tutoring.selectors import session_get, session_report
+    from records.selectors import session_report
+    from tutoring.selectors import session_get
 
     session = session_get(user=world.instructor, session_id=world.session_a.pk)
     with django_assert_num_queries(1):
