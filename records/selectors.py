@@ -33,6 +33,16 @@ def _session_readings(session: LearnerSession, date_from=None, date_to=None):
     return list(qs.order_by("captured_at").values(*READING_FIELDS))
 
 
+def _session_observations(session: LearnerSession, emotion: bool) -> list[Observation]:
+    """The session's analysed readings, timed from its start by capture time."""
+    return observations(
+        _session_readings(session),
+        time_field="captured_at",
+        origin=session.started_at,
+        emotion=emotion,
+    )
+
+
 #: the most windows a timeline has: a longer span gets wider windows (see ``session_timeline``)
 MAX_TIMELINE_WINDOWS = 2000
 
@@ -57,12 +67,7 @@ def session_timeline_data(*, session: LearnerSession, window_s: float = 10.0) ->
     and the ``window_s`` returned is the one used.
     """
     emotion = session_emotion_visible(session)
-    obs = observations(
-        _session_readings(session),
-        time_field="captured_at",
-        origin=session.started_at,
-        emotion=emotion,
-    )
+    obs = _session_observations(session, emotion)
     return _timeline(session, obs, emotion, window_s)
 
 
@@ -120,12 +125,7 @@ def session_report(*, session: LearnerSession, window_s: float = 10.0) -> dict:
     """The whole session's aggregates; ``band_share`` is the share of the timeline's windows
     with frames in each band (``window_s`` windows, wider for a very long session). One query."""
     emotion = session_emotion_visible(session)
-    obs = observations(
-        _session_readings(session),
-        time_field="captured_at",
-        origin=session.started_at,
-        emotion=emotion,
-    )
+    obs = _session_observations(session, emotion)
     timeline = _timeline(session, obs, emotion, window_s)["windows"]
     bands = Counter(w["band"] for w in timeline if w["n_frames"])
     n_windows = sum(bands.values())

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("config", "emotion", "tutoring", "ml")
+PACKAGES = ("config", "emotion", "tutoring", "records", "ml")
 
 
 def python_files(package: Path) -> list[Path]:
