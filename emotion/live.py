@@ -19,6 +19,7 @@ from config.broadcast import course_group, group_send_many, session_group
 from emotion.models import Reading
 from emotion.observations import OBSERVATION_FIELDS, observations
 from emotion.summary import (
+    HISTORY_S,
     CourseSummary,
     CurrentWindow,
     LearnerTile,
@@ -28,11 +29,13 @@ from emotion.summary import (
     Snapshot,
     Thresholds,
     aged,
+    class_history,
     course_summary,
     disengaged_seconds,
     disengaged_since,
     fills_look_back,
     look_back_windows,
+    paused_after,
     recent_windows,
     summarise,
 )
@@ -165,8 +168,52 @@ def course_aggregate(course: Course, sessions: list[SessionSummary]) -> dict:
     return _aggregate(course, sessions).to_dict()
 
 
+def _class_history(course: Course, now: datetime):
+    """The class engagement over the last ``HISTORY_S``, from the analysed readings of every
+    session of the course received then (one since ended counted while it ran)."""
+    window_s = settings.LIVE_WINDOW_SECONDS
+    n = max(1, int(HISTORY_S // window_s))
+    rows = (
+        Reading.objects.analysed()
+        .filter(
+            session__course=course,
+            received_at__gt=now - timedelta(seconds=n * window_s),
+            received_at__lte=now,
+        )
+        .order_by("session_id", "received_at", "sequence")
+        .values("session_id", "session__emotion_enabled", "received_at", *OBSERVATION_FIELDS)
+    )
+    by_session: dict[int, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_session[r["session_id"]].append(r)
+    obs = {
+        pk: observations(
+            rs,
+            time_field="received_at",
+            origin=now,
+            emotion=rs[0]["session__emotion_enabled"] and course.emotion_inference_enabled,
+        )
+        for pk, rs in by_session.items()
+    }
+    return class_history(obs, now=now, window_s=window_s, n=n)
+
+
+def _live_course(course: Course) -> LiveCourse:
+    return LiveCourse(
+        id=course.pk,
+        title=course.title,
+        emotion_enabled=course.emotion_inference_enabled,
+        alert_absent_seconds=course.alert_absent_seconds,
+        alert_disengaged_seconds=course.alert_disengaged_seconds,
+        capture_fps=course.capture_fps,
+        paused_after_s=paused_after(course.capture_fps),
+        window_s=settings.LIVE_WINDOW_SECONDS,
+    )
+
+
 def course_snapshot(course: Course) -> dict:
-    """What an instructor's live view starts from: every enrolled learner and their session."""
+    """What an instructor's live view starts from: every enrolled learner and their session,
+    and the class engagement of the last few minutes."""
     now = timezone.now()
     open_sessions = {
         s.learner_id: s
@@ -189,15 +236,10 @@ def course_snapshot(course: Course) -> dict:
             )
         )
     return Snapshot(
-        course=LiveCourse(
-            id=course.pk,
-            title=course.title,
-            emotion_enabled=course.emotion_inference_enabled,
-            alert_absent_seconds=course.alert_absent_seconds,
-            alert_disengaged_seconds=course.alert_disengaged_seconds,
-        ),
+        course=_live_course(course),
         learners=tuple(learners),
         summary=_aggregate(course, sessions),
+        history=_class_history(course, now),
     ).to_dict()
 
 

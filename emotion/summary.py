@@ -26,6 +26,15 @@ ACTIVE = "active"
 #: still counts in the current window.
 NOW_INCLUDED_S = 1e-6
 
+#: How far back the instructor's class engagement chart reaches (seconds).
+HISTORY_S = 300
+
+#: A recording session's tile reads "paused" after this many capture intervals without a
+#: picture, and never sooner than ``PAUSED_AFTER_MIN_S``: a browser skips a picture when the
+#: server has no credit for it, so a few missing ones are not a pause.
+PAUSED_AFTER_INTERVALS = 5
+PAUSED_AFTER_MIN_S = 5.0
+
 #: A disengaged run this close to the whole look-back fills it: it may have begun earlier.
 RUN_FILLS_LOOK_BACK_TOLERANCE_S = 1e-3
 
@@ -250,13 +259,17 @@ class CourseSummary:
 
 @dataclass(frozen=True)
 class LiveCourse:
-    """The course settings an instructor's live view shows."""
+    """The course settings an instructor's live view shows; ``paused_after_s`` is how long
+    without a picture a recording session's tile reads "paused" (:func:`paused_after`)."""
 
     id: int
     title: str
     emotion_enabled: bool
     alert_absent_seconds: int
     alert_disengaged_seconds: int
+    capture_fps: float
+    paused_after_s: float
+    window_s: float
 
     def to_dict(self) -> dict:
         return {
@@ -265,6 +278,9 @@ class LiveCourse:
             "emotion_enabled": self.emotion_enabled,
             "alert_absent_seconds": self.alert_absent_seconds,
             "alert_disengaged_seconds": self.alert_disengaged_seconds,
+            "capture_fps": self.capture_fps,
+            "paused_after_s": self.paused_after_s,
+            "window_s": self.window_s,
         }
 
 
@@ -285,18 +301,33 @@ class LearnerTile:
 
 
 @dataclass(frozen=True)
+class HistoryPoint:
+    """The class engagement over the live window that ends at ``at``."""
+
+    at: datetime
+    engagement: float
+
+    def to_dict(self) -> dict:
+        return {"at": self.at.isoformat(), "engagement": self.engagement}
+
+
+@dataclass(frozen=True)
 class Snapshot:
-    """What an instructor's live view starts from."""
+    """What an instructor's live view starts from; ``history`` is the class engagement of the
+    last ``HISTORY_S`` (oldest first, windows without frames left out), so the chart does not
+    start empty on a reload."""
 
     course: LiveCourse
     learners: tuple[LearnerTile, ...]
     summary: CourseSummary
+    history: tuple[HistoryPoint, ...] = ()
 
     def to_dict(self) -> dict:
         return {
             "course": self.course.to_dict(),
             "learners": [t.to_dict() for t in self.learners],
             "summary": self.summary.to_dict(),
+            "history": [p.to_dict() for p in self.history],
         }
 
 
@@ -503,6 +534,28 @@ def aged(summary: SessionSummary, now: datetime, *, absent_threshold_s: float) -
 
 def _aged_seconds(seconds: float | None, age: float) -> float | None:
     return round(seconds + age, 1) if seconds is not None else None
+
+
+def paused_after(capture_fps: float) -> float:
+    """Seconds without a picture after which a session that has sent pictures reads "paused"
+    (paused, camera off or connection lost: the recorder does not tell the server which)."""
+    return max(PAUSED_AFTER_MIN_S, round(PAUSED_AFTER_INTERVALS / capture_fps, 1))
+
+
+def class_history(
+    by_session: Mapping[int, Sequence[Observation]], *, now: datetime, window_s: float, n: int
+) -> tuple[HistoryPoint, ...]:
+    """The class engagement in the ``n`` whole windows before ``now`` (observations timed
+    relative to it), each the mean of the per-learner means of the sessions with frames in it,
+    as :func:`course_summary` takes it live; windows where nobody sent a frame are left out."""
+    per_session = [recent_windows(obs, window_s, n) for obs in by_session.values()]
+    out = []
+    for i in range(n):
+        engaged = [ws[i].engagement for ws in per_session if ws[i].n_frames]
+        if engaged:
+            end = now - timedelta(seconds=(n - 1 - i) * window_s)
+            out.append(HistoryPoint(at=end, engagement=round(sum(engaged) / len(engaged), 4)))
+    return tuple(out)
 
 
 def course_summary(

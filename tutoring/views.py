@@ -152,6 +152,7 @@ def learn_session(request, session_id: int):
         "sessionId": session.pk,
         "wsPath": f"/ws/sessions/{session.pk}/stream/",
         "endUrl": f"/api/sessions/{session.pk}/end/",
+        "reportUrl": f"/api/sessions/{session.pk}/report/",
         "fps": session.course.capture_fps,
         "width": 480,
         "open": session.is_open,

@@ -1,22 +1,24 @@
 // Learner recording page: webcam → JPEG stills → session WebSocket, honouring the credit window.
+import { CAMERA_MESSAGES, askCamera } from "./camera.js";
+import { duration, percent } from "./format.js";
+
 const cfg = JSON.parse(document.getElementById("recorder-config").textContent);
 const $ = (id) => document.getElementById(id);
 const video = $("preview"), canvas = $("grab"), statusEl = $("status");
 const startBtn = $("start"), pauseBtn = $("pause"), stopBtn = $("stop");
+const faceHint = $("face-hint");
+// the hint shows once the server has seen no face for this long (seconds)
+const FACE_HINT_S = 3;
 
 const MESSAGES = {
   idle: "Not recording. Press Start when you are ready.",
   camera: "Asking for your camera…",
   connecting: "Connecting to the server…",
   sending: "Recording: pictures are being sent.",
-  paused: "Paused. Nothing is being sent.",
+  paused: "Paused. The camera is off and nothing is being sent. Press Resume to go on.",
   reconnecting: "Connection lost — reconnecting…",
   disconnected: "Could not reach the server. Check your connection, then press Retry.",
-  "camera-denied": "Camera access was denied. Allow the camera for this site in your browser settings, then press Start again.",
-  "no-camera": "No camera was found on this device.",
-  "camera-busy": "The camera is in use by another program (a video call?) or not working. Close that program, then press Start again.",
-  "camera-insecure": "The browser only allows the camera on a secure page (https://). Ask whoever runs this site to serve it over HTTPS.",
-  "camera-error": "The camera could not be started.",
+  ...CAMERA_MESSAGES,
   "camera-lost": "The camera stopped (unplugged, or its permission was withdrawn). Nothing is being sent. Press Start to use it again.",
   refusing: "The server is refusing the pictures:",
   "end-failed": "The session could not be ended on the server:",
@@ -56,37 +58,34 @@ function setStatus(kind, extra = "") {
   statusEl.textContent = MESSAGES[kind] + (extra ? " " + extra : "");
   startBtn.textContent = kind === "disconnected" ? "Retry" : "Start";
   startBtn.disabled = ["sending", "refusing", "connecting", "reconnecting", "camera", "ended", "error", "end-failed", "ending"].includes(kind);
+  // while paused the one way on is Resume (or Stop)
+  startBtn.hidden = state.paused || ["ended", "ending"].includes(kind);
   pauseBtn.disabled = !["sending", "refusing", "paused"].includes(kind);
-  pauseBtn.textContent = kind === "paused" ? "Resume" : "Pause";
-  stopBtn.disabled = ["idle", "ended", "ending", "camera-denied", "no-camera", "camera", "camera-busy",
-    "camera-insecure", "camera-error"].includes(kind);
+  pauseBtn.textContent = state.paused ? "Resume" : "Pause";
+  pauseBtn.hidden = ["ended", "ending"].includes(kind);
+  // a session that exists can always be ended, whatever the camera or the connection do
+  stopBtn.disabled = ["ended", "ending"].includes(kind);
+  stopBtn.hidden = kind === "ended";
+  if (!["sending", "refusing"].includes(kind)) faceHint.hidden = true;
+  if (["paused", "ended"].includes(kind)) $("engagement").textContent = "—"; // none is measured
 }
-
-const CAMERA_ERRORS = {
-  NotAllowedError: "camera-denied", SecurityError: "camera-denied",
-  NotFoundError: "no-camera", OverconstrainedError: "no-camera",
-  NotReadableError: "camera-busy", AbortError: "camera-busy",
-};
 
 const liveTrack = () => state.stream && state.stream.getVideoTracks().find((t) => t.readyState === "live");
 
 async function openCamera() {
   if (state.stream && liveTrack()) return true;
   state.stream = null;
-  if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    setStatus("camera-insecure");
-    return false;
-  }
   setStatus("camera");
-  try {
-    state.stream = await navigator.mediaDevices.getUserMedia({
-      video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false,
-    });
-  } catch (err) {
-    const name = (err && err.name) || "";
-    setStatus(CAMERA_ERRORS[name] || "camera-error", CAMERA_ERRORS[name] ? "" : `(${name || err})`);
+  const { stream, error, detail } = await askCamera();
+  if (["ending", "ended", "end-failed"].includes(statusEl.dataset.state)) { // Stop meanwhile
+    if (stream) stream.getTracks().forEach((t) => t.stop());
     return false;
   }
+  if (!stream) {
+    setStatus(error, detail);
+    return false;
+  }
+  state.stream = stream;
   for (const t of state.stream.getVideoTracks()) t.addEventListener("ended", cameraLost);
   video.srcObject = state.stream;
   await video.play().catch(() => {});
@@ -95,7 +94,7 @@ async function openCamera() {
 
 // The camera went away while recording (unplugged, permission withdrawn, another app took it).
 function cameraLost() {
-  if (state.userStopped || !state.stream) return;
+  if (state.userStopped || state.paused || !state.stream) return;
   stopCapture();
   state.stream.getTracks().forEach((t) => t.stop());
   state.stream = null;
@@ -134,6 +133,13 @@ function connect() {
   };
 }
 
+// Pausing lets the camera go (its light goes off); Resume asks for it again.
+function releaseCamera() {
+  if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
+  state.stream = null;
+  video.srcObject = null;
+}
+
 // The server will not take frames for this session: stop, and show its reason.
 function refused(code, reason) {
   if (code === CLOSE_ENDED) return finish(false, sentence(reason));
@@ -154,7 +160,7 @@ function onMessage(msg) {
     state.nextSeq = Math.max(state.nextSeq, msg.next_sequence);
     if (msg.max_frame_bytes) state.maxFrameBytes = msg.max_frame_bytes;
     if (msg.server_time) state.clockOffset = Date.parse(msg.server_time) - Date.now();
-    if (!liveTrack()) return cameraLost();
+    if (!state.paused && !liveTrack()) return cameraLost();
     if (!state.timer && !state.userStopped) state.timer = setInterval(capture, 1000 / cfg.fps);
     setStatus(state.paused ? "paused" : "sending");
   } else if (msg.type === "ack") {
@@ -169,13 +175,20 @@ function onMessage(msg) {
       if (statusEl.dataset.state === "refusing") setStatus("sending");
     }
   } else if (msg.type === "summary") {
-    $("engagement").textContent = msg.engagement == null ? "—" :
-      `${Math.round(msg.engagement * 100)} % (${msg.band})`;
+    $("engagement").textContent = msg.engagement == null ? "—" : `${percent(msg.engagement)} (${msg.band})`;
+    faceHint.hidden = !(noFaceSeconds(msg) >= FACE_HINT_S && ["sending", "refusing"].includes(statusEl.dataset.state));
   } else if (msg.type === "closed") {
     // the close frame that follows carries the code; keep the reason for when it arrives
     state.closing = { code: msg.code, reason: msg.reason };
   }
   $("skipped").textContent = state.skipped;
+}
+
+// How long the server has seen no face: since the last one, else since the session started.
+function noFaceSeconds(msg) {
+  if (msg.present) return 0;
+  if (msg.absent_for != null) return msg.absent_for;
+  return msg.at && msg.started_at ? (Date.parse(msg.at) - Date.parse(msg.started_at)) / 1000 : 0;
 }
 
 function capture() {
@@ -243,15 +256,29 @@ async function finish(endIt, why = "") {
   state.userStopped = true;
   stopCapture();
   if (state.ws) state.ws.close(1000);
-  if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
-  state.stream = null;
-  video.srcObject = null;
+  releaseCamera();
   if (endIt) {
     setStatus("ending");
     const failed = await endOnServer();
     if (failed) return setStatus("end-failed", failed);
   }
   setStatus("ended", why);
+  showSummary();
+}
+
+// The end screen: what the session recorded, from the session's report.
+async function showSummary() {
+  const box = $("ended"), out = $("ended-summary");
+  box.hidden = false;
+  let r = null;
+  try {
+    const res = await fetch(cfg.reportUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (res.ok) r = await res.json();
+  } catch { /* said below */ }
+  if (!r) { out.textContent = "The summary could not be loaded; your instructor's reports have it."; return; }
+  const parts = [`${duration(r.duration_s * 1000)} long`, `${r.n_frames} picture${r.n_frames === 1 ? "" : "s"} analysed`];
+  if (r.engagement != null) parts.push(`engagement ${percent(r.engagement)} (${r.band})`);
+  out.textContent = `This session: ${parts.join(" · ")}.`;
 }
 
 startBtn.addEventListener("click", async () => {
@@ -264,9 +291,14 @@ startBtn.addEventListener("click", async () => {
   else setStatus("sending");
   if (!state.timer) state.timer = setInterval(capture, 1000 / cfg.fps);
 });
-pauseBtn.addEventListener("click", () => {
-  state.paused = !state.paused;
-  setStatus(state.paused ? "paused" : "sending");
+pauseBtn.addEventListener("click", async () => {
+  if (!state.paused) {
+    state.paused = true;
+    releaseCamera();
+    return setStatus("paused");
+  }
+  state.paused = false; // a camera that fails now says why, and Start tries again
+  if (await openCamera()) setStatus(state.ready ? "sending" : "connecting");
 });
 stopBtn.addEventListener("click", () => finish(true));
 window.addEventListener("offline", () => { if (state.ws) state.ws.close(); });
@@ -279,6 +311,6 @@ window.addEventListener("online", () => {
   connect();
 });
 
-if (!cfg.open) setStatus("ended");
+if (!cfg.open) { state.userStopped = true; setStatus("ended"); showSummary(); }
 else setStatus("idle");
 window.affectRecorder = state;

@@ -126,15 +126,33 @@ def test_camera_denied_shows_the_right_message(
     from tests.factories import ConsentFactory
 
     ConsentFactory(course=course, learner=course.learners.get(username="lina"))
+    lina = course.learners.get(username="lina")
     page = browser_without_camera_permission.new_context().new_page()
     login(page, asgi_server, "lina", PW)
     page.goto(f"{asgi_server}/learn/courses/{course.pk}/")
     page.get_by_role("button", name="Start a session").click()
+    # the camera is asked for before a session exists: none is started for a denied one
+    check = page.locator("#camera-check")
+    expect(check).to_have_attribute("data-state", "camera-denied", timeout=15_000)
+    expect(check).to_contain_text("Camera access was denied")
+    expect(check).to_contain_text("No session was started")
+    assert not LearnerSession.objects.filter(learner=lina).exists()
+    shot(page, "learner-camera-denied-course")
+
+    # a session that exists (another device started it) says the same, and can be ended
+    from tests.factories import LearnerSessionFactory
+
+    session = LearnerSessionFactory(learner=lina, course=course, consent=lina.consents.get())
+    page.goto(f"{asgi_server}/learn/sessions/{session.pk}/")
     page.get_by_role("button", name="Start", exact=True).click()
     status = page.locator("#status")
     expect(status).to_have_attribute("data-state", "camera-denied", timeout=15_000)
     expect(status).to_contain_text("Camera access was denied")
     shot(page, "learner-camera-denied")
+    page.get_by_role("button", name="Stop session").click()
+    expect(status).to_have_attribute("data-state", "ended")
+    expect(page.get_by_role("link", name="Back to Physics 101")).to_be_visible()
+    assert LearnerSession.objects.get(pk=session.pk).status == "ended"
 
 
 def test_anonymous_visitors_are_sent_to_login(browser, asgi_server, course):

@@ -215,6 +215,11 @@ def test_no_page_breaks_under_the_policy(chromium, csp_server):
     page.get_by_role("button", name="Start", exact=True).click()  # camera, canvas, WebSocket
     expect(page.locator("#status")).to_have_attribute("data-state", "sending", timeout=30_000)
     expect(page.locator("#sent")).not_to_have_text("0", timeout=30_000)
+    page.get_by_role("button", name="Stop session").click()  # the end screen's summary
+    expect(page.locator("#ended-summary")).to_contain_text("analysed", timeout=15_000)
+    v.visit(f"/learn/courses/{course.pk}/")  # Start a session checks the camera first
+    v.page.get_by_role("button", name="Start a session").click()
+    v.page.wait_for_url("**/learn/sessions/**")
     seen["learner"] = v.collect()
 
     v = Violations(chromium, csp_server, "csp_teacher")

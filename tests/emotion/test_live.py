@@ -32,3 +32,22 @@ def test_frames_the_server_could_not_analyse_are_no_data_not_an_absent_face(clas
     summary = session_summary(session, session.course, now)
     assert summary["n_frames"] == 6
     assert summary["presence_ratio"] == 1.0
+
+
+@pytest.mark.django_db
+def test_a_snapshot_carries_the_class_engagement_of_the_last_minutes(classroom):
+    """A reloaded live view draws the class chart from the snapshot: one point per live
+    window with frames, from sessions open then (one since ended included)."""
+    from emotion.live import course_snapshot
+
+    now = timezone.now()
+    session = classroom.session
+    for i in range(5):
+        at = now - timedelta(seconds=95 - i)  # nine live windows back, in one window
+        ReadingFactory(session=session, sequence=i, received_at=at, captured_at=at)
+    session.status = "ended"
+    session.save()
+    snap = course_snapshot(classroom.course)
+    assert [p["engagement"] for p in snap["history"]] == [1.0]
+    assert snap["course"]["paused_after_s"] >= 5
+    assert snap["learners"][0]["session"] is None  # ended: no tile values

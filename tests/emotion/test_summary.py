@@ -302,3 +302,24 @@ def test_the_course_aggregate_is_a_mean_of_active_learners_with_frames():
     off = course_summary(course=2, emotion_enabled=False, sessions=[b], now=NOW).to_dict()
     assert off["engagement"] is None and off["band"] is None
     assert "emotion_distribution" not in off
+
+
+def test_paused_reads_after_five_capture_intervals_and_never_under_five_seconds():
+    from emotion.summary import paused_after
+
+    assert paused_after(2.0) == 5.0
+    assert paused_after(0.5) == 10.0
+
+
+def test_class_history_is_the_mean_of_learner_means_per_window_leaving_empty_ones_out():
+    from emotion.summary import class_history
+
+    centred = looking(first_s=25, last_s=11, offset=0.0)  # windows 3 and 2 back: engaged 1.0
+    away = looking(first_s=15, last_s=11, offset=AWAY)  # window 2 back only: engagement 0
+    points = class_history({1: centred, 2: away}, now=NOW, window_s=WINDOW, n=4)
+    assert [(p.at, p.engagement) for p in points] == [(ago(20), 1.0), (ago(10), 0.5)]
+    assert json.loads(json.dumps(points[0].to_dict())) == {
+        "at": ago(20).isoformat(),
+        "engagement": 1.0,
+    }
+    assert class_history({}, now=NOW, window_s=WINDOW, n=4) == ()
