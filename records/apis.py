@@ -47,6 +47,7 @@ class SessionTimelineApi(APIView):
                 "window_s": serializers.FloatField(),
                 "emotion_enabled": serializers.BooleanField(),
                 "windows": serializers.ListField(child=serializers.DictField()),
+                "gaps": serializers.ListField(child=serializers.DictField()),
             },
         ),
     )
@@ -60,6 +61,7 @@ class SessionTimelineApi(APIView):
                 "window_s": timeline["window_s"],
                 "emotion_enabled": session_emotion_visible(session),
                 "windows": timeline["windows"],
+                "gaps": timeline["gaps"],
             }
         )
 
