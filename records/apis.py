@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api import CSVRenderer
+from config.formats import csv_number
 from config.params import parse_range
 from ml.classes import EMOTIONS
 from ml.engagement import BANDS
@@ -46,6 +47,7 @@ class SessionTimelineApi(APIView):
                 "window_s": serializers.FloatField(),
                 "emotion_enabled": serializers.BooleanField(),
                 "windows": serializers.ListField(child=serializers.DictField()),
+                "gaps": serializers.ListField(child=serializers.DictField()),
             },
         ),
     )
@@ -59,6 +61,7 @@ class SessionTimelineApi(APIView):
                 "window_s": timeline["window_s"],
                 "emotion_enabled": session_emotion_visible(session),
                 "windows": timeline["windows"],
+                "gaps": timeline["gaps"],
             }
         )
 
@@ -85,6 +88,12 @@ def flatten(row: dict, prefix: str = "") -> dict:
     return out
 
 
+def csv_row(row: dict) -> dict:
+    """A flat report row with its numbers at the CSV's documented precision (the JSON keeps
+    full precision): ``config.formats.csv_number``."""
+    return {k: csv_number(k, v) for k, v in row.items()}
+
+
 class SessionReportApi(APIView):
     renderer_classes = [JSONRenderer, BrowsableAPIRenderer, CSVRenderer]
 
@@ -100,7 +109,7 @@ class SessionReportApi(APIView):
             if report["band_share"]:  # a band no window reached has a share of 0
                 row.update({f"band_share_{b}": report["band_share"].get(b, 0.0) for b in BANDS})
             return Response(
-                {"rows": [row], "columns": session_report_columns(session.course)},
+                {"rows": [csv_row(row)], "columns": session_report_columns(session.course)},
                 headers=_attachment(f"session-{session.pk}.csv"),
             )
         return Response(report)
@@ -124,7 +133,7 @@ class CourseReportApi(APIView):
         date_from, date_to = parse_range(request.query_params)
         report = selectors.course_report(course=course, date_from=date_from, date_to=date_to)
         if request.accepted_renderer.format == "csv":
-            rows = [flatten(r) for r in report["learners"]]
+            rows = [csv_row(flatten(r)) for r in report["learners"]]
             return Response(
                 {"rows": rows, "columns": course_report_columns(course)},
                 headers=_attachment(f"course-{course.pk}-report.csv"),

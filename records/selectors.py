@@ -53,7 +53,8 @@ def session_timeline(*, session: LearnerSession, window_s: float = 10.0) -> list
 
 
 def session_timeline_data(*, session: LearnerSession, window_s: float = 10.0) -> dict:
-    """The session in windows on a grid anchored at ``started_at``: ``{"window_s", "windows"}``.
+    """The session in windows on a grid anchored at ``started_at``: ``{"window_s", "windows",
+    "gaps"}`` (:func:`timeline_gaps`).
 
     The windows run from the session's start to its end (``ended_at``; while open, the window
     holding the last frame). Frames carry the client's ``captured_at``, which may be up to the
@@ -68,7 +69,34 @@ def session_timeline_data(*, session: LearnerSession, window_s: float = 10.0) ->
     """
     emotion = session_emotion_visible(session)
     obs = _session_observations(session, emotion)
-    return _timeline(session, obs, emotion, window_s)
+    timeline = _timeline(session, obs, emotion, window_s)
+    return {**timeline, "gaps": timeline_gaps(timeline["windows"])}
+
+
+#: why a stretch of the timeline has nothing to show, as its gaps name it
+GAP_NO_FRAMES = "no_frames"  # no picture arrived: paused, camera off, tab closed, offline
+GAP_NO_FACE = "no_face"  # pictures arrived, none with a face in it
+
+
+def timeline_gaps(windows: list[dict]) -> list[dict]:
+    """The stretches of a timeline with nothing to show, so that a page can say why a line
+    breaks: ``{"kind", "start", "end"}`` (seconds from the session's start) per run of
+    consecutive windows without frames (``no_frames``) or with frames but no face
+    (``no_face``). The server cannot tell a pause from a lost connection: both send nothing."""
+    gaps: list[dict] = []
+    for w in windows:
+        if not w["n_frames"]:
+            kind = GAP_NO_FRAMES
+        elif not w["presence_ratio"]:
+            kind = GAP_NO_FACE
+        else:
+            continue
+        last = gaps[-1] if gaps else None
+        if last and last["kind"] == kind and last["end"] == w["start"]:
+            last["end"] = w["end"]
+        else:
+            gaps.append({"kind": kind, "start": w["start"], "end": w["end"]})
+    return gaps
 
 
 def _timeline(session, obs: list[Observation], emotion: bool, window_s: float) -> dict:
@@ -249,6 +277,55 @@ def course_report(*, course: Course, date_from=None, date_to=None) -> dict:
         "learners": learners,
         "overall": _summary(all_obs, emotion),
     }
+
+
+#: sessions per page of an instructor's session history
+HISTORY_PAGE_SIZE = 20
+
+
+def course_sessions(*, course: Course, learner_id: int | None = None) -> QuerySet[LearnerSession]:
+    """The course's sessions, newest first (all learners', or one learner's): the instructor's
+    session history. Summarise a page of them with :func:`session_rows`."""
+    sessions = course.sessions.select_related("learner", "course").order_by("-started_at", "-id")
+    if learner_id is not None:
+        sessions = sessions.filter(learner_id=learner_id)
+    return sessions
+
+
+def course_session_learners(*, course: Course) -> QuerySet[User]:
+    """The learners with a session in the course (also those since unenrolled), by name."""
+    return (
+        User.objects.filter(learner_sessions__course=course)
+        .distinct()
+        .order_by("first_name", "last_name", "username")
+    )
+
+
+def session_rows(*, sessions: list[LearnerSession]) -> list[dict]:
+    """A history row per session: the session, its duration, frames, presence, attention and
+    engagement (``None`` without frames), as :func:`session_report` has them. One query for
+    the readings of all of them."""
+    by_session: dict[int, list[dict]] = {s.pk: [] for s in sessions}
+    if sessions:
+        readings = Reading.objects.analysed().filter(session_id__in=list(by_session))
+        for r in readings.order_by("session_id", "captured_at").values(*READING_FIELDS):
+            by_session[r["session_id"]].append(r)
+    rows = []
+    for s in sessions:
+        # the expression counts in engagement where it was recorded: as the session report
+        emotion = session_emotion_visible(s)
+        obs = observations(
+            by_session[s.pk], time_field="captured_at", origin=s.started_at, emotion=emotion
+        )
+        end = s.ended_at or s.last_frame_at or s.started_at
+        rows.append(
+            {
+                "session": s,
+                "duration_s": max((end - s.started_at).total_seconds(), 0.0),
+                **_summary(obs, emotion=False),
+            }
+        )
+    return rows
 
 
 #: a reading as the learner's export shows it: everything stored except ``reviewed_by`` (the

@@ -6,11 +6,12 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 from rest_framework.exceptions import ValidationError as DRFValidationError
 
-from config.params import error_text, parse_range
+from config.params import parse_range, parse_when
 from records import selectors, services
 from tutoring.selectors import session_get
 from tutoring.views import managed_course, role_required
@@ -51,6 +52,26 @@ def learn_erase(request):
 # --- instructors ----------------------------------------------------------------------------------
 
 
+#: why a session ended, as an instructor reads it (``LearnerSession.end_reason``)
+END_REASONS = {
+    "ended": "stopped by the learner",
+    "consent_revoked": "consent revoked",
+    "consent_superseded": "consent given again",
+    "superseded": "a newer session replaced it",
+    "data_erased": "the learner erased their data",
+    "policy_changed": "the course's data policy changed",
+    "deleted": "deleted by an administrator",
+    "course_deleted": "the course was deleted",
+    "idle": "no pictures for a long while (idle)",
+}
+
+
+def end_reason_text(session) -> str:
+    if session.is_open:
+        return "in progress"
+    return END_REASONS.get(session.end_reason, "ended")
+
+
 @role_required(teacher=True)
 def teach_session(request, session_id: int):
     session = session_get(user=request.user, session_id=session_id)
@@ -62,7 +83,39 @@ def teach_session(request, session_id: int):
     return render(
         request,
         "tutoring/teach_session.html",
-        {"session": session, "report": report, "config": config},
+        {
+            "session": session,
+            "report": report,
+            "config": config,
+            "end_reason": end_reason_text(session),
+        },
+    )
+
+
+@role_required(teacher=True)
+def teach_sessions(request, course_id: int):
+    """The course's past and open sessions, newest first, a page at a time; ``?learner=<id>``
+    keeps one learner's."""
+    course = managed_course(request, course_id)
+    learners = list(selectors.course_session_learners(course=course))
+    learner = next((u for u in learners if str(u.pk) == request.GET.get("learner")), None)
+    sessions = selectors.course_sessions(course=course, learner_id=learner.pk if learner else None)
+    page = Paginator(sessions, selectors.HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+    rows = selectors.session_rows(sessions=list(page.object_list))
+    for row in rows:
+        row["end_reason"] = end_reason_text(row["session"])
+    query = urlencode({"learner": learner.pk}) + "&" if learner else ""
+    return render(
+        request,
+        "tutoring/teach_sessions.html",
+        {
+            "course": course,
+            "learners": learners,
+            "learner": learner,
+            "page": page,
+            "rows": rows,
+            "page_query": query,
+        },
     )
 
 
@@ -70,15 +123,16 @@ def teach_session(request, session_id: int):
 def teach_reports(request, course_id: int):
     course = managed_course(request, course_id)
     raw_from, raw_to = request.GET.get("from", ""), request.GET.get("to", "")
-    error = None
     try:
         date_from, date_to = parse_range(request.GET)
-    except DRFValidationError as e:  # a bad or reversed range: say why (400), report on all
-        error, date_from, date_to = error_text(e), None, None
+    except DRFValidationError as e:  # a bad or reversed range: say why (400), and only that
+        error = range_error_text(e, raw_from, raw_to)
+        context = {"course": course, "from": raw_from, "to": raw_to, "error": error}
+        context["csv_url"] = f"/api/courses/{course.pk}/report/?format=csv"
+        return render(request, "tutoring/teach_reports.html", context, status=400)
     report = selectors.course_report(course=course, date_from=date_from, date_to=date_to)
     params = [("format", "csv")]
-    if not error:
-        params += [(k, v) for k, v in (("from", raw_from), ("to", raw_to)) if v]
+    params += [(k, v) for k, v in (("from", raw_from), ("to", raw_to)) if v]
     csv_url = f"/api/courses/{course.pk}/report/?{urlencode(params)}"
     return render(
         request,
@@ -88,8 +142,23 @@ def teach_reports(request, course_id: int):
             "report": report,
             "from": raw_from,
             "to": raw_to,
-            "error": error,
+            "error": None,
             "csv_url": csv_url,
         },
-        status=400 if error else 200,
+    )
+
+
+def range_error_text(error: DRFValidationError, raw_from: str, raw_to: str) -> str:
+    """What is wrong with the range the form sent, in words for the instructor (the API's
+    400 keeps the field-by-field message)."""
+    detail = error.detail if isinstance(error.detail, dict) else {}
+    if "from" in detail:
+        return f"The start date “{raw_from}” is not a valid date: pick one in the calendar."
+    try:
+        parse_when(raw_to, "to")
+    except DRFValidationError:
+        return f"The end date “{raw_to}” is not a valid date: pick one in the calendar."
+    return (
+        "The end date must be after the start date. The report includes the start date and "
+        "stops before the end date."
     )

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 PW = "pw-123456"
 SCREENS = {"laptop": {"width": 1366, "height": 768}, "phone": {"width": 390, "height": 844}}
 ABSENT_S = 10  # the course's threshold: long enough to see "paused" (5 s) before "absent"
-TICK = re.compile(r"^(\d+ s|[0-5]:\d\d min)$")  # "45 s", "2:30 min": the last 5 minutes
+TICK = re.compile(r"^(\d+ s|[0-5] min \d\d s)$")  # "45 s", "2 min 30 s": the last 5 minutes
 
 
 @pytest.fixture

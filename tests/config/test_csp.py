@@ -226,6 +226,9 @@ def test_no_page_breaks_under_the_policy(chromium, csp_server):
     v.visit("/teach/")
     v.visit(f"/teach/courses/{course.pk}/live/", ready='#conn[data-state="live"]')
     v.visit(f"/teach/courses/{course.pk}/reports/")
+    v.visit(f"/teach/courses/{course.pk}/reports/?from=2026-02-02&to=2026-02-01")  # the message
+    v.visit(f"/teach/courses/{course.pk}/sessions/")
+    v.visit(f"/teach/courses/{course.pk}/sessions/?learner={learner.pk}")
     v.visit(f"/teach/sessions/{session.pk}/", ready="canvas")
     page = v.visit("/api/docs/", ready=".swagger-ui .opblock")  # the UI rendered the schema
     assert page.evaluate("getComputedStyle(document.body).margin") == "0px"  # its inline style

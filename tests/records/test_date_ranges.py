@@ -45,4 +45,4 @@ def test_the_reports_page_says_why_a_range_is_refused(client, world, query):
     client.force_login(world.instructor)
     r = client.get(f"/teach/courses/{world.course.pk}/reports/?{query}")
     assert r.status_code == 400
-    assert "to: must be later than from" in r.content.decode()
+    assert "The end date must be after the start date." in r.content.decode()

@@ -47,7 +47,7 @@ def test_reports_carry_the_name_beside_the_username(named, api):
 def test_pages_name_people_by_display_name(named, client):
     client.force_login(named.instructor)
     page = client.get(f"/teach/courses/{named.course.pk}/reports/").content.decode()
-    assert "<td>Ada Lovelace</td>" in page and "<td>learner_b</td>" in page
+    assert ">Ada Lovelace</a></th>" in page and ">learner_b</a></th>" in page
     page = client.get(f"/teach/sessions/{named.session_a.pk}/").content.decode()
     assert "Ada Lovelace — session" in page
 
