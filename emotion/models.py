@@ -72,6 +72,16 @@ class Reading(models.Model):
     # empty when it was
     error = models.CharField(max_length=32, blank=True, default="")
     face_found = models.BooleanField(default=False)
+
+    class FaceSource(models.TextChoices):
+        DEVICE = "device", "learner's device"
+        SERVER = "server", "server"
+
+    # where the face was found: on the learner's device (a crop and cues, or cues alone, were
+    # sent) or by the server in a full picture
+    face_source = models.CharField(
+        max_length=8, choices=FaceSource.choices, default=FaceSource.SERVER
+    )
     box = models.JSONField(null=True, blank=True)  # [x, y, w, h] in frame pixels
     cues = models.JSONField(default=dict, blank=True)  # attention cues (centre offset, area…)
     attentive = models.BooleanField(default=False)

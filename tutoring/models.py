@@ -56,6 +56,18 @@ class Course(models.Model):
     capture_fps = models.FloatField(
         default=2.0, validators=[MinValueValidator(0.2), MaxValueValidator(10)]
     )
+    # The recorder finds the face on the learner's device and sends a crop and cues (or cues
+    # alone); full pictures go to the server only where the device cannot keep up, and only
+    # where this allows it.
+    allow_full_pictures = models.BooleanField(default=True)
+    # the lowest capture rate the device path may drop to before it falls back (or gives up)
+    min_capture_fps = models.FloatField(
+        default=0.2, validators=[MinValueValidator(0.05), MaxValueValidator(10)]
+    )
+    # facing the screen: head pose plus gaze within this many degrees, each axis
+    attention_cone_degrees = models.FloatField(
+        default=25.0, validators=[MinValueValidator(5), MaxValueValidator(90)]
+    )
     alert_absent_seconds = models.PositiveIntegerField(default=30)
     alert_disengaged_seconds = models.PositiveIntegerField(default=60)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -79,6 +79,8 @@ def course_policy_widened(*, before: Course, after: Course) -> list[str]:
         changes.append("emotion inference turned on")
     if after.keep_face_crops and not before.keep_face_crops:
         changes.append("face thumbnails kept for label review")
+    if after.allow_full_pictures and not before.allow_full_pictures:
+        changes.append("full camera pictures sent to the server")
     if after.retention_days > before.retention_days:
         changes.append(f"retention {before.retention_days} → {after.retention_days} days")
     return changes

@@ -210,3 +210,14 @@ def test_start_after_the_policy_changed_says_why_on_the_course_page(learner_in_c
     assert r.redirect_chain == [(f"/learn/courses/{course.pk}/", 302)]
     assert "data policy changed" in r.content.decode()
     assert not LearnerSession.objects.filter(learner=learner, status="active").exists()
+
+
+@pytest.mark.django_db
+def test_allowing_full_pictures_again_widens_the_policy_forbidding_them_does_not(
+    learner_in_course,
+):
+    course, _, _ = learner_in_course
+    narrowed = services.course_update(course=_edited(course, allow_full_pictures=False))
+    assert narrowed == []
+    widened = services.course_update(course=_edited(course, allow_full_pictures=True))
+    assert widened == ["full camera pictures sent to the server"]
