@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+HUMAN_VERSION := 3.3.6
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .PHONY: install run test lint format worker worker-gpu vendor clean
@@ -37,11 +38,18 @@ worker: install       ## default-queue worker (needs REDIS_URL)
 worker-gpu: install   ## inference worker: one child process, model loaded once (needs REDIS_URL)
 	$(BIN)/celery -A config worker -Q $${CELERY_GPU_QUEUE:-gpu} -P prefork -c 1 -l info
 
-vendor:               ## refresh the vendored Chart.js from the npm registry
+vendor:               ## refresh the vendored Chart.js and Human (face model) from the npm registry
 	cd /tmp && rm -rf chartjs-vendor && mkdir chartjs-vendor && cd chartjs-vendor && npm pack chart.js@4 >/dev/null && tar xzf chart.js-*.tgz
 	cp /tmp/chartjs-vendor/package/dist/chart.umd.min.js static/vendor/chart.js/
 	cp /tmp/chartjs-vendor/package/LICENSE.md static/vendor/chart.js/
 	node -e "console.log(require('/tmp/chartjs-vendor/package/package.json').version)" > static/vendor/chart.js/VERSION
+	# the learner's browser finds the face: Human's ESM bundle (tfjs inside) and only the three
+	# face models the recorder uses (blazeface box, facemesh landmarks, iris for gaze)
+	cd /tmp && rm -rf human-vendor && mkdir human-vendor && cd human-vendor && npm pack @vladmandic/human@$(HUMAN_VERSION) >/dev/null && tar xzf vladmandic-human-*.tgz
+	rm -rf static/vendor/human && mkdir -p static/vendor/human/models
+	cp /tmp/human-vendor/package/dist/human.esm.js /tmp/human-vendor/package/LICENSE static/vendor/human/
+	for m in blazeface facemesh iris; do cp /tmp/human-vendor/package/models/$$m.json /tmp/human-vendor/package/models/$$m.bin static/vendor/human/models/; done
+	node -e "console.log(require('/tmp/human-vendor/package/package.json').version)" > static/vendor/human/VERSION
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache

@@ -1,0 +1,113 @@
+"""Run static/js/device_face.js in headless Chromium on still pictures, without the product's
+server: a throwaway HTTP server gives the static files, Playwright drives Debian's Chromium.
+Shared by scripts/calibrate_device_box.py, scripts/bench_device.py and the browser tests."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import http.server
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+FRAMES = ROOT / "tests" / "data" / "talking_head"
+# software WebGL in headless Chromium (no GPU here); the cpu backend needs neither flag
+WEBGL_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"]
+
+ANALYSE_JS = """
+async ({ modelBase, backend, pictures, keepCrops }) => {
+  const mod = await import("/static/js/device_face.js");
+  const t0 = performance.now();
+  const dev = await mod.loadDeviceFace({ modelBase, backend });
+  const loadMs = performance.now() - t0;
+  const out = [];
+  for (const src of pictures) {
+    const img = new Image();
+    img.src = src;
+    await img.decode();
+    const c = document.createElement("canvas");
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    c.getContext("2d").drawImage(img, 0, 0);
+    const r = await dev.analyse(c);
+    const mesh = r.face ? mod.meshBox(r.face.mesh) : null;
+    out.push({ cues: r.cues, ms: r.ms, mesh,
+               crop: keepCrops && r.crop ? Array.from(r.crop) : null });
+  }
+  return { backend: dev.backend, loadMs, results: out };
+}
+"""
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def end_headers(self):
+        if self.path.endswith(".js"):  # module scripts need a JavaScript type
+            self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+
+@contextlib.contextmanager
+def static_server() -> Iterator[str]:
+    """The repository root over HTTP (so /static/... resolves as in the product)."""
+    handler = functools.partial(_Quiet, directory=str(ROOT))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+
+
+def data_url(bgr: np.ndarray) -> str:
+    ok, buf = cv2.imencode(".png", bgr)  # lossless: the browser sees exactly these pixels
+    assert ok
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
+
+
+def frames(limit: int | None = None) -> list[tuple[str, np.ndarray]]:
+    paths = sorted(FRAMES.glob("frame_*.jpg"))[:limit]
+    return [(p.name, cv2.imread(str(p))) for p in paths]
+
+
+def analyse(pictures: list[np.ndarray], backend: str = "webgl", keep_crops: bool = False) -> dict:
+    """Run the device module on BGR pictures in Chromium: {backend, loadMs, results: [...]}."""
+    from playwright.sync_api import sync_playwright
+
+    with static_server() as base, sync_playwright() as p:
+        args = ["--no-sandbox", "--disable-dev-shm-usage"]
+        args += WEBGL_ARGS if backend == "webgl" else ["--disable-gpu"]
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+            page.route(
+                f"{base}/harness",
+                lambda r: r.fulfill(
+                    body="<!doctype html><title>h</title>", content_type="text/html"
+                ),
+            )
+            page.goto(f"{base}/harness")
+            out = page.evaluate(
+                ANALYSE_JS,
+                {
+                    "modelBase": "/static/vendor/human/models/",
+                    "backend": backend,
+                    "pictures": [data_url(p) for p in pictures],
+                    "keepCrops": keep_crops,
+                },
+            )
+            out["console_errors"] = errors
+            return out
+        finally:
+            browser.close()
