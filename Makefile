@@ -48,6 +48,11 @@ vendor:               ## refresh the vendored Chart.js and Human (face model) fr
 	cd /tmp && rm -rf human-vendor && mkdir human-vendor && cd human-vendor && npm pack @vladmandic/human@$(HUMAN_VERSION) >/dev/null && tar xzf vladmandic-human-*.tgz
 	rm -rf static/vendor/human && mkdir -p static/vendor/human/models
 	cp /tmp/human-vendor/package/dist/human.esm.js /tmp/human-vendor/package/LICENSE static/vendor/human/
+	# long.js (inside tfjs) compiles a tiny WebAssembly module at import time for a faster
+	# 64-bit multiply, in a try whose catch uses plain JS: the page's CSP (no 'wasm-unsafe-eval',
+	# which we do not need: no wasm backend) reports it as a violation. Skip the attempt.
+	sed -i 's/\([A-Za-z0-9_$$]*\) = new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array(\[0, 97, 115, 109, 1, 0, 0, 0, 1, 13,/\1 = null \&\& new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 13,/' static/vendor/human/human.esm.js
+	grep -q "= null && new WebAssembly.Instance" static/vendor/human/human.esm.js
 	for m in blazeface facemesh iris; do cp /tmp/human-vendor/package/models/$$m.json /tmp/human-vendor/package/models/$$m.bin static/vendor/human/models/; done
 	node -e "console.log(require('/tmp/human-vendor/package/package.json').version)" > static/vendor/human/VERSION
 

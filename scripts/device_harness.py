@@ -38,7 +38,11 @@ async ({ modelBase, backend, pictures, keepCrops }) => {
     c.getContext("2d").drawImage(img, 0, 0);
     const r = await dev.analyse(c);
     const mesh = r.face ? mod.meshBox(r.face.mesh) : null;
-    out.push({ cues: r.cues, ms: r.ms, mesh,
+    // a geometric check of yaw's sign: the nose tip's offset from the cheeks' midpoint, in
+    // mesh widths (+ = toward the picture's right, where a learner turning left moves it)
+    const m = r.face && r.face.mesh;
+    const nose = m ? (m[1][0] - (m[234][0] + m[454][0]) / 2) / mesh[2] : null;
+    out.push({ cues: r.cues, ms: r.ms, mesh, nose,
                crop: keepCrops && r.crop ? Array.from(r.crop) : null });
   }
   return { backend: dev.backend, loadMs, results: out };

@@ -1,0 +1,80 @@
+"""Measure the mapping from the device's facemesh box to the server's Haar alt2 box.
+
+The server frames its 48×48 crop around OpenCV's Haar box (ml/faces.py); the learner's browser
+finds the face with Human's facemesh instead. On the same real frames (tests/data/talking_head)
+this runs both, fits side = SIDE × mesh width and the centre shift (DX, DY in mesh widths) by
+medians, then checks the fitted mapping: box IoU with the Haar box and the mean absolute pixel
+difference between the device's crop and the server's. Paste the printed HAAR_FROM_MESH into
+static/js/device_face.js and the figures into docs/device.md.
+
+    PYTHONPATH=. python scripts/calibrate_device_box.py [--backend webgl|cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from ml.faces import detect_faces
+from scripts.device_harness import analyse, frames
+
+
+def iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    return inter / (aw * ah + bw * bh - inter)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backend", default="webgl", choices=["webgl", "cpu"])
+    args = ap.parse_args()
+    named = frames()
+    pictures = [f for _, f in named]
+    device = analyse(pictures, backend=args.backend, keep_crops=True)
+    pairs = []
+    for (name, frame), r in zip(named, device["results"], strict=True):
+        haar = detect_faces(frame)
+        if not haar or not r["mesh"]:
+            print(f"{name}: skipped (haar {len(haar)} faces, device face {bool(r['mesh'])})")
+            continue
+        # Haar now and then adds a spurious small box: take the one on the mesh's face
+        pairs.append((name, frame, max(haar, key=lambda f: iou(f.box, r["mesh"])), r))
+    mesh = np.array([p[3]["mesh"] for p in pairs], dtype=float)
+    box = np.array([p[2].box for p in pairs], dtype=float)
+    mw = mesh[:, 2]
+    side = np.median(box[:, 2] / mw)
+    dx = np.median(((box[:, 0] + box[:, 2] / 2) - (mesh[:, 0] + mesh[:, 2] / 2)) / mw)
+    dy = np.median(((box[:, 1] + box[:, 3] / 2) - (mesh[:, 1] + mesh[:, 3] / 2)) / mw)
+    print(f"frames: {len(named)}, both found a face: {len(pairs)}, backend: {device['backend']}")
+    print(
+        "fitted HAAR_FROM_MESH = "
+        + json.dumps({"side": round(side, 3), "dx": round(dx, 3), "dy": round(dy, 3)})
+    )
+    # check: the mapping applied to each frame vs the Haar box (the device's crops in this run
+    # used the mapping the module had when it ran: rerun after pasting the fitted one in)
+    ious, diffs = [], []
+    for (_, _frame, face, r), m in zip(pairs, mesh, strict=True):
+        s = side * m[2]
+        cx, cy = m[0] + m[2] / 2 + dx * m[2], m[1] + m[3] / 2 + dy * m[2]
+        ious.append(iou((cx - s / 2, cy - s / 2, s, s), face.box))
+        crop = np.array(r["crop"], dtype=np.uint8).reshape(48, 48)
+        diffs.append(float(np.abs(crop.astype(int) - face.crop.astype(int)).mean()))
+    spread = np.std(box[:, 2] / mw)
+    print(f"side/mesh width: median {side:.3f}, sd {spread:.3f}")
+    print(
+        f"IoU of the mapped box with the Haar box: median {np.median(ious):.3f}, min {min(ious):.3f}"
+    )
+    print(
+        f"device crop vs server crop, mean |difference| (0-255): median {np.median(diffs):.1f}, "
+        f"max {max(diffs):.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
