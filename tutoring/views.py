@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
@@ -157,8 +158,28 @@ def learn_session(request, session_id: int):
         "width": 480,
         "open": session.is_open,
         "courseUrl": reverse("learn-course", args=[session.course_id]),
+        "device": device_config(request, session),
     }
     return render(request, "tutoring/learn_session.html", {"session": session, "config": config})
+
+
+def device_config(request, session) -> dict:
+    """What the recorder needs for the on-device face path (the socket's "ready" repeats the
+    policy, and wins). ``?device_models=`` points the model elsewhere: a test hook for the
+    fallback path (a missing folder = a model that cannot load); only same-site paths."""
+    course = session.course
+    models = request.GET.get("device_models", "")
+    if not models.startswith("/") or models.startswith("//"):
+        models = static("vendor/human/models/")
+    return {
+        "modelBase": models,
+        "backend": "webgl",
+        "allow_full_pictures": course.allow_full_pictures,
+        "min_capture_fps": course.min_capture_fps,
+        "capture_fps": course.capture_fps,
+        "attention_cone_degrees": course.attention_cone_degrees,
+        "send_crop": session.emotion_enabled,
+    }
 
 
 # --- instructors ----------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
-// Learner recording page: webcam → JPEG stills → session WebSocket, honouring the credit window.
+// Learner recording page: webcam → the face analysed on this device (cues, and a 48×48 face
+// crop where emotion is on) → session WebSocket, honouring the credit window. Full JPEG
+// pictures only as the fallback, and only where the course allows it (docs/device.md).
 import { CAMERA_MESSAGES, askCamera } from "./camera.js";
+import { loadDeviceFace } from "./device_face.js";
 import { duration, percent } from "./format.js";
 
 const cfg = JSON.parse(document.getElementById("recorder-config").textContent);
@@ -14,7 +17,8 @@ const MESSAGES = {
   idle: "Not recording. Press Start when you are ready.",
   camera: "Asking for your camera…",
   connecting: "Connecting to the server…",
-  sending: "Recording: pictures are being sent.",
+  sending: "Recording.",
+  unavailable: "Not recording: this device cannot analyse your face here and pictures may not be sent (see below).",
   paused: "Paused. The camera is off and nothing is being sent. Press Resume to go on.",
   reconnecting: "Connection lost — reconnecting…",
   disconnected: "Could not reach the server. Check your connection, then press Retry.",
@@ -44,7 +48,13 @@ const state = {
   maxFrameBytes: Infinity,
   clockOffset: 0, // server clock − this computer's, from "ready": captured_at is in server time
   rejected: 0, rejectedInRow: 0,
+  // the on-device path: path is "device", "picture" (fallback) or "none" (fallback refused);
+  // null until the model has loaded or failed
+  path: null, device: null, policy: { ...cfg.device }, intervalMs: 1000 / cfg.fps,
+  analyseMs: [], lastKind: null, serverTakesDevice: null, // null: no "ready" yet
 };
+// decide the rate from the median of the last few analyses (the first one warms the model up)
+const RATE_WINDOW = 5, RATE_MIN_SAMPLES = 3, RATE_HEADROOM = 1.25;
 const SLOW_RETRY_MS = 30000; // after MAX_FAILURES: keep trying this often (and when back online)
 
 const sentence = (text) => {
@@ -57,7 +67,7 @@ function setStatus(kind, extra = "") {
   statusEl.dataset.state = kind;
   statusEl.textContent = MESSAGES[kind] + (extra ? " " + extra : "");
   startBtn.textContent = kind === "disconnected" ? "Retry" : "Start";
-  startBtn.disabled = ["sending", "refusing", "connecting", "reconnecting", "camera", "ended", "error", "end-failed", "ending"].includes(kind);
+  startBtn.disabled = ["unavailable", "sending", "refusing", "connecting", "reconnecting", "camera", "ended", "error", "end-failed", "ending"].includes(kind);
   // while paused the one way on is Resume (or Stop)
   startBtn.hidden = state.paused || ["ended", "ending"].includes(kind);
   pauseBtn.disabled = !["sending", "refusing", "paused"].includes(kind);
@@ -68,6 +78,81 @@ function setStatus(kind, extra = "") {
   stopBtn.hidden = kind === "ended";
   if (!["sending", "refusing"].includes(kind)) faceHint.hidden = true;
   if (["paused", "ended"].includes(kind)) $("engagement").textContent = "—"; // none is measured
+}
+
+// What leaves this device, in plain words (the consent page and docs/device.md say the same).
+const PATH_TEXT = {
+  loading: "Loading the face model on this device…",
+  crop: "Your face is analysed on this device; only a small face thumbnail and numbers (head turn, eye opening, gaze) are sent.",
+  cues: "Your face is analysed on this device; only numbers (head turn, eye opening, gaze) are sent, no picture.",
+  "picture-slow": "This device is too slow for the face model: full pictures are sent to the server, analysed there and deleted.",
+  "picture-load": "The face model could not start on this device: full pictures are sent to the server, analysed there and deleted.",
+  "none-slow": "This device is too slow for the face model and this course does not allow sending pictures, so nothing is recorded.",
+  "picture-server": "This server does not take on-device results yet: full pictures are sent to the server, analysed there and deleted.",
+  "none-server": "This server does not take on-device results yet and this course does not allow sending pictures, so nothing is recorded.",
+  "none-load": "The face model could not start on this device and this course does not allow sending pictures, so nothing is recorded.",
+};
+
+function setPath(path, key, rate) {
+  state.path = path;
+  const el = $("device-path");
+  el.dataset.path = path || "loading";
+  el.textContent = PATH_TEXT[key] + (rate ? ` About ${rate} a second.` : "");
+}
+
+const sendCrop = () => !!state.policy.send_crop;
+
+// The model loads while the learner reads the page; until it has, nothing is captured.
+async function prepareDevice() {
+  setPath(null, "loading");
+  try {
+    state.device = await loadDeviceFace({ modelBase: cfg.device.modelBase, backend: cfg.device.backend });
+  } catch (err) {
+    console.warn("face model:", err && err.message); // eslint-disable-line no-console
+    return fallBack("load");
+  }
+  if (state.serverTakesDevice === false) return fallBack("server");
+  setPath("device", sendCrop() ? "crop" : "cues");
+}
+
+// The device path cannot run: full pictures where the course allows them, else nothing.
+function fallBack(why) {
+  state.device = null;
+  if (state.policy.allow_full_pictures) {
+    state.intervalMs = 1000 / cfg.fps;
+    setPath("picture", `picture-${why}`);
+    if (state.timer) startTimer();
+  } else {
+    setPath("none", `none-${why}`);
+    stopCapture();
+    releaseCamera(); // nothing will be recorded: let the camera's light go off
+    if (!["idle", "ended", "ending", "end-failed", "error"].includes(statusEl.dataset.state)) setStatus("unavailable");
+  }
+}
+
+function startTimer() {
+  clearInterval(state.timer);
+  state.timer = setInterval(capture, state.intervalMs);
+}
+
+// Capture no faster than the device analyses; below the course's minimum rate, fall back.
+function adapt(ms) {
+  state.analyseMs.push(ms);
+  if (state.analyseMs.length > RATE_WINDOW + 1) state.analyseMs.shift();
+  const recent = state.analyseMs.slice(1); // the first one warms the model up
+  if (recent.length < RATE_MIN_SAMPLES) return;
+  const median = [...recent].sort((a, b) => a - b)[Math.floor(recent.length / 2)];
+  const sustained = 1000 / (median * RATE_HEADROOM);
+  const minFps = state.policy.min_capture_fps || 0;
+  if (sustained < minFps) return fallBack("slow");
+  const fps = Math.min(state.policy.capture_fps || cfg.fps, sustained);
+  const intervalMs = 1000 / fps;
+  if (Math.abs(intervalMs - state.intervalMs) / state.intervalMs > 0.2) {
+    state.intervalMs = intervalMs;
+    if (state.timer) startTimer();
+  }
+  const slower = fps < (state.policy.capture_fps || cfg.fps) * 0.95;
+  setPath("device", sendCrop() ? "crop" : "cues", slower ? `${fps < 1 ? fps.toFixed(2) : fps.toFixed(1)} pictures` : "");
 }
 
 const liveTrack = () => state.stream && state.stream.getVideoTracks().find((t) => t.readyState === "live");
@@ -160,8 +245,10 @@ function onMessage(msg) {
     state.nextSeq = Math.max(state.nextSeq, msg.next_sequence);
     if (msg.max_frame_bytes) state.maxFrameBytes = msg.max_frame_bytes;
     if (msg.server_time) state.clockOffset = Date.parse(msg.server_time) - Date.now();
+    onDevicePolicy(msg.device);
+    if (state.path === "none") return setStatus("unavailable");
     if (!state.paused && !liveTrack()) return cameraLost();
-    if (!state.timer && !state.userStopped) state.timer = setInterval(capture, 1000 / cfg.fps);
+    if (!state.timer && !state.userStopped) startTimer();
     setStatus(state.paused ? "paused" : "sending");
   } else if (msg.type === "ack") {
     if (msg.status === "dropped") state.skipped += 1;
@@ -184,6 +271,17 @@ function onMessage(msg) {
   $("skipped").textContent = state.skipped;
 }
 
+// The server's word on the device path wins over what the page was rendered with; a server
+// whose "ready" says nothing of it takes full pictures only.
+function onDevicePolicy(device) {
+  state.serverTakesDevice = !!device;
+  if (!device) return state.path === "device" && fallBack("server");
+  const before = sendCrop();
+  state.policy = { ...state.policy, ...device };
+  if (state.path === "picture" && !state.policy.allow_full_pictures) fallBack(state.device ? "slow" : "load");
+  else if (state.path === "device" && before !== sendCrop()) setPath("device", sendCrop() ? "crop" : "cues");
+}
+
 // How long the server has seen no face: since the last one, else since the session started.
 function noFaceSeconds(msg) {
   if (msg.present) return 0;
@@ -194,6 +292,7 @@ function noFaceSeconds(msg) {
 function capture() {
   const ws = state.ws;
   if (state.paused || !state.ready || !ws || ws.readyState !== WebSocket.OPEN || state.encoding) return;
+  if (!state.path || state.path === "none") return; // the model is loading, or nothing may go
   if (!liveTrack()) return cameraLost();
   if (!video.videoWidth) return;
   if (state.credit <= 0) {  // the server is busy: skip this picture rather than queue it
@@ -210,23 +309,49 @@ function capture() {
   canvas.getContext("2d").drawImage(video, 0, 0, w, h);
   state.encoding = true;
   state.credit -= 1;
+  if (state.path === "device") return captureOnDevice(ws);
   canvas.toBlob(async (blob) => {
     state.encoding = false;
     if (!blob || ws.readyState !== WebSocket.OPEN) return;
     if (blob.size > state.maxFrameBytes) { state.credit += 1; state.skipped += 1; return; }
-    const header = new TextEncoder().encode(JSON.stringify({
-      sequence: state.nextSeq, captured_at: new Date(Date.now() + state.clockOffset).toISOString(),
-    }));
-    state.nextSeq += 1;
-    const body = new Uint8Array(await blob.arrayBuffer());
-    const msg = new Uint8Array(4 + header.length + body.length);
-    new DataView(msg.buffer).setUint32(0, header.length);
-    msg.set(header, 4);
-    msg.set(body, 4 + header.length);
-    ws.send(msg);
-    state.sent += 1;
-    $("sent").textContent = state.sent;
+    sendFrame(ws, {}, new Uint8Array(await blob.arrayBuffer())); // today's header: no "kind"
   }, "image/jpeg", 0.8);
+}
+
+// One picture analysed here: the crop and cues (emotion on), else the cues alone, no image.
+async function captureOnDevice(ws) {
+  const capturedAt = new Date(Date.now() + state.clockOffset).toISOString();
+  let result;
+  try {
+    result = await state.device.analyse(canvas);
+  } catch (err) {
+    state.encoding = false;
+    state.credit += 1;
+    console.warn("face analysis:", err && err.message); // eslint-disable-line no-console
+    return fallBack("load");
+  }
+  state.encoding = false;
+  adapt(result.ms);
+  if (state.path !== "device" || ws.readyState !== WebSocket.OPEN) { state.credit += 1; return; }
+  const withCrop = sendCrop() && result.crop;
+  sendFrame(ws, { kind: withCrop ? "crop" : "cues", cues: result.cues, captured_at: capturedAt },
+    withCrop ? result.crop : new Uint8Array(0));
+}
+
+// The stream's framing: 4-byte big-endian header length, JSON header, then the bytes.
+function sendFrame(ws, fields, body) {
+  const header = new TextEncoder().encode(JSON.stringify({
+    sequence: state.nextSeq, captured_at: new Date(Date.now() + state.clockOffset).toISOString(), ...fields,
+  }));
+  state.nextSeq += 1;
+  const msg = new Uint8Array(4 + header.length + body.length);
+  new DataView(msg.buffer).setUint32(0, header.length);
+  msg.set(header, 4);
+  msg.set(body, 4 + header.length);
+  ws.send(msg);
+  state.lastKind = fields.kind || "picture";
+  state.sent += 1;
+  $("sent").textContent = state.sent;
 }
 
 function stopCapture() {
@@ -282,6 +407,7 @@ async function showSummary() {
 }
 
 startBtn.addEventListener("click", async () => {
+  if (state.path === "none") return setStatus("unavailable");
   if (!(await openCamera())) return;
   state.paused = false;
   state.userStopped = false;
@@ -289,7 +415,7 @@ startBtn.addEventListener("click", async () => {
   state.backoff = 500;
   if (!state.ws || state.ws.readyState > WebSocket.OPEN) { setStatus("connecting"); connect(); }
   else setStatus("sending");
-  if (!state.timer) state.timer = setInterval(capture, 1000 / cfg.fps);
+  if (!state.timer && state.path !== "none") startTimer();
 });
 pauseBtn.addEventListener("click", async () => {
   if (!state.paused) {
@@ -312,5 +438,5 @@ window.addEventListener("online", () => {
 });
 
 if (!cfg.open) { state.userStopped = true; setStatus("ended"); showSummary(); }
-else setStatus("idle");
+else { setStatus("idle"); prepareDevice(); }
 window.affectRecorder = state;

@@ -1,0 +1,309 @@
+"""The on-device face path in the recorder (issue 22): what the page actually sends.
+
+The learner's webcam plays real talking-head footage (tests/data/talking_head); Human runs in
+Chromium on software WebGL. The stream socket is played by the test (Playwright's
+route_web_socket): it greets the page as the server does ("ready" with the course's device
+policy), acks every frame, and keeps every byte the page sends. The product's server, with the
+Content-Security-Policy on, serves the pages, the scripts and the model files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from scripts.device_harness import FRAMES, WEBGL_ARGS
+from tests.browser.conftest import BASE_ARGS, CHROMIUM, login
+from tests.factories import (
+    ConsentFactory,
+    CourseFactory,
+    LearnerSessionFactory,
+    UserFactory,
+    enroll,
+)
+from tests.servers import serve
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+PW = "pw-123456"
+CROP_BYTES = 48 * 48
+CSP_COLLECT = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation", (e) =>
+  window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
+"""
+
+
+def talking_head_y4m(path: Path, fps: int = 5) -> Path:
+    """The footage's frames at 640×480 (edges replicated around the 410×412 picture)."""
+    with path.open("wb") as f:
+        f.write(f"YUV4MPEG2 W640 H480 F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for p in sorted(FRAMES.glob("frame_*.jpg")):
+            img = cv2.imread(str(p))
+            h, w = img.shape[:2]
+            top, left = (480 - h) // 2, (640 - w) // 2
+            img = cv2.copyMakeBorder(
+                img, top, 480 - h - top, left, 640 - w - left, cv2.BORDER_REPLICATE
+            )
+            f.write(b"FRAME\n" + cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420).tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def csp_server(django_db_setup, tmp_path_factory):
+    with serve(tmp_path_factory.mktemp("device-server"), CONTENT_SECURITY_POLICY="on") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def device_browser(playwright_instance, tmp_path_factory):
+    camera = talking_head_y4m(tmp_path_factory.mktemp("camera") / "talking_head.y4m")
+    b = playwright_instance.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[a for a in BASE_ARGS if a != "--disable-gpu"]
+        + WEBGL_ARGS
+        + [
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}",
+        ],
+    )
+    yield b
+    b.close()
+
+
+class FakeStream:
+    """Plays the stream socket: "ready" with ``device``, an ack per frame, every frame kept."""
+
+    def __init__(self, device: dict | None):
+        self.device, self.sent, self.sequence = device, [], 0
+
+    def __call__(self, ws):
+        ws.on_message(lambda m: self.on_message(ws, m))
+        ready = {
+            "type": "ready", "session": 1, "credit": 4, "next_sequence": 0, "capture_fps": 1.0,
+            "max_frame_bytes": 1 << 20, "emotion_enabled": True,
+            "server_time": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        }  # fmt: skip
+        if self.device is not None:
+            ready["device"] = self.device
+        ws.send(json.dumps(ready))
+
+    def on_message(self, ws, message):
+        if isinstance(message, str):
+            self.sent.append(("text", json.loads(message), b""))
+            return
+        (n,) = struct.unpack(">I", message[:4])
+        header = json.loads(message[4 : 4 + n])
+        self.sent.append(("binary", header, message[4 + n :]))
+        ws.send(
+            json.dumps(
+                {"type": "ack", "sequence": header["sequence"], "status": "accepted", "credit": 4}
+            )
+        )
+
+    def frames(self):
+        return [(h, body) for how, h, body in self.sent if how == "binary"]
+
+
+def policy(course, send_crop: bool, **over) -> dict:
+    return {
+        "allow_full_pictures": course.allow_full_pictures,
+        "min_capture_fps": course.min_capture_fps,
+        "capture_fps": course.capture_fps,
+        "attention_cone_degrees": course.attention_cone_degrees,
+        "send_crop": send_crop,
+        **over,
+    }
+
+
+def learner_session(*, emotion: bool, **course_fields):
+    learner = UserFactory(username="dina", first_name="Dina")
+    course = CourseFactory(title="Optics", **course_fields)
+    enroll(course, learner, consent=False)
+    consent = ConsentFactory(course=course, learner=learner, emotion=emotion)
+    return LearnerSessionFactory(learner=learner, course=course, consent=consent)
+
+
+def open_recorder(browser, server, session, stream: FakeStream, query: str = ""):
+    context = browser.new_context()
+    context.add_init_script(CSP_COLLECT)
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.route_web_socket(re.compile(r".*/stream/$"), stream)
+    login(page, server, "dina", PW)
+    page.goto(f"{server}/learn/sessions/{session.pk}/{query}")
+    return page, errors
+
+
+def wait_until(page, check, timeout: float = 60):
+    """Polls from here: the policy refuses the predicates wait_for_function evals in the page."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        page.wait_for_timeout(250)
+
+
+def start_and_collect(page, stream: FakeStream, n: int, timeout: float = 60):
+    wait_until(page, lambda: page.locator("#device-path").get_attribute("data-path") != "loading")
+    page.get_by_role("button", name="Start", exact=True).click()
+    wait_until(page, lambda: len(stream.frames()) >= n, timeout)
+
+
+def assert_clean(page, errors):
+    assert page.evaluate("window.__csp") == []
+    assert errors == []
+
+
+def test_the_device_path_sends_crops_and_cues_never_a_picture(device_browser, csp_server):
+    session = learner_session(emotion=True)
+    assert session.emotion_enabled
+    stream = FakeStream(policy(session.course, send_crop=True))
+    page, errors = open_recorder(device_browser, csp_server, session, stream)
+    start_and_collect(page, stream, 3)
+    frames = stream.frames()
+    assert {h["kind"] for h, _ in frames} <= {"crop", "cues"}
+    crops = [(h, body) for h, body in frames if h["kind"] == "crop"]
+    assert crops, "the footage shows a face: crops go out"
+    for h, body in frames:
+        assert len(body) == (CROP_BYTES if h["kind"] == "crop" else 0)
+        assert not body.startswith(b"\xff\xd8")  # no JPEG, ever
+    for h, _ in crops:
+        cues = h["cues"]
+        assert cues["face"] is True and len(cues["box"]) == 4
+        assert -90 <= cues["yaw"] <= 90 and 0 < cues["eye_open_left"] < 1
+        assert set(cues) <= {
+            "face", "box", "yaw", "pitch", "roll", "eye_open_left", "eye_open_right",
+            "gaze_yaw", "gaze_pitch", "center_offset", "area_fraction",
+        }  # fmt: skip
+    # the crop is a face: not flat, and brighter in the middle than a blank frame would be
+    crop = np.frombuffer(crops[0][1], dtype=np.uint8).reshape(48, 48)
+    assert crop.std() > 15
+    path = page.locator("#device-path")
+    assert path.get_attribute("data-path") == "device"
+    assert "only a small face thumbnail" in path.inner_text()
+    assert page.evaluate("window.affectRecorder.sent") == len(frames)
+    assert_clean(page, errors)
+
+
+def test_engagement_only_sends_no_image_at_all(device_browser, csp_server):
+    session = learner_session(emotion=False, emotion_inference_enabled=False)
+    stream = FakeStream(policy(session.course, send_crop=False))
+    page, errors = open_recorder(device_browser, csp_server, session, stream)
+    config = json.loads(page.locator("#recorder-config").text_content())
+    assert config["device"]["send_crop"] is False  # the page knows it before the server says
+    start_and_collect(page, stream, 3)
+    frames = stream.frames()
+    assert [h["kind"] for h, _ in frames] == ["cues"] * len(frames)
+    assert all(body == b"" for _, body in frames)
+    assert any(h["cues"]["face"] for h, _ in frames)
+    assert "only numbers" in page.locator("#device-path").inner_text()
+    assert_clean(page, errors)
+
+
+def test_a_model_that_cannot_load_falls_back_to_pictures_where_allowed(device_browser, csp_server):
+    session = learner_session(emotion=True)
+    stream = FakeStream(policy(session.course, send_crop=True))
+    page, _ = open_recorder(
+        device_browser, csp_server, session, stream, "?device_models=/static/no-such-model/"
+    )
+    start_and_collect(page, stream, 2)
+    path = page.locator("#device-path")
+    assert path.get_attribute("data-path") == "picture"
+    assert "full pictures are sent" in path.inner_text()
+    for h, body in stream.frames():
+        assert "kind" not in h and "cues" not in h  # today's picture frame
+        assert body.startswith(b"\xff\xd8")  # a JPEG
+    assert page.evaluate("window.__csp") == []
+
+
+def test_a_course_without_full_pictures_sends_nothing_when_the_model_fails(
+    device_browser, csp_server
+):
+    session = learner_session(emotion=True, allow_full_pictures=False)
+    stream = FakeStream(policy(session.course, send_crop=True))
+    page, _ = open_recorder(
+        device_browser, csp_server, session, stream, "?device_models=/static/no-such-model/"
+    )
+    path = page.locator("#device-path")
+    wait_until(page, lambda: path.get_attribute("data-path") == "none")
+    assert "does not allow sending pictures" in path.inner_text()
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.wait_for_timeout(3000)
+    assert stream.frames() == []
+    assert page.locator("#status").get_attribute("data-state") == "unavailable"
+
+
+def test_a_device_below_the_course_minimum_rate_falls_back(device_browser, csp_server):
+    # no device here analyses 50 pictures a second in software: after the warm-up, pictures
+    session = learner_session(emotion=True)
+    stream = FakeStream(policy(session.course, send_crop=True, min_capture_fps=50))
+    page, _ = open_recorder(device_browser, csp_server, session, stream)
+    start_and_collect(page, stream, 6, timeout=90)
+    kinds = [h.get("kind", "picture") for h, _ in stream.frames()]
+    assert kinds[-1] == "picture" and "crop" in kinds
+    assert "too slow" in page.locator("#device-path").inner_text()
+
+
+def test_yaw_changes_sign_when_the_head_turns_the_other_way():
+    # the footage turns little; its mirror image is the same face turned the other way
+    from scripts.device_harness import analyse, frames
+
+    chosen = [f for name, f in frames() if name in ("frame_138.jpg", "frame_150.jpg")]
+    out = analyse(chosen + [cv2.flip(f, 1) for f in chosen], backend="webgl")
+    yaws = [r["cues"]["yaw"] for r in out["results"]]
+    n = len(chosen)
+    noses = [r["nose"] for r in out["results"]]
+    for yaw, mirrored in zip(yaws[:n], yaws[n:], strict=True):
+        assert abs(yaw) > 5 and np.sign(yaw) == -np.sign(mirrored), yaws
+        assert abs(yaw + mirrored) < 0.5 * abs(yaw), yaws
+    # + = the learner turned to their left: the nose moved toward the picture's right
+    assert all(np.sign(y) == np.sign(n) for y, n in zip(yaws, noses, strict=True)), (yaws, noses)
+    assert out["console_errors"] == []
+
+
+def test_the_crop_is_framed_as_the_server_frames_it():
+    """The same picture and box: the page's crop and ml/faces.py square_crop agree."""
+    from playwright.sync_api import sync_playwright
+
+    from ml.faces import square_crop
+    from ml.preprocessing import to_gray
+    from scripts.device_harness import data_url, frames, static_server
+
+    _, frame = frames(1)[0]
+    boxes = [(100.0, 110.0, 250.0, 250.0), (-30.0, 250.0, 200.0, 200.0), (380.0, 390.0, 20.0, 20.0)]
+    with static_server() as base, sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BASE_ARGS)
+        page = b.new_page()
+        page.route(
+            f"{base}/t", lambda r: r.fulfill(body="<!doctype html>", content_type="text/html")
+        )
+        page.goto(f"{base}/t")
+        crops = page.evaluate(
+            """async ({ src, boxes }) => {
+              const m = await import("/static/js/device_face.js");
+              const img = new Image(); img.src = src; await img.decode();
+              const c = document.createElement("canvas");
+              c.width = img.naturalWidth; c.height = img.naturalHeight;
+              const ctx = c.getContext("2d"); ctx.drawImage(img, 0, 0);
+              const gray = m.toGray(ctx.getImageData(0, 0, c.width, c.height));
+              return boxes.map((px) => Array.from(m.squareCrop(gray, c.width, c.height,
+                { px }, m.MARGIN, m.CROP)));
+            }""",
+            {"src": data_url(frame), "boxes": boxes},
+        )
+        b.close()
+    gray = to_gray(frame)
+    for box, crop in zip(boxes, crops, strict=True):
+        mine = np.array(crop, dtype=np.uint8).reshape(48, 48)
+        server = square_crop(gray, box, 0.025, 48)
+        assert np.abs(mine.astype(int) - server.astype(int)).max() <= 1, box
