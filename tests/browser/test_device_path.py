@@ -307,3 +307,35 @@ def test_the_crop_is_framed_as_the_server_frames_it():
         mine = np.array(crop, dtype=np.uint8).reshape(48, 48)
         server = square_crop(gray, box, 0.025, 48)
         assert np.abs(mine.astype(int) - server.astype(int)).max() <= 1, box
+
+
+def test_crops_and_cues_reach_the_instructors_tile(device_browser, asgi_server):
+    """End to end on the real stream socket: device readings, the tile says present."""
+    from emotion import stream_protocol
+    from emotion.models import Reading
+    from tests.factories import InstructorFactory
+
+    if not hasattr(stream_protocol, "device_policy"):
+        pytest.skip("the server side of device frames (issue 22, stream socket) is not here yet")
+    teacher = InstructorFactory(username="tara")
+    session = learner_session(emotion=True)
+    session.course.instructors.add(teacher)
+    instructor = device_browser.new_context().new_page()
+    login(instructor, asgi_server, "tara", PW)
+    instructor.goto(f"{asgi_server}/teach/courses/{session.course.pk}/live/")
+    page = device_browser.new_context().new_page()
+    login(page, asgi_server, "dina", PW)
+    page.goto(f"{asgi_server}/learn/sessions/{session.pk}/")
+    path = page.locator("#device-path")
+    wait_until(page, lambda: path.get_attribute("data-path") != "loading")
+    page.get_by_role("button", name="Start", exact=True).click()
+    readings = Reading.objects.filter(session=session, analysed_at__isnull=False)
+    wait_until(page, lambda: readings.filter(face_found=True).count() >= 2, timeout=60)
+    assert path.get_attribute("data-path") == "device"
+    assert page.evaluate("window.affectRecorder.lastKind") == "crop"
+    assert set(readings.values_list("face_source", flat=True)) == {"device"}
+    tile = instructor.locator('.tile:has-text("Dina")')
+    wait_until(instructor, lambda: tile.get_attribute("data-state") == "present", timeout=30)
+    wait_until(instructor, lambda: "Expression:" in tile.locator(".emotion").inner_text())
+    page.get_by_role("button", name="Stop session").click()
+    wait_until(page, lambda: page.locator("#status").get_attribute("data-state") == "ended")
