@@ -83,24 +83,29 @@ def frames(limit: int | None = None) -> list[tuple[str, np.ndarray]]:
     return [(p.name, cv2.imread(str(p))) for p in paths]
 
 
-def analyse(pictures: list[np.ndarray], backend: str = "webgl", keep_crops: bool = False) -> dict:
-    """Run the device module on BGR pictures in Chromium: {backend, loadMs, results: [...]}."""
+def analyse(
+    pictures: list[np.ndarray], backend: str = "webgl", keep_crops: bool = False, playwright=None
+) -> dict:
+    """Run the device module on BGR pictures in Chromium: {backend, loadMs, results: [...]}.
+    ``playwright``: a running sync Playwright (tests have one: a second cannot start)."""
+    if playwright is not None:
+        return _analyse(playwright, pictures, backend, keep_crops)
     from playwright.sync_api import sync_playwright
 
-    with static_server() as base, sync_playwright() as p:
-        args = ["--no-sandbox", "--disable-dev-shm-usage"]
-        args += WEBGL_ARGS if backend == "webgl" else ["--disable-gpu"]
+    with sync_playwright() as p:
+        return _analyse(p, pictures, backend, keep_crops)
+
+
+def _analyse(p, pictures, backend, keep_crops) -> dict:
+    args = ["--no-sandbox", "--disable-dev-shm-usage"]
+    args += WEBGL_ARGS if backend == "webgl" else ["--disable-gpu"]
+    with static_server() as base:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         try:
             page = browser.new_page()
             errors: list[str] = []
             page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-            page.route(
-                f"{base}/harness",
-                lambda r: r.fulfill(
-                    body="<!doctype html><title>h</title>", content_type="text/html"
-                ),
-            )
+            page.route(f"{base}/harness", _blank)
             page.goto(f"{base}/harness")
             out = page.evaluate(
                 ANALYSE_JS,
@@ -115,3 +120,7 @@ def analyse(pictures: list[np.ndarray], backend: str = "webgl", keep_crops: bool
             return out
         finally:
             browser.close()
+
+
+def _blank(route) -> None:
+    route.fulfill(body="<!doctype html><title>harness</title>", content_type="text/html")

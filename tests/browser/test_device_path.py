@@ -254,12 +254,13 @@ def test_a_device_below_the_course_minimum_rate_falls_back(device_browser, csp_s
     assert "too slow" in page.locator("#device-path").inner_text()
 
 
-def test_yaw_changes_sign_when_the_head_turns_the_other_way():
+def test_yaw_changes_sign_when_the_head_turns_the_other_way(playwright_instance):
     # the footage turns little; its mirror image is the same face turned the other way
     from scripts.device_harness import analyse, frames
 
     chosen = [f for name, f in frames() if name in ("frame_138.jpg", "frame_150.jpg")]
-    out = analyse(chosen + [cv2.flip(f, 1) for f in chosen], backend="webgl")
+    mirrored = [cv2.flip(f, 1) for f in chosen]
+    out = analyse(chosen + mirrored, backend="webgl", playwright=playwright_instance)
     yaws = [r["cues"]["yaw"] for r in out["results"]]
     n = len(chosen)
     noses = [r["nose"] for r in out["results"]]
@@ -271,18 +272,18 @@ def test_yaw_changes_sign_when_the_head_turns_the_other_way():
     assert out["console_errors"] == []
 
 
-def test_the_crop_is_framed_as_the_server_frames_it():
+def test_the_crop_is_framed_as_the_server_frames_it(playwright_instance):
     """The same picture and box: the page's crop and ml/faces.py square_crop agree."""
-    from playwright.sync_api import sync_playwright
-
     from ml.faces import square_crop
     from ml.preprocessing import to_gray
     from scripts.device_harness import data_url, frames, static_server
 
     _, frame = frames(1)[0]
     boxes = [(100.0, 110.0, 250.0, 250.0), (-30.0, 250.0, 200.0, 200.0), (380.0, 390.0, 20.0, 20.0)]
-    with static_server() as base, sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BASE_ARGS)
+    with static_server() as base:
+        b = playwright_instance.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=BASE_ARGS
+        )
         page = b.new_page()
         page.route(
             f"{base}/t", lambda r: r.fulfill(body="<!doctype html>", content_type="text/html")
