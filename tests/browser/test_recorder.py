@@ -58,13 +58,13 @@ def session(transactional_db, browser):
         time.sleep(1)
 
 
-def recorder(browser, server, session, init_script: str = ""):
+def recorder(browser, server, session, init_script: str = "", query: str = ""):
     context = browser.new_context()
     if init_script:
         context.add_init_script(init_script)
     page = context.new_page()
     login(page, server, "lina", PW)
-    page.goto(f"{server}/learn/sessions/{session.pk}/")
+    page.goto(f"{server}/learn/sessions/{session.pk}/{query}")
     return page, page.locator("#status")
 
 
@@ -88,7 +88,11 @@ def test_pictures_the_server_refuses_are_said_not_counted_as_recording(
     not_an_image = """
       HTMLCanvasElement.prototype.toBlob = function (cb) { cb(new Blob(["not a picture"])); };
     """
-    page, status = recorder(browser, asgi_server, session, not_an_image)
+    # full pictures are the fallback path (the face model analyses on the device otherwise):
+    # a model folder that is not there makes the page send pictures
+    page, status = recorder(
+        browser, asgi_server, session, not_an_image, "?device_models=/static/no-such-model/"
+    )
     page.get_by_role("button", name="Start", exact=True).click()
     expect(status).to_have_attribute("data-state", "refusing", timeout=20_000)
     expect(status).to_contain_text("Not a JPEG or PNG image")
