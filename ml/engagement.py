@@ -66,10 +66,11 @@ Device path: head pose, gaze and eye closure (engagement v2)
 Frames whose face was found on the learner's device (``source="device"``) carry the head pose
 (``yaw``, ``pitch``, degrees), the eye gaze relative to the head (``gaze_yaw``, ``gaze_pitch``,
 degrees, optional) and the eye aspect ratio (``eye_open``, the mean of both eyes' EAR). Head
-pose and eye closure are the cues the engagement literature finds strongest: EngageNet (Singh et
-al. 2023) and the EmotiW engagement-prediction challenge (Kaur et al. 2018; Dhall et al. 2020)
-report head pose and eye-gaze features (OpenFace) as the best single predictors, and DAiSEE
-(Gupta et al. 2016) labels engagement from the same webcam view. Eye closure is scored as
+pose, gaze and eye closure are the cues the engagement literature leans on: EngageNet (Singh et
+al. 2023) builds its baselines on OpenFace head-pose and eye-gaze features, the EmotiW
+engagement-prediction baseline (Kaur et al. 2018; Dhall et al. 2020) regresses engagement from
+them alone, and DAiSEE (Gupta et al. 2016) labels engagement from the same webcam view of a
+learner at a screen (docs/engagement.md has the references). Eye closure is scored as
 PERCLOS (Wierwille et al. 1994; Dinges & Grace 1998): the share of time the eyes are closed.
 Per device frame, with ``C`` = ``attention_cone_degrees`` (default 25, a per-course setting),
 ``Y = yaw + (gaze_yaw or 0)`` and ``P = pitch + (gaze_pitch or 0)``::
