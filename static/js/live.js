@@ -49,7 +49,7 @@ function tile(id) {
     el.innerHTML = `<h3 class="name"></h3><p class="state"></p><p class="small detail"></p>
       <div class="values"><label class="small">Engagement <meter min="0" max="1" low="0.25" high="0.65" optimum="1" value="0"></meter>
       <span class="pct"></span></label>
-      <p class="band"></p>${cfg.emotionEnabled ? '<p class="emotion"></p>' : ""}</div>
+      <p class="band"></p><p class="small cues"></p>${cfg.emotionEnabled ? '<p class="emotion"></p>' : ""}</div>
       <p class="small since"></p><a class="small drill" hidden>Session timeline</a>`;
     $("tiles").appendChild(el);
   }
@@ -92,6 +92,16 @@ function detail({ st, sinceFrame, noFace }) {
   return "";
 }
 
+// The device path's cues of the current window ("looking away 40 % · eyes closed 15 %"); a
+// window where only the server found the face has none: it says so.
+function cuesText(s) {
+  if (!s.device_ratio) return "camera position only";
+  const parts = [];
+  if (s.looking_away_ratio != null) parts.push(`looking away ${percent(s.looking_away_ratio)}`);
+  if (s.eyes_closed_ratio != null) parts.push(`eyes closed ${percent(s.eyes_closed_ratio)}`);
+  return parts.join(" · ");
+}
+
 function render(id) {
   const l = learners.get(id);
   const el = tile(id);
@@ -109,6 +119,7 @@ function render(id) {
   el.querySelector("meter").value = live ? s.engagement : 0;
   el.querySelector(".pct").textContent = live ? percent(s.engagement) : "";
   el.querySelector(".band").textContent = live && s.band ? s.band : "";
+  el.querySelector(".cues").textContent = live ? cuesText(s) : "";
   if (cfg.emotionEnabled) el.querySelector(".emotion").textContent = live && s.dominant_emotion ? `Expression: ${s.dominant_emotion}` : "";
   // unless the detail line already says how long since the last picture
   const gapSaid = st === "paused" || (st === "absent" && state.sinceFrame > pausedAfterS);

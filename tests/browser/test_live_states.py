@@ -88,6 +88,11 @@ def tiles(pages, state, timeout=15_000):
     return [p.page.locator('.tile:has-text("Lina Learner")') for p in pages]
 
 
+CUES_TEXT = re.compile(
+    r"^(camera position only|looking away \d{1,3} %( · eyes closed \d{1,3} %)?)$"
+)
+
+
 def test_one_session_through_every_state_on_laptop_and_phone(browser, asgi_server, course):
     teachers = instructors(browser, asgi_server, course)
     for p in teachers:
@@ -121,6 +126,8 @@ def test_one_session_through_every_state_on_laptop_and_phone(browser, asgi_serve
     for tile in tiles(teachers, "present", timeout=30_000):
         expect(tile.locator(".pct")).to_have_text(re.compile(r"^\d{1,3} %$"), timeout=10_000)
         expect(tile.locator(".emotion")).to_have_text(re.compile(r"Expression: \w+"))
+        # the server path says so; the device path gives its head pose and eye cues
+        expect(tile.locator(".cues")).to_have_text(CUES_TEXT)
     for p in teachers:
         expect(p.page.locator("#chart-empty")).to_be_hidden(timeout=10_000)
         shot(p.page, f"live-recording-{p.screen}")
