@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import cv2
+import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -21,16 +22,19 @@ from django.utils import timezone
 from emotion.framestore import get_frame_store
 from emotion.models import ModelVersion, Reading
 from emotion.validation import (
+    CROP_BYTES,
     MAX_SEQUENCE,
     FrameRejection,
     check_crop,
     check_cues,
     check_frame,
     check_sequence,
+    crop_array,
     decode_frame,
 )
 from ml.classes import EMOTIONS
 from ml.engagement import Observation, attentive
+from ml.faces import FoundFace
 from tutoring.models import Consent, LearnerSession
 
 logger = logging.getLogger(__name__)
@@ -473,7 +477,7 @@ def _decode(to_run: list[Reading], frames: dict, now) -> tuple[list, list, list]
     rows, images, classify = [], [], []
     for r in to_run:
         data = frames.get(r.pk)
-        img = decode_frame(data) if data is not None else None
+        img = _image(r, data) if data is not None else None
         r.analysed_at = now
         if img is None:
             r.error = "frame_expired" if data is None else "undecodable"
@@ -485,6 +489,14 @@ def _decode(to_run: list[Reading], frames: dict, now) -> tuple[list, list, list]
     return rows, images, classify
 
 
+def _image(r: Reading, data: bytes) -> np.ndarray | FoundFace | None:
+    """What the model takes for a held frame: a picture, decoded (the server finds the face),
+    or the device's crop as it is (the face was found on the learner's device)."""
+    if r.face_source == Reading.FaceSource.DEVICE:
+        return FoundFace(crop_array(data)) if len(data) == CROP_BYTES else None
+    return decode_frame(data)
+
+
 def _apply(rows: list[Reading], preds: list, classify: list[bool], mv) -> None:
     """Set each reading's fields from the faces found in its frame."""
     for r, faces, emo in zip(rows, preds, classify, strict=True):
@@ -492,13 +504,16 @@ def _apply(rows: list[Reading], preds: list, classify: list[bool], mv) -> None:
             r.error = "inference_failed"
             continue
         r.model_version = mv
-        r.face_found = bool(faces)
-        if not faces:
-            continue
-        face = faces[0]  # the most certain face is the learner's
-        r.box = list(face.box)
-        r.cues = {**face.cues, "n_faces": len(faces)}
-        r.attentive = _attentive(True, face.cues)
+        if r.face_source == Reading.FaceSource.DEVICE:
+            face = faces[0]  # the crop itself: its box and cues came with it, kept as sent
+        else:
+            r.face_found = bool(faces)
+            if not faces:
+                continue
+            face = faces[0]  # the most certain face is the learner's
+            r.box = list(face.box)
+            r.cues = {**face.cues, "n_faces": len(faces)}
+            r.attentive = _attentive(True, face.cues)
         if emo:
             r.probs, r.label, r.confidence = face.probs, face.label, face.confidence
         if (

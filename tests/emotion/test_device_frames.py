@@ -393,3 +393,91 @@ def test_rest_observations_obey_the_course_policy(classroom):
 def test_crop_bytes_constant():
     assert CROP_BYTES == 2304 == len(CROP)
     assert np.frombuffer(CROP, np.uint8).reshape(48, 48)[0, 1] == 1
+
+
+# --- the worker -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def real_crop(face_frames) -> bytes:
+    """The crop the server itself cuts from a real face picture: what a device sends."""
+    import cv2
+
+    from ml.faces import detect_faces
+
+    img = cv2.imdecode(np.frombuffer(face_frames[3], np.uint8), cv2.IMREAD_COLOR)
+    (face,) = detect_faces(img)
+    return face.crop.tobytes()
+
+
+@pytest.fixture
+def counted_model(monkeypatch):
+    """The real predictor, counting its batches."""
+    from emotion.inference import get_predictor
+
+    real, calls = get_predictor(), []
+
+    class Counted:
+        sha256 = real.sha256
+
+        def describe(self):
+            return real.describe()
+
+        def predict_frames(self, images, classify, timings=None):
+            calls.append(len(images))
+            return real.predict_frames(images, classify, timings)
+
+    monkeypatch.setattr("emotion.inference.get_predictor", lambda: Counted())
+    return real, calls
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_mixed_batch_classifies_device_crops_without_detection(
+    classroom, face_frames, real_crop, counted_model
+):
+    from emotion.services import readings_analyse
+    from ml.classes import EMOTIONS
+
+    real, calls = counted_model
+    classroom.course.keep_face_crops = True
+    classroom.course.save()
+    ids = accept(
+        classroom.session,
+        IncomingFrame(data=face_frames[0], sequence=0),
+        IncomingFrame(data=real_crop, sequence=1, kind="crop", cues=cues()),
+    ).reading_ids
+    stats = readings_analyse(reading_ids=ids)
+    assert stats["analysed"] == 2 and calls == [2]  # one batch, both sources
+    picture, device = Reading.objects.filter(pk__in=ids).order_by("sequence")
+    assert picture.face_source == "server" and picture.face_found and picture.label
+    assert picture.cues["n_faces"] == 1  # the server's own cues
+    assert device.face_source == "device" and device.error == "" and device.analysed_at
+    direct = real.predict_faces([np.frombuffer(real_crop, np.uint8).reshape(48, 48)])[0]
+    assert [device.probs[e] for e in EMOTIONS] == pytest.approx(list(direct), abs=1e-4)
+    assert device.label == EMOTIONS[int(direct.argmax())]
+    assert device.model_version_id == picture.model_version_id
+    # what the device sent is kept as sent: no box or cues from a detector
+    assert device.box == CUES["box"] and device.cues["yaw"] == 5.0 and device.face_found
+    assert device.attentive
+    import cv2
+
+    kept = cv2.imdecode(np.frombuffer(bytes(device.face_crop), np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert kept.tobytes() == real_crop  # kept for label review, as the server's crops are
+    assert get_frame_store().keys() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_device_crop_in_an_engagement_only_run_gets_no_emotion(
+    classroom, real_crop, counted_model
+):
+    from emotion.services import readings_analyse
+
+    ids = accept(
+        classroom.session, IncomingFrame(data=real_crop, sequence=0, kind="crop", cues=cues())
+    ).reading_ids
+    classroom.course.emotion_inference_enabled = False  # turned off after the crop was sent
+    classroom.course.save()
+    readings_analyse(reading_ids=ids)
+    r = Reading.objects.get(pk=ids[0])
+    assert r.analysed_at and r.error == "" and r.face_found and r.probs is None
+    assert r.label is None and r.face_crop is None
