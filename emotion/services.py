@@ -35,7 +35,7 @@ from emotion.validation import (
 from ml.classes import EMOTIONS
 from ml.engagement import Observation, attentive
 from ml.faces import FoundFace
-from tutoring.models import Consent, LearnerSession
+from tutoring.models import Consent, Course, LearnerSession
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +90,9 @@ class AcceptResult:
         return [a["reading"] for a in self.accepted]
 
 
-def session_check_ingest(*, session: LearnerSession) -> None:
-    """Raise unless frames may be ingested now: session open and consent still active."""
+def session_check_ingest(*, session: LearnerSession) -> Course:
+    """Raise unless frames may be ingested now: session open and consent still active. The
+    session's course as it is now (a socket's copy may be older than a policy change)."""
     if session.status != LearnerSession.Status.ACTIVE:
         raise SessionClosed(f"session {session.pk} has ended")
     consent = Consent.objects.filter(pk=session.consent_id).select_related("course").first()
@@ -99,6 +100,7 @@ def session_check_ingest(*, session: LearnerSession) -> None:
         raise PermissionDenied("consent for this course was revoked")
     if consent.policy_version != consent.course.consent_policy_version:
         raise PermissionDenied("this course's data policy changed: read it and give consent again")
+    return consent.course
 
 
 def frames_accept(
@@ -115,14 +117,14 @@ def frames_accept(
     ``max_pending``, raises ``SessionBacklogged`` and accepts none of the new frames when the
     session would have more than that many waiting for inference.
     """
-    session_check_ingest(session=session)
+    course = session_check_ingest(session=session)
     result = AcceptResult()
     now = timezone.now()
     skew = timedelta(seconds=settings.EMOTION_LIMITS["max_clock_skew_s"])
     valid: list[tuple[IncomingFrame, dict | None]] = []  # with its validated cues
     for f in frames:
         try:
-            cues = _check_kind(session, f)
+            cues = _check_kind(session, course, f)
             if f.captured_at is not None and not (
                 session.started_at - skew <= f.captured_at <= now + skew
             ):
@@ -202,12 +204,11 @@ def frames_accept(
     return result
 
 
-def _check_kind(session: LearnerSession, f: IncomingFrame) -> dict | None:
+def _check_kind(session: LearnerSession, course: Course, f: IncomingFrame) -> dict | None:
     """Validate ``f`` for its kind and the course's policy; its validated cues (device
     frames) or None (a picture). Raises ``FrameRejection``."""
     if f.rejection is not None:
         raise f.rejection
-    course = session.course
     if f.kind == "picture":
         if not course.allow_full_pictures:
             raise FrameRejection(
@@ -219,7 +220,7 @@ def _check_kind(session: LearnerSession, f: IncomingFrame) -> dict | None:
         return None
     if f.kind not in FRAME_KINDS:
         raise FrameRejection("bad_header", f"kind must be one of {', '.join(FRAME_KINDS)}")
-    if f.kind == "crop" and not session_sends_crop(session):
+    if f.kind == "crop" and not session_sends_crop(session, course):
         raise FrameRejection(
             "crop_not_allowed",
             "no face image is taken in this session (emotion estimation is off): send cues alone",
@@ -232,10 +233,10 @@ def _check_kind(session: LearnerSession, f: IncomingFrame) -> dict | None:
     return cues
 
 
-def session_sends_crop(session: LearnerSession) -> bool:
+def session_sends_crop(session: LearnerSession, course: Course | None = None) -> bool:
     """Whether the device sends a face crop (emotion is estimated) or cues alone: the
     learner agreed to emotion estimation for this session and the course runs it."""
-    return session.emotion_enabled and session.course.emotion_inference_enabled
+    return session.emotion_enabled and (course or session.course).emotion_inference_enabled
 
 
 def _device_reading(reading: Reading, cues: dict, *, analysed) -> None:
