@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import math
 
-#: decimals a CSV cell keeps: seconds to a tenth, ratios and scores (0–1) to a thousandth
+#: decimals a CSV cell keeps: seconds to a tenth, ratios and scores (0–1) to a thousandth,
+#: angles (degrees) to a tenth
 CSV_SECONDS_DECIMALS = 1
 CSV_RATIO_DECIMALS = 3
+CSV_DEGREES_DECIMALS = 1
+#: the CSV columns in degrees (the spread of the head pose over a window)
+CSV_DEGREES_COLUMNS = frozenset({"head_motion"})
 
 NONE_TEXT = "—"
 
@@ -36,9 +40,12 @@ def duration(seconds: float | None) -> str:
 
 def csv_number(column: str, value):
     """A CSV cell's number at the documented precision (docs/api.md): columns in seconds
-    (``*_s``) to ``CSV_SECONDS_DECIMALS``, other fractional numbers (ratios, engagement,
-    shares, valence) to ``CSV_RATIO_DECIMALS``. Integers, text and empty cells are unchanged."""
+    (``*_s``) to ``CSV_SECONDS_DECIMALS``, in degrees (``CSV_DEGREES_COLUMNS``) to
+    ``CSV_DEGREES_DECIMALS``, other fractional numbers (ratios, engagement, shares, valence)
+    to ``CSV_RATIO_DECIMALS``. Integers, text and empty cells are unchanged."""
     if not isinstance(value, float):
         return value
+    if column in CSV_DEGREES_COLUMNS:
+        return round(value, CSV_DEGREES_DECIMALS)
     decimals = CSV_SECONDS_DECIMALS if column.endswith("_s") else CSV_RATIO_DECIMALS
     return round(value, decimals)

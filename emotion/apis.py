@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.parsers import MultiPartParser
@@ -15,6 +23,8 @@ from config.api import bounded, error_body, too_many_files
 from config.params import paginated, parse_range, parse_when
 from emotion.models import Reading
 from emotion.services import IncomingFrame, SessionBacklogged, SessionClosed, frames_accept
+from emotion.stream_protocol import BAD_TIME, parse_time
+from emotion.validation import FrameRejection
 from tutoring import selectors
 
 
@@ -87,28 +97,124 @@ class FrameUploadApi(APIView):
             frames.append(
                 IncomingFrame(data=data, sequence=seq, captured_at=when, name=f.name, size=f.size)
             )
-        try:
-            result = frames_accept(
-                session=session, frames=frames, max_pending=limits["max_pending_per_session"]
+        return _accept(session, frames)
+
+
+def _accept(session, frames: list[IncomingFrame], name: str = "file") -> Response:
+    """Accept ``frames`` and answer as the upload endpoints do: 202 when all were accepted,
+    else 4xx with a reason per rejected frame, which ``name`` (its file name, or its index in
+    the request) identifies; the accepted ones are kept."""
+    limits = settings.EMOTION_LIMITS
+    try:
+        result = frames_accept(
+            session=session, frames=frames, max_pending=limits["max_pending_per_session"]
+        )
+    except SessionClosed as e:
+        return _error(409, "session_ended", str(e))
+    except SessionBacklogged as e:
+        response = _error(429, "too_many_pending", str(e))
+        response["Retry-After"] = "2"
+        return response
+    rejected = [
+        {name: r["file"], **{k: v for k, v in r.items() if k != "file"}} for r in result.rejected
+    ]
+    body = {
+        "accepted": [a["sequence"] for a in result.accepted],
+        "duplicates": result.duplicates,
+        "rejected": rejected,
+    }
+    if not rejected:
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+    codes = {r["code"] for r in rejected}
+    http = 413 if codes == {"too_large"} else 415 if codes == {"unsupported_type"} else 400
+    msg = f"{len(rejected)} of {len(frames)} frame(s) rejected; {len(result.accepted)} accepted"
+    error = error_body(http, "frames_rejected", msg, rejected)
+    return Response({**error, **bounded(body)}, status=http)
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "format": "date-time"},
+            {"type": "number", "description": "epoch milliseconds"},
+        ]
+    }
+)
+class _ClientTimeField(serializers.JSONField):
+    """``captured_at`` as the stream takes it: ISO 8601 with an offset, or epoch ms. Checked
+    per frame (a bad one rejects that frame, not the request)."""
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "the device's cues (docs/protocol.md, Device frames)",
+        "additionalProperties": True,
+    }
+)
+class _CuesField(serializers.JSONField):
+    """Any JSON here: the cues are validated per frame (``bad_cues`` with the key and range)."""
+
+
+class ObservationUploadApi(APIView):
+    """Device frames as JSON: what the learner's browser found in each picture (``cues``),
+    with the 48×48 grayscale face crop (base64 of 2304 raw bytes) when the session estimates
+    emotion. Answered as the frame upload is: 202, or 4xx with a reason per rejected frame
+    (``index``, ``sequence``, ``code``, ``reason``), the accepted ones kept."""
+
+    class InputSerializer(serializers.Serializer):
+        class FrameInput(serializers.Serializer):
+            sequence = serializers.IntegerField(required=False, allow_null=True)
+            captured_at = _ClientTimeField(required=False, allow_null=True)
+            cues = _CuesField(required=False, allow_null=True)
+            crop = serializers.CharField(
+                required=False, allow_null=True, trim_whitespace=False, allow_blank=True
             )
-        except SessionClosed as e:
-            return _error(409, "session_ended", str(e))
-        except SessionBacklogged as e:
-            response = _error(429, "too_many_pending", str(e))
-            response["Retry-After"] = "2"
-            return response
-        body = {
-            "accepted": [a["sequence"] for a in result.accepted],
-            "duplicates": result.duplicates,
-            "rejected": result.rejected,
-        }
-        if not result.rejected:
-            return Response(body, status=status.HTTP_202_ACCEPTED)
-        codes = {r["code"] for r in result.rejected}
-        http = 413 if codes == {"too_large"} else 415 if codes == {"unsupported_type"} else 400
-        msg = f"{len(result.rejected)} of {len(files)} frame(s) rejected; {len(result.accepted)} accepted"
-        error = error_body(http, "frames_rejected", msg, result.rejected)
-        return Response({**error, **bounded(body)}, status=http)
+
+        frames = FrameInput(many=True, allow_empty=False)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            202: OpenApiTypes.OBJECT,
+            400: OpenApiTypes.OBJECT,
+            403: OpenApiTypes.OBJECT,
+            409: OpenApiTypes.OBJECT,
+            413: OpenApiTypes.OBJECT,
+            429: OpenApiTypes.OBJECT,
+        },
+    )
+    def post(self, request, session_id: int):
+        session = selectors.session_get(user=request.user, session_id=session_id)
+        if session.learner_id != request.user.pk:
+            raise PermissionDenied("only the session's learner uploads frames")
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        items = serializer.validated_data["frames"]
+        if len(items) > settings.EMOTION_LIMITS["max_frames_per_request"]:
+            raise too_many_files()
+        frames = [_observation(i, item) for i, item in enumerate(items)]
+        return _accept(session, frames, name="index")
+
+
+def _observation(index: int, item: dict) -> IncomingFrame:
+    """One JSON frame as the service takes it; a time or crop the transport cannot read is
+    this frame's rejection."""
+    seq, crop = item.get("sequence"), item.get("crop")
+    frame = IncomingFrame(
+        data=b"", sequence=seq, name=index, kind="cues" if crop is None else "crop"
+    )
+    frame.cues = item.get("cues")
+    raw_time = item.get("captured_at")
+    frame.captured_at = parse_time(raw_time)
+    if raw_time is not None and frame.captured_at is None:
+        frame.rejection = FrameRejection("bad_timestamp", BAD_TIME)
+    if crop is not None:
+        try:
+            frame.data = base64.b64decode(crop, validate=True)
+        except (binascii.Error, ValueError):
+            frame.rejection = FrameRejection("bad_crop", "crop must be base64 of 2304 bytes")
+    return frame
 
 
 def _int_or_error(value, name):

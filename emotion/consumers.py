@@ -28,6 +28,7 @@ from emotion.services import (
     SessionClosed,
     frames_accept,
     session_check_ingest,
+    session_sends_crop,
 )
 from emotion.socket_auth import AuthRecheckMixin, signed_in_user
 from emotion.summary import read_time
@@ -89,6 +90,7 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
                 next_sequence=await self._next_sequence(),
                 capture_fps=s.course.capture_fps,
                 emotion_enabled=s.emotion_enabled,
+                device=wire.device_policy(s.course, send_crop=session_sends_crop(s)),
             )
         )
 
@@ -177,6 +179,8 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
         kind = msg.get("type")
         if kind == "frame":
             self.pending_header = msg
+        elif kind == "cues":  # a cues frame as text: no bytes follow
+            await self._frame({**msg, "kind": "cues"}, b"")
         elif kind == "ping":
             await self.send_json(wire.credit_message("pong", self.budget.credit()))
         else:
@@ -185,6 +189,10 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
     async def _frame(self, header: dict, data: bytes):
         seq, captured = header.get("sequence"), header.get("captured_at")
         try:  # before credit is taken: a frame refused for its header costs none
+            kind = wire.frame_kind(header, data)
+        except wire.BadHeader as e:
+            return await self._ack(seq, "rejected", code="bad_header", reason=str(e))
+        try:
             check_sequence(seq)
             check_size(len(data), wire.stream_max_frame_bytes(), stream=True)
         except FrameRejection as e:
@@ -194,7 +202,10 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
         captured_at = wire.parse_time(captured)
         if captured is not None and captured_at is None:
             return await self._ack(seq, "rejected", code="bad_timestamp", reason=wire.BAD_TIME)
-        await self._store(seq, IncomingFrame(data=data, sequence=seq, captured_at=captured_at))
+        frame = IncomingFrame(
+            data=data, sequence=seq, captured_at=captured_at, kind=kind, cues=header.get("cues")
+        )
+        await self._store(seq, frame)
 
     async def _store(self, seq, frame: IncomingFrame):
         """Hand the frame to ``frames_accept`` and ack what became of it."""
@@ -224,7 +235,8 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
             a = result.accepted[0]
             self.budget.accepted(a["sequence"])
             await self._ack(a["sequence"], "accepted")
-            await get_batcher().add(a["reading"])
+            if a["queued"]:  # a cues frame is analysed already: its summary frees its credit
+                await get_batcher().add(a["reading"])
         elif result.duplicates:
             await self._ack(seq, "duplicate")
         else:

@@ -74,7 +74,7 @@ def _observations(
 
 
 def _run_start_from_db(
-    session: LearnerSession, emotion: bool, now: datetime, window_s: float, n: int
+    session: LearnerSession, course: Course, emotion: bool, now: datetime, window_s: float, n: int
 ) -> datetime:
     """Start of a disengaged run that fills the ``n`` windows looked at, read further back
     (4×, 16×, … as many windows, on the same grid) until the run is seen to begin. Only when
@@ -84,7 +84,8 @@ def _run_start_from_db(
         k *= 4
         since = now - timedelta(seconds=k * window_s)
         obs, _ = _observations(session, emotion, since, now)
-        run_s = disengaged_seconds(recent_windows(obs, window_s, k))
+        cone = course.attention_cone_degrees
+        run_s = disengaged_seconds(recent_windows(obs, window_s, k, attention_cone_degrees=cone))
         if not fills_look_back(run_s, k * window_s) or since <= session.started_at:
             return now - timedelta(seconds=run_s)
 
@@ -134,10 +135,10 @@ def summarise_session(
     n = look_back_windows(window_s, thresholds)
     emotion = _emotion_on(session, course)
     obs, last_analysed = _observations(session, emotion, now - timedelta(seconds=n * window_s), now)
-    recent = recent_windows(obs, window_s, n)
+    recent = recent_windows(obs, window_s, n, attention_cone_degrees=course.attention_cone_degrees)
     since, settled = disengaged_since(recent, now, n * window_s, previous)
     if not settled:
-        since = _run_start_from_db(session, emotion, now, window_s, n)
+        since = _run_start_from_db(session, course, emotion, now, window_s, n)
     return summarise(
         _facts(session, emotion, now, last_analysed),
         CurrentWindow.of(recent[-1], emotion=emotion),
@@ -195,7 +196,9 @@ def _class_history(course: Course, now: datetime):
         )
         for pk, rs in by_session.items()
     }
-    return class_history(obs, now=now, window_s=window_s, n=n)
+    return class_history(
+        obs, now=now, window_s=window_s, n=n, attention_cone_degrees=course.attention_cone_degrees
+    )
 
 
 def _live_course(course: Course) -> LiveCourse:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import cv2
+import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -21,15 +22,20 @@ from django.utils import timezone
 from emotion.framestore import get_frame_store
 from emotion.models import ModelVersion, Reading
 from emotion.validation import (
+    CROP_BYTES,
     MAX_SEQUENCE,
     FrameRejection,
+    check_crop,
+    check_cues,
     check_frame,
     check_sequence,
+    crop_array,
     decode_frame,
 )
 from ml.classes import EMOTIONS
 from ml.engagement import Observation, attentive
-from tutoring.models import Consent, LearnerSession
+from ml.faces import FoundFace
+from tutoring.models import Consent, Course, LearnerSession
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +60,23 @@ class SessionBacklogged(Exception):
         )
 
 
+FRAME_KINDS = ("picture", "crop", "cues")
+
+
 @dataclass
 class IncomingFrame:
     data: bytes
     sequence: int | None = None
     captured_at: datetime | None = None
-    name: str = ""
+    name: str | int = ""  # the file's name, or its index in a JSON request
     size: int | None = None  # declared size, when the bytes were not read (too large)
+    # picture: a camera picture, the server finds the face; crop: the device found it and
+    # sends a 48×48 crop (``data``) and ``cues``; cues: the device sends ``cues`` alone
+    kind: str = "picture"
+    cues: dict | None = None
+    # what the transport already found wrong with it (an unreadable time or crop encoding):
+    # reported as this frame's rejection, the others are still accepted
+    rejection: FrameRejection | None = None
 
 
 @dataclass
@@ -74,8 +90,9 @@ class AcceptResult:
         return [a["reading"] for a in self.accepted]
 
 
-def session_check_ingest(*, session: LearnerSession) -> None:
-    """Raise unless frames may be ingested now: session open and consent still active."""
+def session_check_ingest(*, session: LearnerSession) -> Course:
+    """Raise unless frames may be ingested now: session open and consent still active. The
+    session's course as it is now (a socket's copy may be older than a policy change)."""
     if session.status != LearnerSession.Status.ACTIVE:
         raise SessionClosed(f"session {session.pk} has ended")
     consent = Consent.objects.filter(pk=session.consent_id).select_related("course").first()
@@ -83,6 +100,7 @@ def session_check_ingest(*, session: LearnerSession) -> None:
         raise PermissionDenied("consent for this course was revoked")
     if consent.policy_version != consent.course.consent_policy_version:
         raise PermissionDenied("this course's data policy changed: read it and give consent again")
+    return consent.course
 
 
 def frames_accept(
@@ -99,14 +117,14 @@ def frames_accept(
     ``max_pending``, raises ``SessionBacklogged`` and accepts none of the new frames when the
     session would have more than that many waiting for inference.
     """
-    session_check_ingest(session=session)
+    course = session_check_ingest(session=session)
     result = AcceptResult()
     now = timezone.now()
     skew = timedelta(seconds=settings.EMOTION_LIMITS["max_clock_skew_s"])
-    valid: list[IncomingFrame] = []
+    valid: list[tuple[IncomingFrame, dict | None]] = []  # with its validated cues
     for f in frames:
         try:
-            check_frame(f.data, size=f.size)
+            cues = _check_kind(session, course, f)
             if f.captured_at is not None and not (
                 session.started_at - skew <= f.captured_at <= now + skew
             ):
@@ -119,7 +137,7 @@ def frames_accept(
                 {"file": f.name, "sequence": f.sequence, "code": e.code, "reason": e.reason}
             )
             continue
-        valid.append(f)
+        valid.append((f, cues))
     if not valid:
         return result
     store = get_frame_store()
@@ -127,7 +145,7 @@ def frames_accept(
         locked = LearnerSession.objects.select_for_update().get(pk=session.pk)
         if locked.status != LearnerSession.Status.ACTIVE:
             raise SessionClosed(f"session {session.pk} has ended")
-        wanted = {f.sequence for f in valid if f.sequence is not None}
+        wanted = {f.sequence for f, _ in valid if f.sequence is not None}
         existing = set(
             Reading.objects.filter(session=locked, sequence__in=wanted).values_list(
                 "sequence", flat=True
@@ -138,7 +156,7 @@ def frames_accept(
         last = Reading.objects.filter(session=locked).aggregate(m=Max("sequence"))["m"]
         next_seq = 0 if last is None else last + 1
         new, seen = [], set()
-        for f in valid:
+        for f, cues in valid:
             seq = f.sequence
             if seq is None:
                 seq = max(next_seq, max(seen, default=-1) + 1)
@@ -157,31 +175,102 @@ def frames_accept(
                 result.duplicates.append(seq)
                 continue
             seen.add(seq)
-            new.append(
-                (
-                    f,
-                    Reading(
-                        session=locked,
-                        sequence=seq,
-                        captured_at=f.captured_at or now,
-                        received_at=now,
-                    ),
-                )
+            reading = Reading(
+                session=locked, sequence=seq, captured_at=f.captured_at or now, received_at=now
             )
-        if max_pending is not None and new:  # all or nothing: a retry stays simple
+            if cues is not None:
+                _device_reading(reading, cues, analysed=now if f.kind == "cues" else None)
+            new.append((f, reading))
+        queued = [r for f, r in new if f.kind != "cues"]  # cues frames wait for nothing
+        if max_pending is not None and queued:  # all or nothing: a retry stays simple
             pending = Reading.objects.filter(session=locked, analysed_at__isnull=True).count()
-            if pending + len(new) > max_pending:
-                raise SessionBacklogged(pending, len(new), max_pending)
+            if pending + len(queued) > max_pending:
+                raise SessionBacklogged(pending, len(queued), max_pending)
         created = Reading.objects.bulk_create([r for _, r in new])
         for (f, _), reading in zip(new, created, strict=True):
-            store.put(reading.pk, f.data, settings.FRAME_TTL_SECONDS)
-            result.accepted.append({"sequence": reading.sequence, "reading": reading.pk})
+            if f.kind != "cues":
+                store.put(reading.pk, f.data, settings.FRAME_TTL_SECONDS)
+            result.accepted.append(
+                {"sequence": reading.sequence, "reading": reading.pk, "queued": f.kind != "cues"}
+            )
         locked.last_frame_at = now
         locked.save(update_fields=["last_frame_at"])
-        if enqueue and result.accepted:
-            ids = result.reading_ids
+        ids = [a["reading"] for a in result.accepted if a["queued"]]
+        if enqueue and ids:
             transaction.on_commit(lambda: readings_enqueue_or_leave(reading_ids=ids))
+        analysed = [r for f, r in new if f.kind == "cues"]
+        if analysed:  # analysed now: they reach the live view as a worker's batch does
+            transaction.on_commit(lambda: _broadcast_or_log(analysed))
     return result
+
+
+def _check_kind(session: LearnerSession, course: Course, f: IncomingFrame) -> dict | None:
+    """Validate ``f`` for its kind and the course's policy; its validated cues (device
+    frames) or None (a picture). Raises ``FrameRejection``."""
+    if f.rejection is not None:
+        raise f.rejection
+    if f.kind == "picture":
+        if not course.allow_full_pictures:
+            raise FrameRejection(
+                "pictures_not_allowed",
+                "this course does not accept camera pictures: send a face crop and cues, "
+                "or cues alone",
+            )
+        check_frame(f.data, size=f.size)
+        return None
+    if f.kind not in FRAME_KINDS:
+        raise FrameRejection("bad_header", f"kind must be one of {', '.join(FRAME_KINDS)}")
+    if f.kind == "crop" and not session_sends_crop(session, course):
+        raise FrameRejection(
+            "crop_not_allowed",
+            "no face image is taken in this session (emotion estimation is off): send cues alone",
+        )
+    cues = check_cues(f.cues)
+    if f.kind == "crop":
+        if not cues["face"]:
+            raise FrameRejection("bad_cues", "a crop frame needs cues.face true and its box")
+        check_crop(f.data)
+    return cues
+
+
+def session_sends_crop(session: LearnerSession, course: Course | None = None) -> bool:
+    """Whether the device sends a face crop (emotion is estimated) or cues alone: the
+    learner agreed to emotion estimation for this session and the course runs it."""
+    return session.emotion_enabled and (course or session.course).emotion_inference_enabled
+
+
+def _device_reading(reading: Reading, cues: dict, *, analysed) -> None:
+    """Fill a device frame's reading from its cues; a cues frame (``analysed`` set) is
+    complete with them, a crop frame waits for the classifier."""
+    reading.face_source = Reading.FaceSource.DEVICE
+    reading.cues = cues
+    reading.face_found = cues["face"]
+    reading.box = cues.get("box")
+    reading.attentive = _attentive(cues["face"], cues)
+    reading.analysed_at = analysed
+
+
+def _attentive(face: bool, cues: dict) -> bool:
+    """Today's rule (``ml.engagement.attentive``) on a frame's centre offset and face area,
+    whether the server or the device measured them."""
+    obs = Observation(
+        t=0.0,
+        face=face,
+        center_offset=cues.get("center_offset"),
+        area_fraction=cues.get("area_fraction"),
+    )
+    return attentive(obs)
+
+
+def _broadcast_or_log(readings: list[Reading]) -> None:
+    """The workers' live broadcast for readings analysed at accept time; the channel layer
+    away must not fail frames already accepted (the next batch's summary covers them)."""
+    from emotion.live import broadcast_after_batch
+
+    try:
+        broadcast_after_batch(readings)
+    except Exception:
+        logger.warning("could not broadcast %d reading(s)", len(readings), exc_info=True)
 
 
 def readings_enqueue_or_leave(*, reading_ids: list[int]) -> bool:
@@ -389,7 +478,7 @@ def _decode(to_run: list[Reading], frames: dict, now) -> tuple[list, list, list]
     rows, images, classify = [], [], []
     for r in to_run:
         data = frames.get(r.pk)
-        img = decode_frame(data) if data is not None else None
+        img = _image(r, data) if data is not None else None
         r.analysed_at = now
         if img is None:
             r.error = "frame_expired" if data is None else "undecodable"
@@ -401,6 +490,14 @@ def _decode(to_run: list[Reading], frames: dict, now) -> tuple[list, list, list]
     return rows, images, classify
 
 
+def _image(r: Reading, data: bytes) -> np.ndarray | FoundFace | None:
+    """What the model takes for a held frame: a picture, decoded (the server finds the face),
+    or the device's crop as it is (the face was found on the learner's device)."""
+    if r.face_source == Reading.FaceSource.DEVICE:
+        return FoundFace(crop_array(data)) if len(data) == CROP_BYTES else None
+    return decode_frame(data)
+
+
 def _apply(rows: list[Reading], preds: list, classify: list[bool], mv) -> None:
     """Set each reading's fields from the faces found in its frame."""
     for r, faces, emo in zip(rows, preds, classify, strict=True):
@@ -408,20 +505,16 @@ def _apply(rows: list[Reading], preds: list, classify: list[bool], mv) -> None:
             r.error = "inference_failed"
             continue
         r.model_version = mv
-        r.face_found = bool(faces)
-        if not faces:
-            continue
-        face = faces[0]  # the most certain face is the learner's
-        r.box = list(face.box)
-        r.cues = {**face.cues, "n_faces": len(faces)}
-        r.attentive = attentive(
-            Observation(
-                t=0.0,
-                face=True,
-                center_offset=face.cues.get("center_offset"),
-                area_fraction=face.cues.get("area_fraction"),
-            )
-        )
+        if r.face_source == Reading.FaceSource.DEVICE:
+            face = faces[0]  # the crop itself: its box and cues came with it, kept as sent
+        else:
+            r.face_found = bool(faces)
+            if not faces:
+                continue
+            face = faces[0]  # the most certain face is the learner's
+            r.box = list(face.box)
+            r.cues = {**face.cues, "n_faces": len(faces)}
+            r.attentive = _attentive(True, face.cues)
         if emo:
             r.probs, r.label, r.confidence = face.probs, face.label, face.confidence
         if (

@@ -87,6 +87,21 @@ def split_frame(raw: bytes) -> tuple[dict, bytes]:
     return header, raw[p + n :]
 
 
+FRAME_KINDS = ("picture", "crop", "cues")
+
+
+def frame_kind(header: dict, data: bytes) -> str:
+    """A frame header's ``kind``: ``picture`` when absent (today's clients), ``crop`` (the
+    bytes are a 48×48 crop, the header has ``cues``) or ``cues`` (no bytes). BadHeader says
+    what is wrong."""
+    kind = header.get("kind", "picture")
+    if kind not in FRAME_KINDS:
+        raise BadHeader(f"kind must be one of {', '.join(FRAME_KINDS)}, got {echo(kind)!r}")
+    if kind == "cues" and data:
+        raise BadHeader(f"a cues frame has no bytes after its header, got {len(data)}")
+    return kind
+
+
 def parse_text(text: str) -> dict:
     """A text message as a JSON object; ValueError with the reason a client is told."""
     try:
@@ -146,11 +161,30 @@ def ack(
     return msg
 
 
-def ready(
-    session: int, *, credit: int, next_sequence: int, capture_fps: float, emotion_enabled: bool
-) -> dict:
-    """The greeting of a stream that was let in."""
+def device_policy(course, *, send_crop: bool) -> dict:
+    """``ready.device``: what the recorder does when it finds the face itself. ``send_crop``:
+    the session estimates emotion, so a face crop goes with the cues (otherwise cues alone,
+    no image at all)."""
     return {
+        "allow_full_pictures": course.allow_full_pictures,
+        "min_capture_fps": course.min_capture_fps,
+        "capture_fps": course.capture_fps,
+        "attention_cone_degrees": course.attention_cone_degrees,
+        "send_crop": send_crop,
+    }
+
+
+def ready(
+    session: int,
+    *,
+    credit: int,
+    next_sequence: int,
+    capture_fps: float,
+    emotion_enabled: bool,
+    device: dict | None = None,
+) -> dict:
+    """The greeting of a stream that was let in (``device``: :func:`device_policy`)."""
+    msg = {
         "type": "ready",
         "session": session,
         "credit": credit,
@@ -162,6 +196,9 @@ def ready(
         # off would otherwise have every frame refused as bad_timestamp
         "server_time": timezone.now().isoformat(),
     }
+    if device is not None:
+        msg["device"] = device
+    return msg
 
 
 def error(reason: str) -> dict:

@@ -17,7 +17,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from ml.classes import EMOTIONS
-from ml.engagement import Observation, WindowSummary, band, disengaged_for, windows
+from ml.engagement import (
+    ATTENTION_CONE_DEGREES,
+    DEVICE_KEYS,
+    Observation,
+    WindowSummary,
+    band,
+    disengaged_for,
+    windows,
+)
 
 #: ``LearnerSession.Status.ACTIVE``, spelt here so this module needs no models.
 ACTIVE = "active"
@@ -77,7 +85,8 @@ class Alert:
 @dataclass(frozen=True)
 class CurrentWindow:
     """The session's newest live window (``None``s and 0 frames: no data). The emotion fields
-    stay None where emotion inference is off."""
+    stay None where emotion inference is off; the device path's (``DEVICE_KEYS``) where no
+    frame of the window came from it."""
 
     n_frames: int = 0
     presence_ratio: float | None = None
@@ -86,6 +95,18 @@ class CurrentWindow:
     band: str | None = None
     dominant_emotion: str | None = None
     emotion_distribution: dict[str, float] | None = None
+    eyes_closed_ratio: float | None = None
+    looking_away_ratio: float | None = None
+    head_motion: float | None = None
+    device_ratio: float | None = None
+
+    @property
+    def from_device(self) -> bool:
+        """Some of the window's frames came from the device path (head pose, eyes)."""
+        return bool(self.device_ratio)
+
+    def device_dict(self) -> dict:
+        return {k: getattr(self, k) for k in DEVICE_KEYS}
 
     @classmethod
     def of(cls, w: WindowSummary, *, emotion: bool) -> CurrentWindow:
@@ -99,6 +120,9 @@ class CurrentWindow:
             emotion_distribution=dict(w.emotion_distribution)
             if emotion and w.emotion_distribution is not None
             else None,
+            # a window without device frames has none of their cues (not a device_ratio of 0):
+            # its payload then reads as it did before the device path
+            **({k: getattr(w, k) for k in DEVICE_KEYS} if w.device_ratio else {}),
         )
 
 
@@ -112,7 +136,9 @@ class SessionSummary:
 
     ``absent_for`` and ``seconds_since_frame`` are seconds (0.1 s) from the last face and the
     last frame to ``at``; ``disengaged_since`` is the start of the disengaged run the current
-    window ends in, carried from summary to summary past the look-back."""
+    window ends in, carried from summary to summary past the look-back. The payload has the
+    device path's cues (``DEVICE_KEYS``: eyes closed, looking away…) only when the current
+    window has frames from it: a server-path window's payload is as before v2."""
 
     session: int
     learner: int
@@ -162,6 +188,8 @@ class SessionSummary:
             out["dominant_emotion"] = w.dominant_emotion
             dist = w.emotion_distribution
             out["emotion_distribution"] = dict(dist) if dist is not None else None
+        if w.from_device:
+            out.update(w.device_dict())
         return out
 
     @classmethod
@@ -190,6 +218,7 @@ class SessionSummary:
                 band=d["band"],
                 dominant_emotion=d.get("dominant_emotion"),
                 emotion_distribution=d.get("emotion_distribution"),
+                **{k: d.get(k) for k in DEVICE_KEYS},
             ),
             alerts=tuple(Alert.from_dict(a) for a in d["alerts"]),
             emotion_enabled=d["emotion_enabled"],
@@ -369,10 +398,23 @@ def look_back_windows(window_s: float, thresholds: Thresholds) -> int:
     return max(1, math.ceil(horizon / window_s - 1e-9))
 
 
-def recent_windows(obs: Sequence[Observation], window_s: float, n: int) -> list[WindowSummary]:
+def recent_windows(
+    obs: Sequence[Observation],
+    window_s: float,
+    n: int,
+    *,
+    attention_cone_degrees: float = ATTENTION_CONE_DEGREES,
+) -> list[WindowSummary]:
     """The ``n`` whole windows before ``now`` (observations timed relative to it), the newest
-    ending at ``now``: the tile's current window, whatever the course's alert thresholds."""
-    return windows(obs, window_s=window_s, start=NOW_INCLUDED_S - n * window_s, end=NOW_INCLUDED_S)
+    ending at ``now``: the tile's current window, whatever the course's alert thresholds.
+    ``attention_cone_degrees`` is the course's (device frames facing the screen)."""
+    return windows(
+        obs,
+        window_s=window_s,
+        start=NOW_INCLUDED_S - n * window_s,
+        end=NOW_INCLUDED_S,
+        attention_cone_degrees=attention_cone_degrees,
+    )
 
 
 def disengaged_seconds(recent: Sequence[WindowSummary]) -> float:
@@ -543,12 +585,20 @@ def paused_after(capture_fps: float) -> float:
 
 
 def class_history(
-    by_session: Mapping[int, Sequence[Observation]], *, now: datetime, window_s: float, n: int
+    by_session: Mapping[int, Sequence[Observation]],
+    *,
+    now: datetime,
+    window_s: float,
+    n: int,
+    attention_cone_degrees: float = ATTENTION_CONE_DEGREES,
 ) -> tuple[HistoryPoint, ...]:
     """The class engagement in the ``n`` whole windows before ``now`` (observations timed
     relative to it), each the mean of the per-learner means of the sessions with frames in it,
     as :func:`course_summary` takes it live; windows where nobody sent a frame are left out."""
-    per_session = [recent_windows(obs, window_s, n) for obs in by_session.values()]
+    cone = attention_cone_degrees
+    per_session = [
+        recent_windows(obs, window_s, n, attention_cone_degrees=cone) for obs in by_session.values()
+    ]
     out = []
     for i in range(n):
         engaged = [ws[i].engagement for ws in per_session if ws[i].n_frames]

@@ -13,6 +13,8 @@ before any full decode, here and in the worker (:func:`decode_frame`).
 
 from __future__ import annotations
 
+import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -34,7 +36,8 @@ _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 @dataclass
 class FrameRejection(Exception):
     # too_large | unsupported_type | undecodable | too_many_pixels | too_small | empty |
-    # excess_data (more compressed data or scans than the declared size can use)
+    # excess_data (more compressed data or scans than the declared size can use) |
+    # device frames: bad_cues | bad_crop | pictures_not_allowed | crop_not_allowed
     code: str
     reason: str
 
@@ -316,3 +319,110 @@ def decode_frame(data: bytes) -> np.ndarray | None:
     except FrameRejection:
         return None
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+# --- device frames: a face crop and cues, or cues alone (docs/protocol.md "Device frames") ---
+
+CROP_SIDE = 48
+CROP_BYTES = CROP_SIDE * CROP_SIDE  # 8-bit grayscale, raw, row-major: no PNG or JPEG
+BOX_SLACK = 1.001  # x + w and y + h: a box at the picture's edge, after float rounding
+
+# key → (low, high) of a number cue (None: unbounded); ``box`` and ``face`` are checked apart
+_CUE_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "yaw": (-90.0, 90.0),
+    "pitch": (-90.0, 90.0),
+    "roll": (-180.0, 180.0),
+    "eye_open_left": (0.0, 1.0),
+    "eye_open_right": (0.0, 1.0),
+    "gaze_yaw": (-90.0, 90.0),
+    "gaze_pitch": (-90.0, 90.0),
+    "center_offset": (0.0, None),
+    "area_fraction": (0.0, 1.0),
+}
+OPTIONAL_CUES = frozenset({"gaze_yaw", "gaze_pitch"})  # null when the iris model gave none
+CUE_KEYS = ("face", "box", *_CUE_RANGES)
+
+
+def _bad_cues(reason: str) -> FrameRejection:
+    return FrameRejection("bad_cues", reason)
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _range_text(low: float | None, high: float | None) -> str:
+    def fmt(v: float) -> str:
+        return f"{v:g}"
+
+    return f"in [{fmt(low)}, {fmt(high)}]" if high is not None else f"≥ {fmt(low)}"
+
+
+def _shown(value) -> str:
+    return clip_text(json.dumps(value) if not isinstance(value, str) else repr(value))
+
+
+def clip_text(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_box(box) -> list[float]:
+    if (
+        not isinstance(box, list)
+        or len(box) != 4
+        or not all(_number(v) and 0 <= v <= 1 for v in box)
+    ):
+        raise _bad_cues(
+            "cues.box must be [x, y, w, h], each a number in [0, 1] (fractions of the "
+            f"picture's width and height), got {_shown(box)}"
+        )
+    x, y, w, h = (float(v) for v in box)
+    if x + w > BOX_SLACK or y + h > BOX_SLACK:
+        raise _bad_cues(f"cues.box must lie in the picture (x + w ≤ 1, y + h ≤ 1), got {box}")
+    return [x, y, w, h]
+
+
+def check_cues(cues) -> dict:
+    """The device's cues, validated (``docs/protocol.md``): numbers as floats, ``box`` as
+    ``[x, y, w, h]`` fractions of the picture; absent optional cues are left out. Raises
+    ``FrameRejection("bad_cues", reason)`` naming the first key out of its range."""
+    if not isinstance(cues, dict):
+        raise _bad_cues(f"cues must be a JSON object, got {_shown(cues)}")
+    unknown = sorted(k for k in cues if k not in CUE_KEYS)
+    if unknown:
+        raise _bad_cues(
+            f"cues.{clip_text(str(unknown[0]))} is not a cue (known: {', '.join(CUE_KEYS)})"
+        )
+    face = cues.get("face")
+    if not isinstance(face, bool):
+        raise _bad_cues(f"cues.face must be true or false, got {_shown(face)}")
+    if not face:
+        given = [k for k in CUE_KEYS[1:] if cues.get(k) is not None]
+        if given:
+            raise _bad_cues(f"cues.{given[0]} must be null or absent when cues.face is false")
+        return {"face": False}
+    out: dict = {"face": True, "box": _check_box(cues.get("box"))}
+    for key, (low, high) in _CUE_RANGES.items():
+        value = cues.get(key)
+        if value is None and key in OPTIONAL_CUES:
+            continue
+        if not (_number(value) and low <= value and (high is None or value <= high)):
+            raise _bad_cues(
+                f"cues.{key} must be a number {_range_text(low, high)}, got {_shown(value)}"
+            )
+        out[key] = float(value)
+    return out
+
+
+def check_crop(data: bytes) -> None:
+    """``bad_crop`` unless ``data`` is a raw 48×48 8-bit grayscale crop (2304 bytes)."""
+    if len(data) != CROP_BYTES:
+        raise FrameRejection(
+            "bad_crop",
+            f"crop must be {CROP_BYTES} bytes ({CROP_SIDE}×{CROP_SIDE} grayscale), got {len(data)}",
+        )
+
+
+def crop_array(data: bytes) -> np.ndarray:
+    """A checked crop's bytes as the 48×48 uint8 image the classifier takes."""
+    return np.frombuffer(data, np.uint8).reshape(CROP_SIDE, CROP_SIDE)

@@ -60,6 +60,53 @@ input) contributes its gaze weight alone. The same bands apply in both modes.
 
 Emotion summaries (distribution, dominant emotion, valence) are means over the frames that have
 a face *and* probabilities; they are ``None`` when there are none.
+
+Device path: head pose, gaze and eye closure (engagement v2)
+-------------------------------------------------------------
+Frames whose face was found on the learner's device (``source="device"``) carry the head pose
+(``yaw``, ``pitch``, degrees), the eye gaze relative to the head (``gaze_yaw``, ``gaze_pitch``,
+degrees, optional) and the eye aspect ratio (``eye_open``, the mean of both eyes' EAR). Head
+pose, gaze and eye closure are the cues the engagement literature leans on: EngageNet (Singh et
+al. 2023) builds its baselines on OpenFace head-pose and eye-gaze features, the EmotiW
+engagement-prediction baseline (Kaur et al. 2018; Dhall et al. 2020) regresses engagement from
+them alone, and DAiSEE (Gupta et al. 2016) labels engagement from the same webcam view of a
+learner at a screen (docs/engagement.md has the references). Eye closure is scored as
+PERCLOS (Wierwille et al. 1994; Dinges & Grace 1998): the share of time the eyes are closed.
+Per device frame, with ``C`` = ``attention_cone_degrees`` (default 25, a per-course setting),
+``Y = yaw + (gaze_yaw or 0)`` and ``P = pitch + (gaze_pitch or 0)``::
+
+    facing      = |Y| <= C and |P| <= C          (True when the head pose is unknown)
+    eyes_closed = eye_open < 0.15                (EYES_CLOSED_EAR; False when unknown)
+    attentive   = face and facing
+
+    excess      = max(|Y| - C, |P| - C, 0)       (degrees outside the cone)
+    gaze_weight = 0                              if no face
+                = max(0, 1 - excess / C)
+                  × (0.5 if eyes_closed else 1)  (EYES_CLOSED_WEIGHT)
+
+so the weight is 1 anywhere inside the cone, falls linearly to 0 at twice the cone (no cliff at
+its edge, like the ``2M`` rule above), and is halved while the eyes are closed. The frame score,
+the window's engagement and the bands are then exactly as above. Server-path frames
+(``source="server"``, the default) keep the face-position formula above unchanged.
+
+Per window, besides the ratios above (``attention_ratio`` counts device frames that face the
+screen and server frames that are attentive, over all frames)::
+
+    device_ratio       = device frames / n                          (None when n == 0)
+    looking_away_ratio = device face frames with a head pose, not facing
+                         / device face frames with a head pose
+    eyes_closed_ratio  = device face frames with eye_open < 0.15
+                         / device face frames with eye_open          (PERCLOS-style)
+    head_motion        = sqrt(var(yaw) + var(pitch)) over the device face frames with a head
+                         pose (population variance, degrees; None below 2 such frames)
+
+each ``None`` where its denominator is 0 (no device frames: the server path cannot tell).
+
+A learner looking down at their notes for a few seconds is not absent: presence is "a face was
+found", and the device's detector finds turned and tilted faces (unlike the server's frontal-only
+Haar detector), so those frames count as present and only as not facing (they lower attention
+and the gaze weight, gradually). The *absent* alert needs no face for the course's
+``alert_absent_seconds`` (:func:`absent_for`), far longer than a glance down.
 """
 
 from __future__ import annotations
@@ -88,6 +135,23 @@ MAX_EMOTION_WEIGHT: float = max(EMOTION_WEIGHTS.values())
 
 MAX_CENTER_OFFSET: float = 0.35
 MIN_AREA_FRACTION: float = 0.01
+
+#: Facing the screen: head pose plus gaze within this many degrees on each axis (per course).
+ATTENTION_CONE_DEGREES: float = 25.0
+#: Eye aspect ratio below which an eye counts as closed (open eyes read about 0.25–0.35).
+EYES_CLOSED_EAR: float = 0.15
+#: A device frame's gaze weight is multiplied by this while the eyes are closed.
+EYES_CLOSED_WEIGHT: float = 0.5
+#: Where a frame's face was found: on the learner's device, or by the server in a picture.
+DEVICE, SERVER = "device", "server"
+SOURCES: tuple[str, ...] = (DEVICE, SERVER)
+#: Window fields of the device path (``WindowSummary.to_dict(include_device=True)``).
+DEVICE_KEYS: tuple[str, ...] = (
+    "eyes_closed_ratio",
+    "looking_away_ratio",
+    "head_motion",
+    "device_ratio",
+)
 
 #: Band thresholds (inclusive lower bounds).
 ENGAGED_THRESHOLD: float = 0.25
@@ -121,53 +185,133 @@ def validate_probs(probs: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
+#: (field, lowest, highest) of the device path's per-frame cues
+_DEVICE_RANGES: tuple[tuple[str, float, float], ...] = (
+    ("yaw", -90.0, 90.0),
+    ("pitch", -90.0, 90.0),
+    ("gaze_yaw", -90.0, 90.0),
+    ("gaze_pitch", -90.0, 90.0),
+    ("eye_open", 0.0, 1.0),
+)
+_DEVICE_FIELDS = tuple(name for name, _, _ in _DEVICE_RANGES)
+
+
 @dataclass(frozen=True)
 class Observation:
-    """One analysed frame: time, whether a face was found, its cues and emotion probabilities."""
+    """One analysed frame: time, whether a face was found, its cues and emotion probabilities.
+
+    ``source`` says where the face was found: ``"server"`` (a picture: face position cues only)
+    or ``"device"`` (the learner's browser: head pose, gaze and eye openness as well)."""
 
     t: float
     face: bool
     center_offset: float | None = None
     area_fraction: float | None = None
     probs: Mapping[str, float] | None = None
+    yaw: float | None = None
+    pitch: float | None = None
+    gaze_yaw: float | None = None
+    gaze_pitch: float | None = None
+    eye_open: float | None = None
+    source: str = SERVER
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.t):
             raise ValueError(f"t must be finite, got {self.t}")
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        device = {k: getattr(self, k) for k in _DEVICE_FIELDS if getattr(self, k) is not None}
         if not self.face and (
             self.probs is not None
             or self.center_offset is not None
             or self.area_fraction is not None
+            or device
         ):
             raise ValueError("an observation without a face cannot carry cues or probs")
+        if device and self.source != DEVICE:
+            raise ValueError(f"only a device observation carries {sorted(device)}")
         if self.center_offset is not None and not (
             math.isfinite(self.center_offset) and self.center_offset >= 0
         ):
             raise ValueError(f"center_offset must be >= 0, got {self.center_offset}")
         if self.area_fraction is not None and not (0.0 <= self.area_fraction <= 1.0):
             raise ValueError(f"area_fraction must be in [0, 1], got {self.area_fraction}")
+        for name, low, high in _DEVICE_RANGES:
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and low <= value <= high):
+                raise ValueError(f"{name} must be in [{low:g}, {high:g}], got {value}")
         if self.probs is not None:
             object.__setattr__(self, "probs", validate_probs(self.probs))
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Observation:
-        """Build from ``{"t": ..., "face": ..., "cues": {...}, "probs": {...}}``.
+        """Build from ``{"t": ..., "face": ..., "cues": {...}, "probs": {...}, "source": ...}``.
 
-        ``cues`` may hold ``center_offset`` and ``area_fraction`` (other keys are ignored);
-        ``cues`` and ``probs`` may be missing or None. Without ``face``, a face is assumed
-        when cues or probs are given.
+        ``cues`` may hold ``center_offset`` and ``area_fraction``, and for a device observation
+        (``source`` ``"device"``; default ``"server"``) ``yaw``, ``pitch``, ``gaze_yaw``,
+        ``gaze_pitch``, ``eye_open_left`` and ``eye_open_right`` (their mean is ``eye_open``);
+        other keys are ignored. ``cues`` and ``probs`` may be missing or None. Without
+        ``face``, a face is assumed when cues or probs are given.
         """
         cues = d.get("cues") or {}
         probs = d.get("probs")
         face = bool(d["face"]) if "face" in d else bool(cues or probs)
+        source = d.get("source") or SERVER
         off, area = cues.get("center_offset"), cues.get("area_fraction")
+        device = device_cues(cues) if source == DEVICE and face else {}
         return cls(
             t=float(d["t"]),
             face=face,
             center_offset=None if off is None else float(off),
             area_fraction=None if area is None else float(area),
             probs=probs,
+            source=source,
+            **device,
         )
+
+
+def device_cues(cues: Mapping) -> dict[str, float | None]:
+    """A device frame's cues (the wire's keys) as :class:`Observation` fields: head pose, gaze,
+    and ``eye_open``, the mean of the eyes' aspect ratios given (None when neither is)."""
+    eyes = [
+        float(v) for v in (cues.get("eye_open_left"), cues.get("eye_open_right")) if v is not None
+    ]
+    out = {k: _float(cues.get(k)) for k in ("yaw", "pitch", "gaze_yaw", "gaze_pitch")}
+    out["eye_open"] = sum(eyes) / len(eyes) if eyes else None
+    return out
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _check_cone(attention_cone_degrees: float) -> None:
+    if not (math.isfinite(attention_cone_degrees) and attention_cone_degrees > 0):
+        raise ValueError(f"attention_cone_degrees must be > 0, got {attention_cone_degrees}")
+
+
+def _cone_excess(obs: Observation, cone: float) -> float | None:
+    """Degrees by which head pose plus gaze falls outside the cone (0 inside; None unknown)."""
+    if obs.yaw is None or obs.pitch is None:
+        return None
+    y = abs(obs.yaw + (obs.gaze_yaw or 0.0))
+    p = abs(obs.pitch + (obs.gaze_pitch or 0.0))
+    return max(y - cone, p - cone, 0.0)
+
+
+def facing(obs: Observation, *, attention_cone_degrees: float = ATTENTION_CONE_DEGREES) -> bool:
+    """A device face turned to the screen: head pose plus gaze within the cone on both axes
+    (True when the head pose is unknown, False without a face)."""
+    _check_cone(attention_cone_degrees)
+    if not obs.face:
+        return False
+    excess = _cone_excess(obs, attention_cone_degrees)
+    return excess is None or excess == 0.0
+
+
+def eyes_closed(obs: Observation) -> bool:
+    """The eyes read closed: ``eye_open < EYES_CLOSED_EAR`` (False when unknown)."""
+    return obs.face and obs.eye_open is not None and obs.eye_open < EYES_CLOSED_EAR
 
 
 def attentive(
@@ -175,11 +319,15 @@ def attentive(
     *,
     max_center_offset: float = MAX_CENTER_OFFSET,
     min_area_fraction: float = MIN_AREA_FRACTION,
+    attention_cone_degrees: float = ATTENTION_CONE_DEGREES,
 ) -> bool:
-    """A face is present and oriented to the screen: centred enough and not too far away.
+    """A face is present and oriented to the screen. A device frame: facing within the cone
+    (:func:`facing`). A server frame: centred enough and not too far away.
 
     Unknown cues are not held against the frame: then face presence alone decides.
     """
+    if obs.source == DEVICE:
+        return facing(obs, attention_cone_degrees=attention_cone_degrees)
     if not obs.face:
         return False
     if obs.center_offset is not None and obs.center_offset > max_center_offset:
@@ -192,13 +340,24 @@ def gaze_weight(
     *,
     max_center_offset: float = MAX_CENTER_OFFSET,
     min_area_fraction: float = MIN_AREA_FRACTION,
+    attention_cone_degrees: float = ATTENTION_CONE_DEGREES,
 ) -> float:
-    """Gaze weight in [0, 1]: ``max(0, 1 - offset / (2 × max_center_offset))``; 0 without a face
-    or with a face smaller than ``min_area_fraction``; 1 when the offset is unknown."""
+    """Gaze weight in [0, 1]; 0 without a face.
+
+    A server frame: ``max(0, 1 - offset / (2 × max_center_offset))``; 0 with a face smaller
+    than ``min_area_fraction``; 1 when the offset is unknown. A device frame:
+    ``max(0, 1 - excess / cone)`` for the degrees outside the cone (1 inside it or when the
+    pose is unknown), times ``EYES_CLOSED_WEIGHT`` while the eyes are closed.
+    """
     if max_center_offset <= 0:
         raise ValueError(f"max_center_offset must be > 0, got {max_center_offset}")
+    _check_cone(attention_cone_degrees)
     if not obs.face:
         return 0.0
+    if obs.source == DEVICE:
+        excess = _cone_excess(obs, attention_cone_degrees) or 0.0
+        weight = max(0.0, 1.0 - excess / attention_cone_degrees)
+        return weight * (EYES_CLOSED_WEIGHT if eyes_closed(obs) else 1.0)
     if obs.area_fraction is not None and obs.area_fraction < min_area_fraction:
         return 0.0
     if obs.center_offset is None:
@@ -223,11 +382,17 @@ def concentration_index(
     *,
     max_center_offset: float = MAX_CENTER_OFFSET,
     min_area_fraction: float = MIN_AREA_FRACTION,
+    attention_cone_degrees: float = ATTENTION_CONE_DEGREES,
 ) -> float | None:
     """Sharma et al.'s raw ``emotion_weight × gaze_weight`` (max 0.9); None without probs."""
     if obs.probs is None:
         return None
-    g = gaze_weight(obs, max_center_offset=max_center_offset, min_area_fraction=min_area_fraction)
+    g = gaze_weight(
+        obs,
+        max_center_offset=max_center_offset,
+        min_area_fraction=min_area_fraction,
+        attention_cone_degrees=attention_cone_degrees,
+    )
     return g * emotion_weight(obs.probs)
 
 
@@ -236,9 +401,15 @@ def frame_score(
     *,
     max_center_offset: float = MAX_CENTER_OFFSET,
     min_area_fraction: float = MIN_AREA_FRACTION,
+    attention_cone_degrees: float = ATTENTION_CONE_DEGREES,
 ) -> float:
     """Per-frame engagement in [0, 1]: the gaze weight, times ``emotion_weight / 0.9`` if probs."""
-    g = gaze_weight(obs, max_center_offset=max_center_offset, min_area_fraction=min_area_fraction)
+    g = gaze_weight(
+        obs,
+        max_center_offset=max_center_offset,
+        min_area_fraction=min_area_fraction,
+        attention_cone_degrees=attention_cone_degrees,
+    )
     if obs.probs is None:
         return g
     return min(1.0, max(0.0, g * emotion_weight(obs.probs) / MAX_EMOTION_WEIGHT))
@@ -268,14 +439,50 @@ class WindowSummary:
     emotion_distribution: dict[str, float] | None = None
     dominant_emotion: str | None = None
     valence: float | None = None
+    # the device path's cues (module docstring); None where the window has no device frames
+    eyes_closed_ratio: float | None = None
+    looking_away_ratio: float | None = None
+    head_motion: float | None = None
+    device_ratio: float | None = None
 
-    def to_dict(self, include_emotion: bool = True) -> dict:
-        """All fields; with ``include_emotion=False`` the emotion keys are left out entirely."""
+    def to_dict(self, include_emotion: bool = True, include_device: bool = False) -> dict:
+        """The fields; with ``include_emotion=False`` the emotion keys are left out entirely,
+        and the device path's (``DEVICE_KEYS``) are in only with ``include_device=True``."""
         d = asdict(self)
         if not include_emotion:
             for key in EMOTION_KEYS:
                 del d[key]
+        if not include_device:
+            for key in DEVICE_KEYS:
+                del d[key]
         return d
+
+
+def _ratio(hits: int, total: int) -> float | None:
+    return hits / total if total else None
+
+
+def device_summary(
+    frames: Sequence[Observation], *, attention_cone_degrees: float = ATTENTION_CONE_DEGREES
+) -> dict[str, float | None]:
+    """The device path's window fields (``DEVICE_KEYS``) over ``frames`` (module docstring)."""
+    if not frames:
+        return dict.fromkeys(DEVICE_KEYS)
+    device = [o for o in frames if o.source == DEVICE]
+    faces = [o for o in device if o.face]
+    posed = [o for o in faces if o.yaw is not None and o.pitch is not None]
+    eyed = [o for o in faces if o.eye_open is not None]
+    away = sum(not facing(o, attention_cone_degrees=attention_cone_degrees) for o in posed)
+    motion = None
+    if len(posed) >= 2:
+        spread = np.var([o.yaw for o in posed]) + np.var([o.pitch for o in posed])
+        motion = float(math.sqrt(spread))
+    return {
+        "eyes_closed_ratio": _ratio(sum(eyes_closed(o) for o in eyed), len(eyed)),
+        "looking_away_ratio": _ratio(away, len(posed)),
+        "head_motion": motion,
+        "device_ratio": len(device) / len(frames),
+    }
 
 
 def summarize_window(
@@ -285,11 +492,17 @@ def summarize_window(
     *,
     max_center_offset: float = MAX_CENTER_OFFSET,
     min_area_fraction: float = MIN_AREA_FRACTION,
+    attention_cone_degrees: float = ATTENTION_CONE_DEGREES,
 ) -> WindowSummary:
     """Summarise the observations with ``start <= t < end`` (others are ignored)."""
     if not end > start:
         raise ValueError(f"end must be after start, got [{start}, {end})")
-    th = {"max_center_offset": max_center_offset, "min_area_fraction": min_area_fraction}
+    _check_cone(attention_cone_degrees)
+    th = {
+        "max_center_offset": max_center_offset,
+        "min_area_fraction": min_area_fraction,
+        "attention_cone_degrees": attention_cone_degrees,
+    }
     frames = [o for o in observations if start <= o.t < end]
     n = len(frames)
     if n == 0:
@@ -317,6 +530,7 @@ def summarize_window(
         emotion_distribution=dist,
         dominant_emotion=dominant,
         valence=valence,
+        **device_summary(frames, attention_cone_degrees=attention_cone_degrees),
     )
 
 
@@ -328,6 +542,7 @@ def windows(
     *,
     max_center_offset: float = MAX_CENTER_OFFSET,
     min_area_fraction: float = MIN_AREA_FRACTION,
+    attention_cone_degrees: float = ATTENTION_CONE_DEGREES,
 ) -> list[WindowSummary]:
     """Consecutive ``window_s``-second summaries ``[start + i·w, start + (i+1)·w)``.
 
@@ -360,7 +575,11 @@ def windows(
         if start <= o.t < end:
             i = min(bisect_right(bounds, o.t) - 1, n_windows - 1)
             buckets[i].append(o)
-    th = {"max_center_offset": max_center_offset, "min_area_fraction": min_area_fraction}
+    th = {
+        "max_center_offset": max_center_offset,
+        "min_area_fraction": min_area_fraction,
+        "attention_cone_degrees": attention_cone_degrees,
+    }
     return [summarize_window(buckets[i], bounds[i], bounds[i + 1], **th) for i in range(n_windows)]
 
 

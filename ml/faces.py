@@ -47,6 +47,15 @@ class Face:
         return {"box": list(self.box), "score": self.score, "cues": self.cues}
 
 
+@dataclass
+class FoundFace:
+    """A face found before the server saw the picture (on the learner's device): its square
+    grayscale crop, framed as :func:`square_crop` frames one. Given to
+    ``Predictor.predict_frames`` in place of a picture, it is classified with no detection."""
+
+    crop: np.ndarray
+
+
 def _cascade(name: str) -> cv2.CascadeClassifier:
     cache = _local.__dict__.setdefault("cascades", {})
     c = cache.get(name)

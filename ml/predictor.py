@@ -14,7 +14,8 @@ import torch
 from ml.checkpoint import build_model, file_sha256, load_checkpoint, preprocessing_of
 from ml.classes import EMOTIONS
 from ml.evaluate import predict_probs
-from ml.faces import DetectorConfig, detect_faces
+from ml.faces import DetectorConfig, Face, FoundFace, detect_faces
+from ml.preprocessing import resize_crop, to_gray
 from ml.runtime import PRECISIONS, runtime_for_checkpoint
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -138,11 +139,15 @@ class Predictor:
 
     def predict_frames(
         self,
-        images: list[np.ndarray],
+        images: list[np.ndarray | FoundFace],
         classify: list[bool] | None = None,
         timings: dict | None = None,
     ) -> list[list[FacePrediction]]:
         """Detect faces in every frame, then classify all crops in one batch.
+
+        A :class:`~ml.faces.FoundFace` in ``images`` (a crop the learner's device cut) is not
+        searched: it is the one face of its frame (box: the whole crop), classified in the
+        same batch and through the same preprocessing as the crops cut here.
 
         ``classify[i] = False`` skips the classifier for frame ``i`` (engagement-only use):
         its faces come back with ``probs`` empty and ``label``/``confidence`` None, and no
@@ -151,7 +156,7 @@ class Predictor:
         if classify is None:
             classify = [True] * len(images)
         t0 = time.perf_counter()
-        detected = [detect_faces(img, self.detector) for img in images]
+        detected = [self._faces(img) for img in images]
         crops = [f.crop for faces, c in zip(detected, classify, strict=True) if c for f in faces]
         t1 = time.perf_counter()
         probs = self.predict_faces(crops)
@@ -189,6 +194,13 @@ class Predictor:
                 )
             out.append(preds)
         return out
+
+    def _faces(self, image: np.ndarray | FoundFace) -> list[Face]:
+        if isinstance(image, FoundFace):
+            crop = resize_crop(to_gray(image.crop), self.detector.crop_size)
+            side = crop.shape[0]
+            return [Face(box=(0, 0, side, side), crop=crop)]
+        return detect_faces(image, self.detector)
 
 
 class TemporalSmoother:

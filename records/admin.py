@@ -127,10 +127,14 @@ class CourseAdmin(admin.ModelAdmin):
         "title",
         "emotion_inference_enabled",
         "keep_face_crops",
+        "allow_full_pictures",
+        "capture_fps",
+        "min_capture_fps",
+        "attention_cone_degrees",
         "retention_days",
         "created_at",
     )
-    list_filter = ("emotion_inference_enabled", "keep_face_crops")
+    list_filter = ("emotion_inference_enabled", "keep_face_crops", "allow_full_pictures")
     search_fields = ("title", "instructors__username")
     filter_horizontal = ("instructors",)
     inlines = [EnrollmentInline]

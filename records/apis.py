@@ -19,7 +19,7 @@ from config.api import CSVRenderer
 from config.formats import csv_number
 from config.params import parse_range
 from ml.classes import EMOTIONS
-from ml.engagement import BANDS
+from ml.engagement import BANDS, DEVICE_KEYS
 from records import selectors, services
 from tutoring.selectors import (
     course_get,
@@ -143,11 +143,12 @@ class CourseReportApi(APIView):
 
 def session_report_columns(course) -> list[str]:
     """The session report CSV's columns: the same for every session of a course, with frames
-    or without, so files of several sessions line up (empty cells where there is no value)."""
+    or without, so files of several sessions line up (empty cells where there is no value; the
+    device path's cues, ``DEVICE_KEYS``, are empty where no frame came from it)."""
     cols = ["session", "learner", "learner_name", "course", "status", "started_at", "ended_at"]
     cols += ["duration_s"]
     cols += ["emotion_enabled", "n_frames", "presence_ratio", "attention_ratio", "engagement"]
-    cols += ["band"]
+    cols += ["band", *DEVICE_KEYS]
     if course.emotion_inference_enabled:
         cols += [f"emotion_distribution_{e}" for e in EMOTIONS] + ["dominant_emotion", "valence"]
     return cols + [f"band_share_{b}" for b in BANDS]
@@ -157,7 +158,7 @@ def course_report_columns(course) -> list[str]:
     """The course report CSV's columns: the same for every row and every request (a learner
     without frames has empty emotion cells, an empty report still has its header)."""
     cols = ["learner", "learner_name", "learner_id", "sessions", "duration_s", "n_frames"]
-    cols += ["presence_ratio", "attention_ratio", "engagement", "band"]
+    cols += ["presence_ratio", "attention_ratio", "engagement", "band", *DEVICE_KEYS]
     if course.emotion_inference_enabled:
         cols += [f"emotion_distribution_{e}" for e in EMOTIONS] + ["dominant_emotion", "valence"]
     return cols

@@ -16,12 +16,12 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce
 
 from emotion.models import Reading
-from emotion.observations import observations
-from ml.engagement import Observation, summarize_window, windows
+from emotion.observations import OBSERVATION_FIELDS, observations
+from ml.engagement import DEVICE_KEYS, Observation, summarize_window, windows
 from tutoring.models import Consent, Course, LearnerSession, User
 from tutoring.selectors import session_emotion_visible
 
-READING_FIELDS = ("session_id", "sequence", "captured_at", "face_found", "cues", "probs")
+READING_FIELDS = ("session_id", "sequence", "captured_at", *OBSERVATION_FIELDS)
 
 
 def _session_readings(session: LearnerSession, date_from=None, date_to=None):
@@ -123,14 +123,17 @@ def _timeline(session, obs: list[Observation], emotion: bool, window_s: float) -
         start, end, n = grid(base * k)
     window_s = base * k
     result = []
-    for w in windows(obs, window_s=window_s, start=start, end=end):
-        d = w.to_dict(include_emotion=emotion)
+    cone = session.course.attention_cone_degrees
+    for w in windows(obs, window_s=window_s, start=start, end=end, attention_cone_degrees=cone):
+        d = w.to_dict(include_emotion=emotion, include_device=True)
         d["start_at"] = session.started_at.timestamp() + w.start
         result.append(d)
     return {"window_s": window_s, "windows": result}
 
 
-def _summary(obs: list[Observation], emotion: bool) -> dict:
+def _summary(obs: list[Observation], emotion: bool, course: Course) -> dict:
+    """The aggregates of ``obs`` as one window, the device path's cues (``DEVICE_KEYS``)
+    included (None where no frame came from it), with the course's attention cone."""
     if not obs:
         base = {
             "n_frames": 0,
@@ -141,9 +144,14 @@ def _summary(obs: list[Observation], emotion: bool) -> dict:
         }
         if emotion:
             base.update(emotion_distribution=None, dominant_emotion=None, valence=None)
-        return base
-    w = summarize_window(obs, start=min(o.t for o in obs), end=max(o.t for o in obs) + 1e-6)
-    d = w.to_dict(include_emotion=emotion)
+        return {**base, **dict.fromkeys(DEVICE_KEYS)}
+    w = summarize_window(
+        obs,
+        start=min(o.t for o in obs),
+        end=max(o.t for o in obs) + 1e-6,
+        attention_cone_degrees=course.attention_cone_degrees,
+    )
+    d = w.to_dict(include_emotion=emotion, include_device=True)
     for k in ("start", "end"):
         d.pop(k, None)
     return d
@@ -168,7 +176,7 @@ def session_report(*, session: LearnerSession, window_s: float = 10.0) -> dict:
         "ended_at": session.ended_at,
         "duration_s": round(max((end - session.started_at).total_seconds(), 0.0), 1),
         "emotion_enabled": emotion,
-        **_summary(obs, emotion),
+        **_summary(obs, emotion, session.course),
         "band_share": {b: round(n / n_windows, 4) for b, n in sorted(bands.items())},
     }
     return report
@@ -266,7 +274,7 @@ def course_report(*, course: Course, date_from=None, date_to=None) -> dict:
     for row in per_learner.values():
         obs = row.pop("_obs")
         row["duration_s"] = round(row["duration_s"], 1)
-        learners.append({**row, **_summary(obs, emotion)})
+        learners.append({**row, **_summary(obs, emotion, course)})
     return {
         "course": course.pk,
         "title": course.title,
@@ -275,7 +283,7 @@ def course_report(*, course: Course, date_from=None, date_to=None) -> dict:
         "emotion_enabled": emotion,
         "sessions": sum(r["sessions"] for r in learners),
         "learners": learners,
-        "overall": _summary(all_obs, emotion),
+        "overall": _summary(all_obs, emotion, course),
     }
 
 
@@ -322,7 +330,7 @@ def session_rows(*, sessions: list[LearnerSession]) -> list[dict]:
             {
                 "session": s,
                 "duration_s": max((end - s.started_at).total_seconds(), 0.0),
-                **_summary(obs, emotion=False),
+                **_summary(obs, emotion=False, course=s.course),
             }
         )
     return rows

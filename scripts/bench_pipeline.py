@@ -16,6 +16,14 @@ receipt to its reading stored, and the live-summary lag: how old the newest read
 instructor's summary shows is when it arrives (p50/p95). Then where the workers' time went
 (decode, detect, classify, DB, broadcast — from their per-batch timings). A learner socket
 the server closes reconnects, as the page does (counted: ``reconn``).
+
+``--modes picture,crop,cues`` runs the same levels (``--learners`` for pictures,
+``--device-learners`` for the device modes) with each frame kind in turn, on the same server
+and worker: ``picture`` (the JPEG, the server finds the face), ``crop`` (the 48×48 crop the
+server would cut, raw, with cues: classified with no detection) and ``cues`` (cues alone:
+analysed when accepted, no worker). It prints first the bytes one picture costs on the wire in
+each mode. The ``lag`` columns are picture→dashboard: from a frame's receipt to the
+instructor's summary that shows it.
 """
 
 from __future__ import annotations
@@ -64,6 +72,61 @@ def make_frames(n: int = 24) -> list[bytes]:
     return out
 
 
+MODES = ("picture", "crop", "cues")
+
+
+def device_payloads(jpegs: list[bytes]) -> list[tuple[bytes, dict]]:
+    """What a learner's device sends for each picture: the 48×48 crop the server would cut
+    (raw bytes) and the cues, the box and the server path's cues measured the server's way
+    (head pose and eyes: a learner facing the screen)."""
+    import cv2
+    import numpy as np
+
+    from ml.faces import detect_faces
+
+    out = []
+    for i, data in enumerate(jpegs):
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        faces = detect_faces(img)
+        if not faces:  # lost in the JPEG: the device sees the camera's own picture
+            continue
+        face = faces[0]
+        h, w = img.shape[:2]
+        x, y, bw, bh = face.box
+        cues = {
+            "face": True,
+            "box": [round(x / w, 4), round(y / h, 4), round(bw / w, 4), round(bh / h, 4)],
+            "yaw": round(4.0 - i % 7, 1),
+            "pitch": round(-2.0 + i % 5, 1),
+            "roll": 1.5,
+            "eye_open_left": 0.31,
+            "eye_open_right": 0.29,
+            "gaze_yaw": -1.2,
+            "gaze_pitch": 0.8,
+            "center_offset": face.cues["center_offset"],
+            "area_fraction": face.cues["area_fraction"],
+        }
+        out.append((face.crop.tobytes(), cues))
+    return out
+
+
+def frame_builder(mode: str, jpegs: list[bytes], device: list[tuple[bytes, dict]]):
+    """``build(seq) -> bytes``: the binary stream message for frame ``seq`` in ``mode``."""
+
+    def message(header: dict, data: bytes) -> bytes:
+        h = json.dumps(header, separators=(",", ":")).encode()
+        return len(h).to_bytes(4, "big") + h + data
+
+    def build(seq: int) -> bytes:
+        if mode == "picture":
+            return message({"sequence": seq}, jpegs[seq % len(jpegs)])
+        crop, cues = device[seq % len(device)]
+        header = {"sequence": seq, "kind": mode, "cues": cues}
+        return message(header, crop if mode == "crop" else b"")
+
+    return build
+
+
 def setup_data(n_learners: int):
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.db import SessionStore
@@ -98,7 +161,7 @@ def setup_data(n_learners: int):
     return course, cookie(teacher), [(u, cookie(u)) for u in learners]
 
 
-async def run_level(port, course, teacher_cookie, learners, frames, seconds):
+async def run_level(port, course, teacher_cookie, learners, build, seconds):
     from datetime import datetime
 
     import websockets
@@ -156,10 +219,7 @@ async def run_level(port, course, teacher_cookie, learners, frames, seconds):
                     rt = asyncio.create_task(reader())
                     while not stop.is_set() and not rt.done():
                         if credit[0] > 0:
-                            header = json.dumps({"sequence": seq}).encode()
-                            await ws.send(
-                                len(header).to_bytes(4, "big") + header + frames[seq % len(frames)]
-                            )
+                            await ws.send(build(seq))
                             credit[0] -= 1
                             seq += 1
                         else:
@@ -271,7 +331,18 @@ def main() -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--learners", default="20,25,30,40,60")
+    p.add_argument("--learners", default="20,25,30,40,60", help="levels for full pictures")
+    p.add_argument(
+        "--modes",
+        default="picture",
+        help="frame kinds to run, in order: picture (the server finds the face), crop "
+        "(48×48 crop + cues from the device), cues (cues alone)",
+    )
+    p.add_argument(
+        "--device-learners",
+        default="",
+        help="levels for crop and cues frames (default: --learners)",
+    )
     p.add_argument("--seconds", type=float, default=30)
     p.add_argument("--workers", default="1", help="worker counts to run every level with: 1,2")
     args = p.parse_args()
@@ -284,9 +355,17 @@ def main() -> int:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    levels = [int(x) for x in args.learners.split(",")]
+    modes = args.modes.split(",")
+    if any(m not in MODES for m in modes):
+        print(f"error: --modes takes {', '.join(MODES)}", file=sys.stderr)
+        return 2
+    args.device_learners = args.device_learners or args.learners
+    levels = [int(x) for x in f"{args.learners},{args.device_learners}".split(",")]
     course, teacher_cookie, learners = setup_data(max(levels))
-    frames = make_frames()
+    jpegs = make_frames()
+    device = device_payloads(jpegs)
+    frames = {m: frame_builder(m, jpegs, device) for m in modes}
+    print_wire_bytes(modes, frames, len(device))
     port = free_port()
     logs = ROOT / ".data" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
@@ -313,11 +392,33 @@ def main() -> int:
     return 0
 
 
+def print_wire_bytes(modes, frames, n: int) -> None:
+    """Bytes one picture costs on the wire in each mode (the binary stream message: 4-byte
+    length, JSON header, payload), averaged over the benchmark's pictures."""
+    print("bytes on the wire per picture (stream message: length + JSON header + payload):")
+    for mode in modes:
+        sizes = [len(frames[mode](10_000 + i)) for i in range(n)]
+        print(f"  {mode:>8}: {sum(sizes) / n:8.0f} bytes (min {min(sizes)}, max {max(sizes)})")
+
+
 def run_workers(n_workers, workers, port, course, teacher_cookie, learners, frames, args):
-    levels = [int(x) for x in args.learners.split(",")]
+    for mode, build in frames.items():
+        levels = args.learners if mode == "picture" else args.device_learners
+        run_mode(
+            mode, n_workers, workers, port, course, teacher_cookie, learners, build, levels, args
+        )
+
+
+def run_mode(mode, n_workers, workers, port, course, teacher_cookie, learners, build, levels, args):
+    levels = [int(x) for x in levels.split(",")]
+    what = {
+        "picture": "640×480 JPEG, one face: the server finds it",
+        "crop": "48×48 crop + cues from the device",
+        "cues": "cues alone, no image",
+    }[mode]
     print(
-        f"\n{n_workers} CPU worker(s) (solo pool), server on :{port}, {os.cpu_count()} cores, "
-        f"{args.seconds:.0f} s per level, 1 frame/s per learner (640×480 JPEG, one face)"
+        f"\n{mode}: {n_workers} CPU worker(s) (solo pool), server on :{port}, "
+        f"{os.cpu_count()} cores, {args.seconds:.0f} s per level, 1 frame/s per learner ({what})"
     )
     print(
         f"{'learners':>8}{'offered/s':>10}{'stored/s':>10}{'refused':>9}{'skipped':>9}"
@@ -325,13 +426,13 @@ def run_workers(n_workers, workers, port, course, teacher_cookie, learners, fram
         f"{'reconn':>7}"
     )
     # warm-up (model load, connection pools), not reported
-    asyncio.run(run_level(port, course, teacher_cookie, learners[:2], frames, 4))
+    asyncio.run(run_level(port, course, teacher_cookie, learners[:2], build, 4))
     shares = []
     wlogs = [log for _, log in workers]
     for n in levels:
         start = {log: len(log.read_text().splitlines()) for log in wlogs}
         sessions, t0, t1, lags, acks = asyncio.run(
-            run_level(port, course, teacher_cookie, learners[:n], frames, args.seconds)
+            run_level(port, course, teacher_cookie, learners[:n], build, args.seconds)
         )
         stored = readings_stored(sessions, t0, t1)
         totals, nb, nf = worker_timings(wlogs, start)

@@ -20,11 +20,13 @@ const engagementChart = new Chart($("engagement-chart"), {
   type: "line",
   data: { datasets: [{ label: "mean engagement", data: [], borderColor: "#1d4ed8", tension: 0.2, pointRadius: 2 }] },
   options: {
-    animation: false, parsing: false, responsive: true,
+    animation: false, parsing: false, responsive: true, maintainAspectRatio: false,
     scales: {
       // the axis always spans the last 5 minutes (an empty chart has no 0–1 default to misread)
       x: { type: "linear", min: Date.now() - HISTORY_MS, max: Date.now(), title: { display: true, text: "time ago" },
-           ticks: { maxTicksLimit: 6, callback: (v) => ago(Date.now() - v) } },
+           // one tick a minute back from now, so the labels read "4 min 00 s", not odd ages
+           afterBuildTicks: (axis) => { const now = Date.now(); axis.ticks = [5, 4, 3, 2, 1, 0].map((k) => ({ value: now - k * 60000 })); },
+           ticks: { callback: (v) => ago(Date.now() - v) } },
       y: { min: 0, max: 1, title: { display: true, text: "engagement" },
            ticks: { callback: (v) => percent(v) } },
     },
@@ -34,7 +36,7 @@ const engagementChart = new Chart($("engagement-chart"), {
 const emotionChart = cfg.emotionEnabled && $("emotion-chart") ? new Chart($("emotion-chart"), {
   type: "bar",
   data: { labels: EMOTIONS, datasets: [{ label: "share", data: EMOTIONS.map(() => 0), backgroundColor: "#0f766e" }] },
-  options: { animation: false, scales: { y: { min: 0, max: 1 } }, plugins: { legend: { display: false } } },
+  options: { animation: false, maintainAspectRatio: false, scales: { y: { min: 0, max: 1, ticks: { callback: (v) => percent(v) } } }, plugins: { legend: { display: false } } },
 }) : null;
 
 function tile(id) {
@@ -47,7 +49,7 @@ function tile(id) {
     el.innerHTML = `<h3 class="name"></h3><p class="state"></p><p class="small detail"></p>
       <div class="values"><label class="small">Engagement <meter min="0" max="1" low="0.25" high="0.65" optimum="1" value="0"></meter>
       <span class="pct"></span></label>
-      <p class="band"></p>${cfg.emotionEnabled ? '<p class="emotion"></p>' : ""}</div>
+      <p class="band"></p><p class="small cues"></p>${cfg.emotionEnabled ? '<p class="emotion"></p>' : ""}</div>
       <p class="small since"></p><a class="small drill" hidden>Session timeline</a>`;
     $("tiles").appendChild(el);
   }
@@ -90,6 +92,16 @@ function detail({ st, sinceFrame, noFace }) {
   return "";
 }
 
+// The device path's cues of the current window ("looking away 40 % · eyes closed 15 %"); a
+// window where only the server found the face has none: it says so.
+function cuesText(s) {
+  if (!s.device_ratio) return "camera position only";
+  const parts = [];
+  if (s.looking_away_ratio != null) parts.push(`looking away ${percent(s.looking_away_ratio)}`);
+  if (s.eyes_closed_ratio != null) parts.push(`eyes closed ${percent(s.eyes_closed_ratio)}`);
+  return parts.join(" · ");
+}
+
 function render(id) {
   const l = learners.get(id);
   const el = tile(id);
@@ -107,9 +119,12 @@ function render(id) {
   el.querySelector("meter").value = live ? s.engagement : 0;
   el.querySelector(".pct").textContent = live ? percent(s.engagement) : "";
   el.querySelector(".band").textContent = live && s.band ? s.band : "";
+  el.querySelector(".cues").textContent = live ? cuesText(s) : "";
   if (cfg.emotionEnabled) el.querySelector(".emotion").textContent = live && s.dominant_emotion ? `Expression: ${s.dominant_emotion}` : "";
-  const showSince = state.sinceFrame != null && !["ended", "no-session"].includes(st);
-  el.querySelector(".since").textContent = showSince ? `last picture ${Math.round(state.sinceFrame)} s ago` : "";
+  // unless the detail line already says how long since the last picture
+  const gapSaid = st === "paused" || (st === "absent" && state.sinceFrame > pausedAfterS);
+  const showSince = state.sinceFrame != null && !gapSaid && !["ended", "no-session"].includes(st);
+  el.querySelector(".since").textContent = showSince ? `last picture ${ago(state.sinceFrame * 1000)} ago` : "";
   const a = el.querySelector(".drill");
   a.hidden = !(s && s.session);
   if (s && s.session) a.href = `${cfg.sessionUrl}${s.session}/`;

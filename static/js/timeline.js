@@ -1,5 +1,5 @@
-// Session drill-down, from the timeline API: engagement, presence and attention, and the
-// expression mix per window, with the stretches that have nothing to show shaded and listed.
+// Session drill-down, from the timeline API: engagement, presence and attention, looking away
+// and eyes closed (device path), and the expression mix per window, with the stretches that have nothing to show shaded and listed.
 import { clock, percent } from "./format.js";
 
 const cfg = JSON.parse(document.getElementById("timeline-config").textContent);
@@ -98,6 +98,14 @@ const presence = lineChart("presence-chart", [
     order: 1 },
 ]);
 
+// the device path's cues: no value in a window where only the server found the face
+const eyes = lineChart("eyes-chart", [
+  { label: "looking away", data: points((x) => x.looking_away_ratio), borderColor: "#7c3aed",
+    backgroundColor: "#7c3aed", pointRadius: middleOnly(3), borderWidth: 2, clip: 6 },
+  { label: "eyes closed", data: points((x) => x.eyes_closed_ratio), borderColor: "#0f766e",
+    backgroundColor: "#0f766e", borderDash: [6, 3], pointRadius: 0, borderWidth: 2, clip: 6 },
+]);
+
 let expression = null;
 if (cfg.emotionEnabled) {
   const withDist = w.find((x) => x.emotion_distribution);
@@ -123,4 +131,4 @@ list.replaceChildren(...(gaps.length ? gaps : [null]).map((g) => {
   return li;
 }));
 
-window.affectTimeline = { chart: engagement, charts: { engagement, presence, expression }, windows: w, gaps };
+window.affectTimeline = { chart: engagement, charts: { engagement, presence, expression }, eyes, windows: w, gaps };

@@ -34,7 +34,8 @@ def chromium(playwright_instance):
 @pytest.fixture
 def course():
     """A course with emotion on, a learner with long names and a 2-minute session: a face for
-    40 s, 40 s of nothing (paused), 40 s of pictures without a face."""
+    40 s (the last 20 s found on the device, turned away from 0:30), 40 s of nothing (paused),
+    40 s of pictures without a face."""
     teacher = InstructorFactory(username="teacher")
     lina = UserFactory(username="lina", first_name="Lina-Marie", last_name="Learner-Lindqvist")
     pete = UserFactory(username="pete", first_name="Pete")
@@ -46,11 +47,26 @@ def course():
     s.save()
     probs = {e: (0.6 if e == "happy" else 0.4 / (len(EMOTIONS) - 1)) for e in EMOTIONS}
     for t in range(0, 40, 2):
-        ReadingFactory(session=s, sequence=t, probs=probs)
+        device = {"face_source": "device", "cues": _device_cues(40.0 if t >= 30 else 0.0)}
+        ReadingFactory(session=s, sequence=t, probs=probs, **(device if t >= 20 else {}))
     for t in range(80, 120, 2):
         ReadingFactory(session=s, sequence=t, face_found=False)
     LearnerSessionFactory(learner=pete, course=c, consent=pete.consents.get())
     return c
+
+
+def _device_cues(yaw: float) -> dict:
+    return {
+        "face": True,
+        "box": [0.3, 0.3, 0.3, 0.4],
+        "yaw": yaw,
+        "pitch": 0.0,
+        "roll": 0.0,
+        "eye_open_left": 0.3,
+        "eye_open_right": 0.3,
+        "center_offset": 0.0,
+        "area_fraction": 0.12,
+    }
 
 
 def _page(chromium, server, viewport):
@@ -68,6 +84,11 @@ def test_reports_history_and_timeline(chromium, asgi_server, course, viewport):
     page, problems = _page(chromium, asgi_server, viewport)
     page.goto(f"{asgi_server}/teach/courses/{course.pk}/reports/")
     expect(page.get_by_text("overall engagement")).to_contain_text("%")
+    report = page.locator("#report-table tbody tr")
+    expect(
+        report.filter(has_text="Lina-Marie").locator('[data-label="Looking away"]')
+    ).to_have_text("50 %")
+    expect(report.filter(has_text="Pete").locator('[data-label="Eyes closed"]')).to_have_text("—")
     assert page.evaluate(NO_OVERFLOW)
     shot(page, f"instructor-reports-{viewport}")
 
@@ -93,6 +114,12 @@ def test_reports_history_and_timeline(chromium, asgi_server, course, viewport):
     # 12 windows, 4 without frames: 8 with a value, drawn as 3 points each (a flat step)
     assert presence == {"attention": (True, 24), "presence": (True, 24)}
     assert {s[0] for s in charts["expression"]["series"]} == set(EMOTIONS)
+    eyes = page.evaluate(
+        """() => window.affectTimeline.eyes.data.datasets.map((d) =>
+             [d.label, d.data.filter((p) => p.y != null).map((p) => p.y)])"""
+    )
+    # device frames in the windows 0:20–0:30 (facing) and 0:30–0:40 (turned away)
+    assert eyes == [["looking away", [0, 0, 0, 1, 1, 1]], ["eyes closed", [0, 0, 0, 0, 0, 0]]]
     gaps = page.locator("#timeline-gaps li")
     expect(gaps).to_have_text(
         ["0:40–1:20: no pictures (paused, camera off or offline)", "1:20–2:00: no face in view"]

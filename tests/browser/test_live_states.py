@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 PW = "pw-123456"
 SCREENS = {"laptop": {"width": 1366, "height": 768}, "phone": {"width": 390, "height": 844}}
 ABSENT_S = 10  # the course's threshold: long enough to see "paused" (5 s) before "absent"
-TICK = re.compile(r"^(\d+ s|[0-5] min \d\d s)$")  # "45 s", "2 min 30 s": the last 5 minutes
+TICK = re.compile(r"^(0 s|[1-5] min 00 s)$")  # one tick a minute: "0 s" … "5 min 00 s"
 
 
 @pytest.fixture
@@ -88,6 +88,11 @@ def tiles(pages, state, timeout=15_000):
     return [p.page.locator('.tile:has-text("Lina Learner")') for p in pages]
 
 
+CUES_TEXT = re.compile(
+    r"^(camera position only|looking away \d{1,3} %( · eyes closed \d{1,3} %)?)$"
+)
+
+
 def test_one_session_through_every_state_on_laptop_and_phone(browser, asgi_server, course):
     teachers = instructors(browser, asgi_server, course)
     for p in teachers:
@@ -101,6 +106,10 @@ def test_one_session_through_every_state_on_laptop_and_phone(browser, asgi_serve
         )
         assert labels and all(TICK.match(str(x)) for x in labels), labels
         expect(p.page.locator("#present-count")).to_have_text("0 present · 0 recording")
+        # alerts are seen without scrolling, on a phone too; charts keep a readable height
+        alerts = p.page.locator("#alerts").bounding_box()
+        assert alerts["y"] + alerts["height"] <= p.page.viewport_size["height"], alerts
+        assert p.page.locator("#engagement-chart").bounding_box()["height"] >= 200
 
     learner = Page(browser, asgi_server, "lina", "phone")
     learner.page.goto(f"{asgi_server}/learn/courses/{course.pk}/")
@@ -117,6 +126,8 @@ def test_one_session_through_every_state_on_laptop_and_phone(browser, asgi_serve
     for tile in tiles(teachers, "present", timeout=30_000):
         expect(tile.locator(".pct")).to_have_text(re.compile(r"^\d{1,3} %$"), timeout=10_000)
         expect(tile.locator(".emotion")).to_have_text(re.compile(r"Expression: \w+"))
+        # the server path says so; the device path gives its head pose and eye cues
+        expect(tile.locator(".cues")).to_have_text(CUES_TEXT)
     for p in teachers:
         expect(p.page.locator("#chart-empty")).to_be_hidden(timeout=10_000)
         shot(p.page, f"live-recording-{p.screen}")

@@ -40,3 +40,8 @@ def test_templates_use_the_same_helpers():
         Context({"x": 0.52, "s": 61})
     )
     assert html == "52 % · 1 min 01 s"
+
+
+def test_csv_degrees_have_a_tenth():
+    assert csv_number("head_motion", 17.320508075688775) == 17.3
+    assert csv_number("head_motion", None) is None

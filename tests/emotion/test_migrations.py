@@ -55,15 +55,27 @@ def test_precision_migration_refuses_to_merge_two_precisions_of_a_checkpoint(bac
 
 @pytest.mark.django_db(transaction=True)
 def test_crops_without_an_estimated_expression_are_deleted_by_migration(back_to_latest):
-    from emotion.models import Reading
-    from tests.factories import LearnerSessionFactory, ReadingFactory
+    from tests.factories import LearnerSessionFactory, probs_for
 
-    _migrate([("emotion", "0007_reading_lost_runs")])  # same schema as 0008: data-only
+    # the readings table as it was at 0007 (same schema as 0008: data-only); today's model
+    # has columns added later, so rows are written through the historical model
+    apps = _migrate([("emotion", "0007_reading_lost_runs")])
+    Reading = apps.get_model("emotion", "Reading")
     emotion = LearnerSessionFactory(emotion_enabled=True)
     engagement_only = LearnerSessionFactory(emotion_enabled=False)
-    kept = ReadingFactory(session=emotion, face_crop=b"png")
-    dropped = ReadingFactory(session=engagement_only, face_crop=b"png")
+
+    def reading(session, sequence, probs):
+        t = session.started_at
+        return Reading.objects.create(
+            session_id=session.pk, sequence=sequence, captured_at=t, received_at=t,
+            analysed_at=t, face_found=True, probs=probs, face_crop=b"png",
+            label=max(probs, key=probs.get) if probs else None,
+        )  # fmt: skip
+
+    kept = reading(emotion, 0, probs_for("neutral"))
+    dropped = reading(engagement_only, 0, None)
     assert kept.label and dropped.label is None
-    _migrate([("emotion", "0008_drop_crops_without_estimated_expression")])
+    apps = _migrate([("emotion", "0008_drop_crops_without_estimated_expression")])
+    Reading = apps.get_model("emotion", "Reading")
     assert bytes(Reading.objects.get(pk=kept.pk).face_crop) == b"png"
     assert Reading.objects.get(pk=dropped.pk).face_crop is None

@@ -323,3 +323,41 @@ def test_class_history_is_the_mean_of_learner_means_per_window_leaving_empty_one
         "engagement": 1.0,
     }
     assert class_history({}, now=NOW, window_s=WINDOW, n=4) == ()
+
+
+# --- the device path's cues -----------------------------------------------------------------
+
+
+def device(t: float, yaw: float, eye: float = 0.3) -> Observation:
+    return Observation(t=t, face=True, yaw=yaw, pitch=0.0, eye_open=eye, source="device")
+
+
+def test_a_device_window_carries_its_cues_into_the_payload_and_back():
+    obs = [device(-3, 0.0), device(-2, 40.0), device(-1, 0.0, eye=0.05), device(-0.5, 0.0)]
+    recent = recent_windows(obs, WINDOW, 1)
+    current = CurrentWindow.of(recent[-1], emotion=False)
+    assert current.from_device and current.device_ratio == 1.0
+    assert current.looking_away_ratio == 0.25 and current.eyes_closed_ratio == 0.25
+    d = a_summary(window=current).to_dict()
+    assert (d["looking_away_ratio"], d["eyes_closed_ratio"], d["device_ratio"]) == (0.25, 0.25, 1.0)
+    assert d["head_motion"] == pytest.approx(current.head_motion)
+    again = json.loads(json.dumps(d))
+    assert SessionSummary.from_dict(again).to_dict() == d
+    # a course's wider cone: nobody looks away
+    wide = recent_windows(obs, WINDOW, 1, attention_cone_degrees=45)[-1]
+    assert wide.looking_away_ratio == 0.0
+
+
+def test_a_server_window_has_no_device_keys_in_its_payload():
+    recent = recent_windows(looking(-5, -1, 0.0), WINDOW, 1)
+    current = CurrentWindow.of(recent[-1], emotion=False)
+    assert not current.from_device and current.device_ratio is None
+    d = a_summary(window=current).to_dict()
+    assert not {"device_ratio", "looking_away_ratio", "eyes_closed_ratio", "head_motion"} & set(d)
+
+
+def test_an_aged_device_summary_loses_its_cues_with_its_frames():
+    current = CurrentWindow.of(recent_windows([device(-1, 40.0)], WINDOW, 1)[-1], emotion=False)
+    s = a_summary(window=current, last_analysed_at=ago(1))
+    later = aged(s, NOW + timedelta(seconds=30), absent_threshold_s=30)
+    assert later.window == NO_FRAMES and "looking_away_ratio" not in later.to_dict()

@@ -3,7 +3,9 @@ import threading
 import numpy as np
 import pytest
 
+from ml import predictor as predictor_module
 from ml.classes import EMOTIONS
+from ml.faces import FoundFace
 from ml.predictor import Predictor, TemporalSmoother
 from ml.synth import scene
 
@@ -38,6 +40,29 @@ def test_predict_frame_labels_faces(predictor, fer_val):
             assert p.confidence == max(p.probs.values())
             agree += p.label == EMOTIONS[lab]
     assert agree >= 10  # detected faces mostly get the same label as the dataset crop
+
+
+def test_found_faces_skip_detection_in_a_mixed_batch(predictor, fer_val, monkeypatch):
+    crops = fer_val.images[:3]
+    frame, _ = scene([fer_val.images[5]], side=200, seed=5)
+    searched = []
+    real_detect = predictor_module.detect_faces
+    monkeypatch.setattr(
+        predictor_module,
+        "detect_faces",
+        lambda img, cfg: searched.append(img) or real_detect(img, cfg),
+    )
+    out = predictor.predict_frames(
+        [FoundFace(crops[0]), frame, FoundFace(crops[1]), FoundFace(crops[2])]
+    )
+    assert len(searched) == 1  # only the picture was searched for a face
+    direct = predictor.predict_faces(crops)
+    for k, i in ((0, 0), (2, 1), (3, 2)):
+        (face,) = out[k]
+        got = np.array([face.probs[e] for e in EMOTIONS])
+        np.testing.assert_allclose(got, direct[i], atol=1e-4)
+        assert face.box == (0, 0, 48, 48) and face.crop is not None and face.cues == {}
+    assert len(out[1]) >= 1
 
 
 def test_empty_batch_and_frame(predictor):

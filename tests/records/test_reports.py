@@ -11,6 +11,7 @@ Session B: 10 happy frames, centred → 0.6 / 0.9 = 0.6667 each (highly engaged)
 import csv
 import datetime as dt
 import io
+import math
 
 import pytest
 from django.utils import timezone
@@ -402,3 +403,103 @@ def test_a_very_long_session_gets_wider_windows_not_thousands(world, api):
     # a short session keeps the window asked for
     short = c.get(f"/api/sessions/{world.session_b.pk}/timeline/?window=5").json()
     assert short["window_s"] == 5.0
+
+
+# --- the device path's cues (head pose, eyes) -----------------------------------------------------
+
+
+def _device_cues(yaw: float, eye: float) -> dict:
+    return {
+        "face": True,
+        "box": [0.3, 0.3, 0.3, 0.4],
+        "yaw": yaw,
+        "pitch": -10.0,
+        "roll": 0.0,
+        "eye_open_left": eye,
+        "eye_open_right": eye,
+        "gaze_yaw": None,
+        "gaze_pitch": None,
+        "center_offset": 0.0,
+        "area_fraction": 0.12,
+    }
+
+
+@pytest.fixture
+def device_readings(world):
+    """Session A: t=0..9 device frames, t=0..3 turned 45° (looking away), t=8, 9 eyes closed;
+    t=10..19 server pictures, centred. Session B: server pictures only."""
+    for t in range(10):
+        ReadingFactory(
+            session=world.session_a,
+            sequence=t,
+            face_source="device",
+            cues=_device_cues(45.0 if t < 4 else 0.0, 0.1 if t >= 8 else 0.3),
+        )
+    for t in range(10, 20):
+        ReadingFactory(session=world.session_a, sequence=t)
+    for t in range(10):
+        ReadingFactory(session=world.session_b, sequence=t)
+
+
+def test_the_timeline_and_reports_show_looking_away_and_eyes_closed(world, api, device_readings):
+    c = api(world.instructor)
+    w0, w1 = c.get(f"/api/sessions/{world.session_a.pk}/timeline/?window=10").json()["windows"]
+    assert (w0["device_ratio"], w0["looking_away_ratio"], w0["eyes_closed_ratio"]) == (
+        1.0,
+        0.4,
+        0.2,
+    )
+    assert w0["head_motion"] == pytest.approx(45 * math.sqrt(0.4 * 0.6))  # std of 4×45, 6×0
+    assert w0["presence_ratio"] == 1.0 and w0["attention_ratio"] == pytest.approx(0.6)
+    # the server window: its cue as before, the device cues marked absent
+    assert w1["device_ratio"] == 0.0 and w1["attention_ratio"] == 1.0
+    assert (w1["looking_away_ratio"], w1["eyes_closed_ratio"], w1["head_motion"]) == (None,) * 3
+
+    rep = c.get(f"/api/sessions/{world.session_a.pk}/report/").json()
+    assert rep["device_ratio"] == 0.5 and rep["looking_away_ratio"] == pytest.approx(0.4)
+    assert rep["eyes_closed_ratio"] == pytest.approx(0.2)
+    course = c.get(f"/api/courses/{world.course.pk}/report/").json()
+    a, b = course["learners"]
+    assert a["looking_away_ratio"] == pytest.approx(0.4) and b["looking_away_ratio"] is None
+    assert b["device_ratio"] == 0.0 and course["overall"]["device_ratio"] == pytest.approx(10 / 30)
+
+
+def test_the_csv_has_the_device_columns_rounded(world, api, device_readings):
+    c = api(world.instructor)
+    text = c.get(f"/api/courses/{world.course.pk}/report/?format=csv").content.decode()
+    a, b = csv.DictReader(io.StringIO(text))
+    assert (a["looking_away_ratio"], a["eyes_closed_ratio"], a["device_ratio"]) == (
+        "0.4",
+        "0.2",
+        "0.5",
+    )
+    assert a["head_motion"] == str(round(45 * math.sqrt(0.4 * 0.6), 1))  # degrees, a tenth
+    assert b["looking_away_ratio"] == "" and b["device_ratio"] == "0.0"
+    session_csv = c.get(f"/api/sessions/{world.session_a.pk}/report/?format=csv").content.decode()
+    (row,) = csv.DictReader(io.StringIO(session_csv))
+    assert row["eyes_closed_ratio"] == "0.2" and row["band"] in {"engaged", "highly engaged"}
+
+
+def test_the_reports_use_the_courses_attention_cone(world, api, device_readings):
+    world.course.attention_cone_degrees = 50
+    world.course.save()
+    c = api(world.instructor)
+    rep = c.get(f"/api/sessions/{world.session_a.pk}/report/").json()
+    assert rep["looking_away_ratio"] == 0.0 and rep["attention_ratio"] == 1.0
+    w0 = c.get(f"/api/sessions/{world.session_a.pk}/timeline/").json()["windows"][0]
+    assert w0["looking_away_ratio"] == 0.0
+
+
+def test_the_reports_page_and_timeline_page_show_the_device_cues(world, device_readings):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(world.instructor)
+    page = client.get(f"/teach/courses/{world.course.pk}/reports/").content.decode()
+    assert "Looking away" in page and "Eyes closed" in page
+    assert '<td data-label="Looking away">40 %</td>' in page
+    assert '<td data-label="Looking away">—</td>' in page  # learner B: server pictures only
+    assert "camera position only" in page
+    session = client.get(f"/teach/sessions/{world.session_a.pk}/").content.decode()
+    assert 'id="eyes-chart"' in session and '<dd id="looking-away">40 %</dd>' in session
+    assert "on the device in 50 % of pictures" in session
