@@ -17,7 +17,9 @@ import json
 
 import numpy as np
 
+from ml.classes import EMOTIONS
 from ml.faces import detect_faces
+from ml.predictor import Predictor
 from scripts.device_harness import analyse, frames
 
 
@@ -74,6 +76,29 @@ def main() -> None:
         f"device crop vs server crop, mean |difference| (0-255): median {np.median(diffs):.1f}, "
         f"max {max(diffs):.1f}"
     )
+    agreement(pairs)
+
+
+def agreement(pairs) -> None:
+    """The shipped model on the device's crops and on the server's crops of the same frames:
+    do they give the same label, and how far apart are the probabilities?"""
+    predictor = Predictor()
+    dev = np.stack([np.array(r["crop"], dtype=np.uint8).reshape(48, 48) for *_, r in pairs])
+    srv = np.stack([face.crop for _, _, face, _ in pairs])
+    p_dev, p_srv = predictor.predict_faces(dev), predictor.predict_faces(srv)
+    same = (p_dev.argmax(1) == p_srv.argmax(1)).mean()
+    tv = 0.5 * np.abs(p_dev - p_srv).sum(1)  # total variation distance per frame
+    print(
+        f"labels, device crop vs server crop ({predictor.describe()['name']}, "
+        f"{predictor.precision}): {same:.0%} agree over {len(pairs)} frames; "
+        f"probability distance (total variation) median {np.median(tv):.3f}, max {tv.max():.3f}"
+    )
+    for name, p in (("device", p_dev), ("server", p_srv)):
+        counts = np.bincount(p.argmax(1), minlength=len(EMOTIONS))
+        print(
+            f"  {name} labels: "
+            + ", ".join(f"{e} {n}" for e, n in zip(EMOTIONS, counts, strict=True) if n)
+        )
 
 
 if __name__ == "__main__":
