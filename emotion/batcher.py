@@ -17,10 +17,11 @@ import time
 import weakref
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from emotion import admission
-from emotion.services import readings_enqueue
+from emotion.services import IncomingFrame, cues_frames_accept, readings_enqueue
 
 logger = logging.getLogger(__name__)
 #: seconds between tries of a batch the broker refused; after the last, the periodic re-queue
@@ -47,6 +48,9 @@ class FrameBatcher:
         self.waiting: dict[object, None] = {}  # sockets refused credit, oldest first
         self._room: tuple[float, int | None, int] = (float("-inf"), None, 0)
         self._reading: asyncio.Future | None = None
+        # cues frames waiting to be accepted together: (session, frame, the socket's future)
+        self.cues: list[tuple[object, IncomingFrame, asyncio.Future]] = []
+        self.cues_flushing: asyncio.Task | None = None
 
     # --- credit -------------------------------------------------------------------------------
     def granted(self, sock, now: float) -> int:
@@ -136,6 +140,42 @@ class FrameBatcher:
         """A socket that closed: its unused credit goes back."""
         self.grants.pop(sock, None)
         self.waiting.pop(sock, None)
+
+    # --- cues frames ----------------------------------------------------------------------------
+    async def accept_cues(self, session, frame: IncomingFrame):
+        """``cues_frames_accept``'s result for this cues frame of ``session``: raises what it
+        raised for the session. Frames are accepted together, in one transaction and one live
+        broadcast: those that arrive while a batch is being written go in the next one, so a
+        frame waits at most for one batch before its own, and a quiet server adds no delay."""
+        future = asyncio.get_running_loop().create_future()
+        self.cues.append((session, frame, future))
+        if self.cues_flushing is None:
+            self.cues_flushing = asyncio.ensure_future(self._flush_cues())
+        result = await future
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def _flush_cues(self) -> None:
+        batch: list = []
+        try:
+            await asyncio.sleep(0)  # frames received in this turn of the loop go along
+            while self.cues:
+                batch, self.cues = self.cues[: self.size * 8], self.cues[self.size * 8 :]
+                items = [(s, f) for s, f, _ in batch]
+                try:
+                    results = await database_sync_to_async(cues_frames_accept)(items=items)
+                except Exception as e:  # the database away: every frame of the batch is refused
+                    results = [e] * len(batch)
+                for (_, _, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:  # cancelled (the server stopping): no socket waits for ever
+            for _, _, future in batch + self.cues:
+                if not future.done():
+                    future.cancel()
+            self.cues = []
+            self.cues_flushing = None
 
     async def add(self, reading_id: int) -> None:
         self.ids.append(reading_id)

@@ -210,13 +210,17 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
     async def _store(self, seq, frame: IncomingFrame):
         """Hand the frame to ``frames_accept`` and ack what became of it."""
         try:
-            result = await database_sync_to_async(frames_accept)(
-                session=self.session,
-                frames=[frame],
-                enqueue=False,
-                # credit bounds one socket; this bounds the session however often it reconnects
-                max_pending=settings.EMOTION_LIMITS["max_pending_per_session"],
-            )
+            if frame.kind == "cues":  # nothing to queue: accepted with other sockets' at once
+                result = await get_batcher().accept_cues(self.session, frame)
+            else:
+                result = await database_sync_to_async(frames_accept)(
+                    session=self.session,
+                    frames=[frame],
+                    enqueue=False,
+                    # credit bounds one socket; this bounds the session however often it
+                    # reconnects
+                    max_pending=settings.EMOTION_LIMITS["max_pending_per_session"],
+                )
         except SessionBacklogged as e:
             return await self._ack(seq, "dropped", reason=str(e))
         except SessionClosed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -69,8 +70,53 @@ def _observations(
         .order_by("received_at", "sequence")
         .values("received_at", *OBSERVATION_FIELDS)
     )
+    return _as_observations(rows, emotion, now)
+
+
+def _as_observations(
+    rows: list[dict], emotion: bool, now: datetime
+) -> tuple[list[Observation], datetime | None]:
     obs = observations(rows, time_field="received_at", origin=now, emotion=emotion)
     return obs, (rows[-1]["received_at"] if rows else None)
+
+
+@dataclass
+class _Recent:
+    """What one query read of a session's look-back for :func:`summarise_session`: its
+    analysed readings in ``[since, now]`` (oldest first) and its newest face received since
+    ``since`` (None: none there, the database is asked)."""
+
+    rows: list[dict]
+    last_face: datetime | None
+
+
+def _recent_many(sessions: list[LearnerSession], now: datetime) -> dict[int, _Recent]:
+    """The look-back of every session in ``sessions``, in one query instead of two or three
+    per session (a batch touches many sessions: one round trip each was most of its cost).
+    The rows are the readings received since the earliest look-back start, pending ones too:
+    a crop frame's face is known before it is analysed, as the per-session query sees it."""
+    window_s = settings.LIVE_WINDOW_SECONDS
+    since = {
+        s.pk: now - timedelta(seconds=look_back_windows(window_s, _thresholds(s.course)) * window_s)
+        for s in sessions
+    }
+    if not since:
+        return {}
+    out = {pk: _Recent([], None) for pk in since}
+    rows = (
+        Reading.objects.filter(session__in=list(since), received_at__gte=min(since.values()))
+        .order_by("session_id", "received_at", "sequence")
+        .values("session_id", "received_at", "analysed_at", "error", *OBSERVATION_FIELDS)
+    )
+    for r in rows:
+        recent = out[r["session_id"]]
+        if r["received_at"] < since[r["session_id"]]:
+            continue
+        if r["face_found"] and (recent.last_face is None or r["received_at"] > recent.last_face):
+            recent.last_face = r["received_at"]
+        if r["analysed_at"] is not None and not r["error"] and r["received_at"] <= now:
+            recent.rows.append(r)
+    return out
 
 
 def _run_start_from_db(
@@ -91,9 +137,14 @@ def _run_start_from_db(
 
 
 def _facts(
-    session: LearnerSession, emotion: bool, now: datetime, last_analysed: datetime | None
+    session: LearnerSession,
+    emotion: bool,
+    now: datetime,
+    last_analysed: datetime | None,
+    last_face: datetime | None = None,
 ) -> SessionFacts:
-    """The session as the database has it at ``now``; ``last_analysed`` if known already."""
+    """The session as the database has it at ``now``; ``last_analysed`` and ``last_face`` if
+    known already."""
     if last_analysed is None:
         last_analysed = (
             Reading.objects.analysed()
@@ -102,12 +153,13 @@ def _facts(
             .values_list("received_at", flat=True)
             .first()
         )
-    last_face = (
-        session.readings.filter(face_found=True)
-        .order_by("-received_at")
-        .values_list("received_at", flat=True)
-        .first()
-    )
+    if last_face is None:
+        last_face = (
+            session.readings.filter(face_found=True)
+            .order_by("-received_at")
+            .values_list("received_at", flat=True)
+            .first()
+        )
     return SessionFacts(
         session=session.pk,
         learner=session.learner_id,
@@ -127,20 +179,29 @@ def summarise_session(
     course: Course,
     now: datetime,
     previous: SessionSummary | None = None,
+    recent_rows: _Recent | None = None,
 ) -> SessionSummary:
     """The live summary of an open session at ``now``. ``previous`` (this session's last
-    cached summary) carries the start of a disengaged run longer than the look-back."""
+    cached summary) carries the start of a disengaged run longer than the look-back;
+    ``recent_rows`` (:func:`_recent_many`) is its look-back read already."""
     window_s = settings.LIVE_WINDOW_SECONDS
     thresholds = _thresholds(course)
     n = look_back_windows(window_s, thresholds)
     emotion = _emotion_on(session, course)
-    obs, last_analysed = _observations(session, emotion, now - timedelta(seconds=n * window_s), now)
+    if recent_rows is None:
+        obs, last_analysed = _observations(
+            session, emotion, now - timedelta(seconds=n * window_s), now
+        )
+        last_face = None
+    else:
+        obs, last_analysed = _as_observations(recent_rows.rows, emotion, now)
+        last_face = recent_rows.last_face
     recent = recent_windows(obs, window_s, n, attention_cone_degrees=course.attention_cone_degrees)
     since, settled = disengaged_since(recent, now, n * window_s, previous)
     if not settled:
         since = _run_start_from_db(session, course, emotion, now, window_s, n)
     return summarise(
-        _facts(session, emotion, now, last_analysed),
+        _facts(session, emotion, now, last_analysed, last_face),
         CurrentWindow.of(recent[-1], emotion=emotion),
         now=now,
         window_s=window_s,
@@ -225,10 +286,13 @@ def course_snapshot(course: Course) -> dict:
         .order_by("started_at")
     }
     previous = _cached_summaries([s.pk for s in open_sessions.values()])
+    for s in open_sessions.values():
+        s.course = course  # the same course: no query per session for its thresholds
+    recent = _recent_many(list(open_sessions.values()), now)
     learners, sessions = [], []
     for e in course.enrollments.select_related("learner").order_by("learner__username"):
         s = open_sessions.get(e.learner_id)
-        summary = summarise_session(s, course, now, previous.get(s.pk)) if s else None
+        summary = summarise_session(s, course, now, previous.get(s.pk), recent[s.pk]) if s else None
         if summary:
             sessions.append(summary)
         learners.append(
@@ -322,7 +386,10 @@ def broadcast_after_batch(readings: list[Reading]) -> None:
         [pk for pks in open_by_course.values() for pk in pks] + [s.pk for s in sessions]
     )
     now = timezone.now()
-    fresh = {s.pk: summarise_session(s, s.course, now, cached.get(s.pk)) for s in sessions}
+    recent = _recent_many(sessions, now)
+    fresh = {
+        s.pk: summarise_session(s, s.course, now, cached.get(s.pk), recent[s.pk]) for s in sessions
+    }
     _cache_summaries(fresh)
     messages: list[tuple[str, str, dict]] = []
     payloads: dict[int, list[dict]] = defaultdict(list)  # by course

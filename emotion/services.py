@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import cv2
@@ -96,6 +96,10 @@ def session_check_ingest(*, session: LearnerSession) -> Course:
     if session.status != LearnerSession.Status.ACTIVE:
         raise SessionClosed(f"session {session.pk} has ended")
     consent = Consent.objects.filter(pk=session.consent_id).select_related("course").first()
+    return _consent_check(consent)
+
+
+def _consent_check(consent: Consent | None) -> Course:
     if consent is None or consent.revoked_at is not None:
         raise PermissionDenied("consent for this course was revoked")
     if consent.policy_version != consent.course.consent_policy_version:
@@ -120,24 +124,7 @@ def frames_accept(
     course = session_check_ingest(session=session)
     result = AcceptResult()
     now = timezone.now()
-    skew = timedelta(seconds=settings.EMOTION_LIMITS["max_clock_skew_s"])
-    valid: list[tuple[IncomingFrame, dict | None]] = []  # with its validated cues
-    for f in frames:
-        try:
-            cues = _check_kind(session, course, f)
-            if f.captured_at is not None and not (
-                session.started_at - skew <= f.captured_at <= now + skew
-            ):
-                raise FrameRejection(
-                    "bad_timestamp", "captured_at is too far from the session's time"
-                )
-            check_sequence(f.sequence)
-        except FrameRejection as e:
-            result.rejected.append(
-                {"file": f.name, "sequence": f.sequence, "code": e.code, "reason": e.reason}
-            )
-            continue
-        valid.append((f, cues))
+    valid = _validate(session, course, frames, now, result)
     if not valid:
         return result
     store = get_frame_store()
@@ -154,33 +141,7 @@ def frames_accept(
         # the session row's lock makes this read-then-insert one step for concurrent uploads
         # (REST and socket alike); ``is None``, not ``or``: a maximum of 0 is a sequence
         last = Reading.objects.filter(session=locked).aggregate(m=Max("sequence"))["m"]
-        next_seq = 0 if last is None else last + 1
-        new, seen = [], set()
-        for f, cues in valid:
-            seq = f.sequence
-            if seq is None:
-                seq = max(next_seq, max(seen, default=-1) + 1)
-                if seq > MAX_SEQUENCE:  # only a client that sent MAX_SEQUENCE itself gets here
-                    result.rejected.append(
-                        {
-                            "file": f.name,
-                            "sequence": None,
-                            "code": "bad_sequence",
-                            "reason": f"the session's sequence numbers are used up "
-                            f"(maximum {MAX_SEQUENCE}); start a new session",
-                        }
-                    )
-                    continue
-            if seq in existing or seq in seen:
-                result.duplicates.append(seq)
-                continue
-            seen.add(seq)
-            reading = Reading(
-                session=locked, sequence=seq, captured_at=f.captured_at or now, received_at=now
-            )
-            if cues is not None:
-                _device_reading(reading, cues, analysed=now if f.kind == "cues" else None)
-            new.append((f, reading))
+        new = _allocate(locked, valid, existing, last, now, result)
         queued = [r for f, r in new if f.kind != "cues"]  # cues frames wait for nothing
         if max_pending is not None and queued:  # all or nothing: a retry stays simple
             pending = Reading.objects.filter(session=locked, analysed_at__isnull=True).count()
@@ -202,6 +163,172 @@ def frames_accept(
         if analysed:  # analysed now: they reach the live view as a worker's batch does
             transaction.on_commit(lambda: _broadcast_or_log(analysed))
     return result
+
+
+def _validate(
+    session: LearnerSession,
+    course: Course,
+    frames: list[IncomingFrame],
+    now: datetime,
+    result: AcceptResult,
+) -> list[tuple[IncomingFrame, dict | None]]:
+    """The frames that pass their checks, each with its validated cues; the others are added
+    to ``result.rejected`` with their reason."""
+    skew = timedelta(seconds=settings.EMOTION_LIMITS["max_clock_skew_s"])
+    valid: list[tuple[IncomingFrame, dict | None]] = []
+    for f in frames:
+        try:
+            cues = _check_kind(session, course, f)
+            if f.captured_at is not None and not (
+                session.started_at - skew <= f.captured_at <= now + skew
+            ):
+                raise FrameRejection(
+                    "bad_timestamp", "captured_at is too far from the session's time"
+                )
+            check_sequence(f.sequence)
+        except FrameRejection as e:
+            result.rejected.append(
+                {"file": f.name, "sequence": f.sequence, "code": e.code, "reason": e.reason}
+            )
+            continue
+        valid.append((f, cues))
+    return valid
+
+
+def _allocate(
+    locked: LearnerSession,
+    valid: list[tuple[IncomingFrame, dict | None]],
+    existing: set[int],
+    last: int | None,
+    now: datetime,
+    result: AcceptResult,
+) -> list[tuple[IncomingFrame, Reading]]:
+    """The new readings of ``valid`` frames of the session (locked by the caller), numbered
+    after ``last`` where the client sent no sequence; duplicates of ``existing`` sequences
+    (or of each other) are added to ``result.duplicates``."""
+    next_seq = 0 if last is None else last + 1
+    new, seen = [], set()
+    for f, cues in valid:
+        seq = f.sequence
+        if seq is None:
+            seq = max(next_seq, max(seen, default=-1) + 1)
+            if seq > MAX_SEQUENCE:  # only a client that sent MAX_SEQUENCE itself gets here
+                result.rejected.append(
+                    {
+                        "file": f.name,
+                        "sequence": None,
+                        "code": "bad_sequence",
+                        "reason": f"the session's sequence numbers are used up "
+                        f"(maximum {MAX_SEQUENCE}); start a new session",
+                    }
+                )
+                continue
+        if seq in existing or seq in seen:
+            result.duplicates.append(seq)
+            continue
+        seen.add(seq)
+        reading = Reading(
+            session=locked, sequence=seq, captured_at=f.captured_at or now, received_at=now
+        )
+        if cues is not None:
+            _device_reading(reading, cues, analysed=now if f.kind == "cues" else None)
+        new.append((f, reading))
+    return new
+
+
+def cues_frames_accept(
+    *, items: list[tuple[LearnerSession, IncomingFrame]]
+) -> list[AcceptResult | Exception]:
+    """Accept cues frames of many sessions (one server process's sockets) at once: for each
+    item its result as :func:`frames_accept` gives it, or the exception it raises
+    (``SessionClosed``, ``PermissionDenied``) for that item's session.
+
+    Same checks, sequence allocation and duplicate rules as ``frames_accept``, in one
+    transaction and a handful of queries for the whole batch instead of six per frame, and one
+    live broadcast for every reading after the commit instead of one per frame: at hundreds of
+    learners a frame each second, those per-frame round trips were the web process's limit.
+    """
+    now = timezone.now()
+    sessions = {s.pk: s for s, _ in items}
+    consents = Consent.objects.select_related("course").in_bulk(
+        [s.consent_id for s in sessions.values()]
+    )
+    results: dict[int, AcceptResult | Exception] = {}
+    valid: dict[int, list] = {}
+    for pk, session in sessions.items():
+        try:
+            if session.status != LearnerSession.Status.ACTIVE:
+                raise SessionClosed(f"session {pk} has ended")
+            course = _consent_check(consents.get(session.consent_id))
+        except (SessionClosed, PermissionDenied) as e:
+            results[pk] = e
+            continue
+        results[pk] = AcceptResult()
+        # named by their index in ``items``: each item gets its own frame's outcome back
+        frames = [replace(f, name=i) for i, (s, f) in enumerate(items) if s.pk == pk]
+        valid[pk] = _validate(session, course, frames, now, results[pk])
+    accepted: dict[int, dict] = {}
+    with transaction.atomic():
+        new = _cues_allocate(valid, results, now)
+        created = Reading.objects.bulk_create([r for _, r in new])
+        for (f, _), reading in zip(new, created, strict=True):
+            accepted[f.name] = {
+                "sequence": reading.sequence,
+                "reading": reading.pk,
+                "queued": False,
+            }
+        # as frames_accept: every open session that sent a valid frame, new or a duplicate
+        touched = [pk for pk, v in valid.items() if v and isinstance(results[pk], AcceptResult)]
+        LearnerSession.objects.filter(pk__in=touched).update(last_frame_at=now)
+        if created:  # analysed now: they reach the live view as a worker's batch does
+            transaction.on_commit(lambda: _broadcast_or_log(created))
+    return [_one_result(results[s.pk], i, f, accepted) for i, (s, f) in enumerate(items)]
+
+
+def _cues_allocate(
+    valid: dict[int, list], results: dict, now
+) -> list[tuple[IncomingFrame, Reading]]:
+    """The new readings of every session's valid frames, under the sessions' row locks (taken
+    in id order: two batches never wait on each other crosswise), as ``frames_accept``."""
+    wanted = [pk for pk, v in valid.items() if v]
+    locked = {
+        s.pk: s
+        for s in LearnerSession.objects.select_for_update().filter(pk__in=wanted).order_by("pk")
+    }
+    seqs = {f.sequence for pk in wanted for f, _ in valid[pk] if f.sequence is not None}
+    existing: dict[int, set[int]] = {pk: set() for pk in wanted}
+    for pk, seq in Reading.objects.filter(session_id__in=wanted, sequence__in=seqs).values_list(
+        "session_id", "sequence"
+    ):
+        existing[pk].add(seq)
+    new = []
+    for pk in wanted:
+        session = locked.get(pk)
+        if session is None or session.status != LearnerSession.Status.ACTIVE:
+            results[pk] = SessionClosed(f"session {pk} has ended")
+            continue
+        last = None
+        if any(f.sequence is None for f, _ in valid[pk]):  # the server numbers these
+            last = Reading.objects.filter(session=session).aggregate(m=Max("sequence"))["m"]
+        new += _allocate(session, valid[pk], existing[pk], last, now, results[pk])
+    return new
+
+
+def _one_result(
+    result: AcceptResult | Exception, index: int, frame: IncomingFrame, accepted: dict
+) -> AcceptResult | Exception:
+    """Item ``index``'s share of its session's result: its frame accepted (``accepted``, by
+    item), rejected (named by its index) or, neither, a duplicate of a stored sequence."""
+    if isinstance(result, Exception):
+        return result
+    out = AcceptResult()
+    if index in accepted:
+        out.accepted.append(accepted[index])
+    elif rejected := [r for r in result.rejected if r["file"] == index]:
+        out.rejected += rejected
+    else:
+        out.duplicates.append(frame.sequence)
+    return out
 
 
 def _check_kind(session: LearnerSession, course: Course, f: IncomingFrame) -> dict | None:

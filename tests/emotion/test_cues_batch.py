@@ -1,0 +1,118 @@
+"""Cues frames of many sockets accepted together (``cues_frames_accept``): one transaction
+and one live broadcast per batch, the same outcomes as ``frames_accept`` frame by frame; and
+the live summary of a batch read in one query, equal to the one read per session."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import PermissionDenied
+from django.utils import timezone
+
+from emotion import live
+from emotion.models import Reading
+from emotion.services import IncomingFrame, SessionClosed, cues_frames_accept, frames_accept
+from tests.emotion.test_device_frames import CROP, cues
+from tests.factories import LearnerSessionFactory
+from tutoring.services import consent_revoke
+
+
+def frame(seq, **kw):
+    return IncomingFrame(data=b"", sequence=seq, kind="cues", cues=kw.pop("c", cues()), **kw)
+
+
+@pytest.fixture
+def two(classroom):
+    other = LearnerSessionFactory(
+        learner=classroom.other_learner,
+        course=classroom.course,
+        consent=classroom.other_learner.consents.get(),
+    )
+    return classroom.session, other
+
+
+@pytest.mark.django_db
+def test_frames_of_many_sessions_are_accepted_together(
+    two, monkeypatch, django_capture_on_commit_callbacks
+):
+    a, b = two
+    sent = []
+    monkeypatch.setattr(live, "broadcast_after_batch", sent.append)
+    frames_accept(session=a, frames=[frame(3)], enqueue=False)  # stored before: a duplicate
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        results = cues_frames_accept(
+            items=[
+                (a, frame(3)),
+                (b, frame(0)),
+                (a, frame(4)),
+                (a, frame(4)),  # the same sequence twice in one batch: the second is a duplicate
+                (b, frame(1, c=cues(yaw=120))),
+                (b, frame(None)),  # numbered by the server, after the batch's own
+            ]
+        )
+    assert results[0].duplicates == [3] and results[0].accepted == []
+    assert [x["sequence"] for x in results[1].accepted] == [0]
+    assert [x["sequence"] for x in results[2].accepted] == [4]
+    assert results[3].duplicates == [4] and results[3].accepted == []
+    assert [x["code"] for x in results[4].rejected] == ["bad_cues"]
+    assert [x["sequence"] for x in results[5].accepted] == [1]
+    assert all(not x["queued"] for r in results for x in r.accepted)
+    got = sorted(Reading.objects.values_list("session_id", "sequence", "face_source"))
+    assert got == sorted(
+        [(a.pk, 3, "device"), (a.pk, 4, "device")] + [(b.pk, 0, "device"), (b.pk, 1, "device")]
+    )
+    assert Reading.objects.filter(analysed_at__isnull=True).count() == 0
+    # one broadcast for the whole batch, with every new reading in it
+    assert [sorted((r.session_id, r.sequence) for r in batch) for batch in sent] == [
+        [(a.pk, 4), (b.pk, 0), (b.pk, 1)]
+    ]
+    a.refresh_from_db(), b.refresh_from_db()
+    assert a.last_frame_at is not None and a.last_frame_at == b.last_frame_at
+
+
+@pytest.mark.django_db
+def test_a_closed_or_revoked_session_fails_alone(two, classroom):
+    a, b = two
+    consent_revoke(learner=classroom.other_learner, course=classroom.course)
+    results = cues_frames_accept(items=[(a, frame(0)), (b, frame(0))])
+    assert [x["sequence"] for x in results[0].accepted] == [0]
+    assert isinstance(results[1], (PermissionDenied, SessionClosed))
+    b.refresh_from_db()
+    a.status = "ended"
+    results = cues_frames_accept(items=[(a, frame(1))])
+    assert isinstance(results[0], SessionClosed)
+    assert list(Reading.objects.values_list("session_id", "sequence")) == [(a.pk, 0)]
+
+
+@pytest.mark.django_db
+def test_a_crop_is_not_taken_as_a_cues_frame(classroom):
+    crop = IncomingFrame(data=CROP, sequence=0, kind="crop", cues=cues())
+    assert cues_frames_accept(items=[(classroom.session, crop)])[0].accepted[0]["queued"] is False
+
+
+@pytest.mark.django_db
+def test_the_batch_summary_equals_the_one_read_per_session(two):
+    a, b = two
+    now = timezone.now()
+    rows = []
+    for i in range(90):  # past the look-back, faces coming and going, one not analysed yet
+        at = now - timedelta(seconds=90 - i)
+        rows.append(
+            Reading(
+                session=a if i % 3 else b,
+                sequence=i,
+                captured_at=at,
+                received_at=at,
+                analysed_at=None if i == 88 else at,
+                error="frame_expired" if i == 40 else "",
+                face_found=i % 5 != 0,
+                face_source="device",
+                cues=cues(yaw=float(i % 40 - 20)),
+            )
+        )
+    Reading.objects.bulk_create(rows)
+    sessions = list(type(a).objects.filter(pk__in=[a.pk, b.pk]).select_related("learner", "course"))
+    recent = live._recent_many(sessions, now)
+    for s in sessions:
+        one = live.summarise_session(s, s.course, now).to_dict()
+        assert live.summarise_session(s, s.course, now, None, recent[s.pk]).to_dict() == one
