@@ -241,6 +241,7 @@ class ReadingOutput(serializers.ModelSerializer):
             "analysed_at",
             "error",
             "face_found",
+            "face_source",
             "box",
             "attentive",
             "cues",

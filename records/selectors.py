@@ -346,6 +346,7 @@ EXPORT_READING_FIELDS = (
     "analysed_at",
     "error",
     "face_found",
+    "face_source",
     "box",
     "cues",
     "attentive",

@@ -364,3 +364,15 @@ def test_a_session_with_too_many_frames_waiting_is_refused_whole_and_keeps_what_
     readings_analyse(reading_ids=list(pending.values_list("pk", flat=True)))
     r = upload(classroom.learner, classroom.session, second, sequence=[3, 4, 5])
     assert r.status_code == 202 and r.json()["accepted"] == [3, 4, 5]
+
+
+@pytest.mark.django_db
+def test_the_readings_api_says_where_each_face_was_found(classroom):
+    from tests.factories import ReadingFactory
+
+    ReadingFactory(session=classroom.session, sequence=1)
+    ReadingFactory(session=classroom.session, sequence=2, face_source="device")
+    c = APIClient()
+    c.force_authenticate(classroom.instructor)
+    body = c.get(f"/api/sessions/{classroom.session.pk}/readings/").json()
+    assert [r["face_source"] for r in body["results"]] == ["server", "device"]
