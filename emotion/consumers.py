@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -72,8 +73,7 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
             get_batcher(),
             settings.STREAM_MAX_IN_FLIGHT,
             self._offer,
-            # neither pictures nor crops allowed: its credit is for cues frames from the start
-            cues=not s.course.allow_full_pictures and not session_sends_crop(s),
+            cues=self._sends_cues_only(),
         )
         self.offers: set[asyncio.Task] = set()
         self.pending_header: dict | None = None
@@ -100,6 +100,16 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
                 device=wire.device_policy(s.course, send_crop=session_sends_crop(s)),
             )
         )
+
+    def _sends_cues_only(self) -> bool:
+        """Whether the first credit is for cues frames: the client said it sends them
+        (``?kind=cues``: otherwise a fresh socket's credit is the workers' room, which idle
+        workers keep at a few frames for every socket together), or the session can send
+        nothing else (the course forbids full pictures and the learner sends no crop)."""
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        if query.get("kind") == ["cues"]:
+            return True
+        return not self.session.course.allow_full_pictures and not session_sends_crop(self.session)
 
     def _connect_refusal(self, user, session_id: int) -> tuple[int, str] | None:
         """(close code, reason) when ``user`` may not stream into the session; sync."""

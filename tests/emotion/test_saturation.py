@@ -164,6 +164,22 @@ async def test_a_cues_only_session_gets_its_window_from_the_start(settings, monk
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_a_client_that_says_it_sends_cues_gets_their_credit_at_once(classroom, settings):
+    """``?kind=cues``: the first credit is for cues frames. Without it a fresh socket's credit
+    is for pictures, so hundreds of cues clients waited, frames skipped, for a picture credit
+    to send their first cues frame with."""
+    settings.STREAM_MAX_IN_FLIGHT_TOTAL = 1  # what pictures share
+    path = f"/ws/sessions/{classroom.session.pk}/stream/"
+    for query, credit in (("", 1), ("?kind=cues", settings.STREAM_MAX_IN_FLIGHT)):
+        comm, ok, _ = await connect(path + query, classroom.learner)
+        assert ok
+        client = StreamClient(comm)
+        await client.ready()
+        assert client.credit == credit, query
+        await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_an_older_course_summary_is_not_sent_after_a_newer_one(classroom):
     """Two workers push summaries of one course concurrently; the one computed earlier can
     reach the channel layer last. The instructor's socket drops it."""
