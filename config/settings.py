@@ -470,6 +470,9 @@ INFERENCE_BATCH_WAIT_MS = env.int("INFERENCE_BATCH_WAIT_MS", default=200)  # or 
 STREAM_MAX_IN_FLIGHT = env.int("STREAM_MAX_IN_FLIGHT", default=4)  # credit window per socket
 # all sockets of one server process together: about 1–2 s of one CPU worker's throughput
 STREAM_MAX_IN_FLIGHT_TOTAL = env.int("STREAM_MAX_IN_FLIGHT_TOTAL", default=48)
+# cues frames need no worker: their credit is this process's own, bounded by the cues its
+# batcher holds unwritten (a few KB each); past this many, cues frames are dropped
+STREAM_MAX_PENDING_CUES = env.int("STREAM_MAX_PENDING_CUES", default=1024)
 # with Redis: frames waiting for inference (all processes) are held to this many seconds of the
 # workers' measured rate; past saturation stream credit is granted only as frames are analysed
 STREAM_QUEUE_SECONDS = env.float("STREAM_QUEUE_SECONDS", default=1.0)

@@ -7,7 +7,11 @@ The batcher also keeps the process's stream credit: frames in flight, and credit
 sockets and not used yet. Granted credit is reserved, so a frame a client sends within the
 credit it was given is never refused for want of room (it was uploaded already); new credit
 comes from the process's budget and from what the workers can take (``emotion.admission``),
-and sockets that were refused credit get freed credit first, oldest first, pushed to them."""
+and sockets that were refused credit get freed credit first, oldest first, pushed to them.
+
+Cues frames are written by the batcher itself, in bulk, and wait for no worker: their credit
+is not drawn from the workers' room but from the cues the batcher may hold unwritten
+(``STREAM_MAX_PENDING_CUES``), and it is free again once their batch is written."""
 
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ class FrameBatcher:
         self._reading: asyncio.Future | None = None
         # cues frames waiting to be accepted together: (session, frame, the socket's future)
         self.cues: list[tuple[object, IncomingFrame, asyncio.Future]] = []
+        self.cues_writing = 0  # cues frames of the batch being written now
         self.cues_flushing: asyncio.Task | None = None
 
     # --- credit -------------------------------------------------------------------------------
@@ -142,6 +147,21 @@ class FrameBatcher:
         self.waiting.pop(sock, None)
 
     # --- cues frames ----------------------------------------------------------------------------
+    def cues_pending(self) -> int:
+        """Cues frames taken and not yet written (memory held for them)."""
+        return len(self.cues) + self.cues_writing
+
+    def cues_credit(self, window_left: int) -> int:
+        """Credit for cues frames of a socket whose window has ``window_left`` frames free: the
+        window, within what the process may still hold. Not reserved: a cues frame is written
+        within one or two batches, so the cap is a memory bound, not a queue to share out."""
+        return max(0, min(window_left, settings.STREAM_MAX_PENDING_CUES - self.cues_pending()))
+
+    def take_cues(self, window_left: int) -> bool:
+        """Whether a cues frame just received may be accepted (it goes to ``accept_cues`` in
+        the same turn of the event loop, so the count it is checked against includes it)."""
+        return window_left > 0 and self.cues_pending() < settings.STREAM_MAX_PENDING_CUES
+
     async def accept_cues(self, session, frame: IncomingFrame):
         """``cues_frames_accept``'s result for this cues frame of ``session``: raises what it
         raised for the session. Frames are accepted together, in one transaction and one live
@@ -162,11 +182,13 @@ class FrameBatcher:
             await asyncio.sleep(0)  # frames received in this turn of the loop go along
             while self.cues:
                 batch, self.cues = self.cues[: self.size * 8], self.cues[self.size * 8 :]
+                self.cues_writing = len(batch)
                 items = [(s, f) for s, f, _ in batch]
                 try:
                     results = await database_sync_to_async(cues_frames_accept)(items=items)
                 except Exception as e:  # the database away: every frame of the batch is refused
                     results = [e] * len(batch)
+                self.cues_writing = 0
                 for (_, _, future), result in zip(batch, results, strict=True):
                     if not future.done():
                         future.set_result(result)
@@ -175,6 +197,7 @@ class FrameBatcher:
                 if not future.done():
                     future.cancel()
             self.cues = []
+            self.cues_writing = 0
             self.cues_flushing = None
 
     async def add(self, reading_id: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -49,8 +50,9 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
     Every frame is acked; one sent without credit is dropped (and said so), never queued
     without bound. Credit (``emotion.credit``) is granted from what the workers can take
     (``emotion.admission``) and reserved: a frame sent within it is not refused for want of
-    room. While it lives the socket is checked again (``RECHECK_SECONDS``): a deactivated
-    account or a signed-out browser session gets 4401, then nothing more. One stream per
+    room; cues frames, which no worker sees, have the process's own credit instead. While it
+    lives the socket is checked again (``RECHECK_SECONDS``): a deactivated account or a
+    signed-out browser session gets 4401, then nothing more. One stream per
     session: a newer socket for the session (a reopened tab; on any server process, through
     the channel layer) replaces this one, which is closed with 4403 and ``REPLACED_REASON``,
     so that one learner cannot hold the process's whole in-flight budget with many sockets.
@@ -66,7 +68,13 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
         refusal = await database_sync_to_async(self._connect_refusal)(user, session_id)
         if refusal is not None:
             return await self.refuse(*refusal)
-        self.budget = CreditBudget(get_batcher(), settings.STREAM_MAX_IN_FLIGHT, self._offer)
+        s = self.session
+        self.budget = CreditBudget(
+            get_batcher(),
+            settings.STREAM_MAX_IN_FLIGHT,
+            self._offer,
+            cues=self._sends_cues_only(),
+        )
         self.offers: set[asyncio.Task] = set()
         self.pending_header: dict | None = None
         self.group = session_group(self.session.pk)
@@ -82,7 +90,6 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
             return await self.refuse_unavailable(e)
         self.checked_at = time.monotonic()
         await self.accept()
-        s = self.session
         await self.send_json(
             wire.ready(
                 s.pk,
@@ -93,6 +100,16 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
                 device=wire.device_policy(s.course, send_crop=session_sends_crop(s)),
             )
         )
+
+    def _sends_cues_only(self) -> bool:
+        """Whether the first credit is for cues frames: the client said it sends them
+        (``?kind=cues``: otherwise a fresh socket's credit is the workers' room, which idle
+        workers keep at a few frames for every socket together), or the session can send
+        nothing else (the course forbids full pictures and the learner sends no crop)."""
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        if query.get("kind") == ["cues"]:
+            return True
+        return not self.session.course.allow_full_pictures and not session_sends_crop(self.session)
 
     def _connect_refusal(self, user, session_id: int) -> tuple[int, str] | None:
         """(close code, reason) when ``user`` may not stream into the session; sync."""
@@ -197,7 +214,7 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
             check_size(len(data), wire.stream_max_frame_bytes(), stream=True)
         except FrameRejection as e:
             return await self._ack(seq, "rejected", code=e.code, reason=e.reason)
-        if not self.budget.take():
+        if not self.budget.take(kind):
             return await self._ack(seq, "dropped", reason="no credit")
         captured_at = wire.parse_time(captured)
         if captured is not None and captured_at is None:
@@ -237,9 +254,10 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
             )
         if result.accepted:
             a = result.accepted[0]
-            self.budget.accepted(a["sequence"])
+            if a["queued"]:  # held until analysed; a cues frame was written, so it holds none
+                self.budget.accepted(a["sequence"])
             await self._ack(a["sequence"], "accepted")
-            if a["queued"]:  # a cues frame is analysed already: its summary frees its credit
+            if a["queued"]:
                 await get_batcher().add(a["reading"])
         elif result.duplicates:
             await self._ack(seq, "duplicate")

@@ -1,7 +1,14 @@
 """One stream socket's credit: its frames in flight and its window, within the server
 process's shared budget (``emotion.batcher.FrameBatcher``, which grants credit, takes frames
 and offers freed credit to sockets that had none). Pure: no socket, no database; the clock is
-injected so that the in-flight timeout is tested without waiting."""
+injected so that the in-flight timeout is tested without waiting.
+
+A socket's credit is for the kind of frame it sent last. Pictures and crops wait for a worker:
+their credit comes from the workers' room and is held until they are analysed. Cues frames
+need no worker (the server process writes them itself, in its batcher): their credit is the
+socket's window within the cues the process may hold unwritten, and is free again as soon as
+their batch is written, so hundreds of cues-only learners are not held to the workers' room,
+which with no picture to measure is ``ADMISSION_FLOOR`` frames for every socket together."""
 
 from __future__ import annotations
 
@@ -20,6 +27,8 @@ class SharedBudget(Protocol):
     def grant(self, sock, window_left: int) -> int: ...
     def take(self, sock, window_left: int) -> bool: ...
     def forget(self, sock) -> None: ...
+    def cues_credit(self, window_left: int) -> int: ...
+    def take_cues(self, window_left: int) -> bool: ...
 
 
 class CreditBudget:
@@ -36,9 +45,13 @@ class CreditBudget:
         window: int,
         offer: Callable[[int], None],
         clock: Callable[[], float] = time.monotonic,
+        cues: bool = False,
     ):
         self.shared, self.window, self.offer, self.clock = shared, window, offer, clock
         self.in_flight: dict[int, float] = {}  # sequence → when accepted
+        # credit is for cues frames: the last frame taken was one (or, from the start, the
+        # session may send nothing else)
+        self.cues = cues
 
     def credit(self) -> int:
         """Frames the socket may send now: its own window, capped by what the server process
@@ -46,6 +59,8 @@ class CreditBudget:
         skip frames instead of uploading frames that are refused or queued."""
         now = self.clock()
         self._release([s for s, t in self.in_flight.items() if now - t > IN_FLIGHT_TIMEOUT_S])
+        if self.cues:
+            return self.shared.cues_credit(self.window_left())
         return self.shared.grant(self, self.window_left())
 
     def window_left(self) -> int:
@@ -55,8 +70,16 @@ class CreditBudget:
         """Credit freed for this socket while it had none."""
         self.offer(credit)
 
-    def take(self) -> bool:
-        """Whether a frame just received may be accepted (it uses the socket's credit)."""
+    def take(self, kind: str = "picture") -> bool:
+        """Whether a frame of ``kind`` just received may be accepted (it uses the socket's
+        credit). A cues frame is not counted in flight: the socket awaits its batch's write
+        before it reads its next frame, so none of its cues frames waits once it is acked."""
+        if kind == "cues":
+            if not self.cues:  # its credit for pictures (granted, reserved) goes back
+                self.cues = True
+                self.shared.forget(self)
+            return self.shared.take_cues(self.window_left())
+        self.cues = False
         return self.shared.take(self, self.window_left())
 
     def accepted(self, sequence: int) -> None:

@@ -124,6 +124,7 @@ def frame_builder(mode: str, jpegs: list[bytes], device: list[tuple[bytes, dict]
         header = {"sequence": seq, "kind": mode, "cues": cues}
         return message(header, crop if mode == "crop" else b"")
 
+    build.kind = mode
     return build
 
 
@@ -177,6 +178,7 @@ async def run_level(port, course, teacher_cookie, learners, build, seconds):
     headers = {"Origin": f"http://127.0.0.1:{port}"}
     stop = asyncio.Event()
     measuring = [False]
+    query = "?kind=cues" if build.kind == "cues" else ""
 
     async def instructor():
         async with websockets.connect(
@@ -200,7 +202,8 @@ async def run_level(port, course, teacher_cookie, learners, build, seconds):
         while not stop.is_set():
             try:
                 async with websockets.connect(
-                    f"{url}/ws/sessions/{session.pk}/stream/",
+                    # a cues-only client says so: its first credit is for cues frames
+                    f"{url}/ws/sessions/{session.pk}/stream/{query}",
                     additional_headers={**headers, "Cookie": cookie},
                     max_size=2**24,
                 ) as ws:

@@ -1,9 +1,16 @@
 """One socket's credit (``emotion.credit.CreditBudget``) with a fake clock and a fake shared
 budget: frames in flight, the window, release on analysis, timeout and close."""
 
+import asyncio
+import threading
+import time
+
 import pytest
 
+from emotion import batcher as batcher_module
+from emotion.batcher import FrameBatcher
 from emotion.credit import IN_FLIGHT_TIMEOUT_S, CreditBudget
+from emotion.services import AcceptResult, IncomingFrame
 
 
 class Clock:
@@ -36,9 +43,9 @@ def clock():
     return Clock()
 
 
-def budget(clock, shared=None, window=4, offers=None) -> CreditBudget:
+def budget(clock, shared=None, window=4, offers=None, cues=False) -> CreditBudget:
     offer = offers.append if offers is not None else (lambda n: None)
-    return CreditBudget(shared or Shared(), window, offer, clock=clock)
+    return CreditBudget(shared or Shared(), window, offer, clock=clock, cues=cues)
 
 
 def test_credit_is_the_window_less_the_frames_in_flight(clock):
@@ -109,8 +116,6 @@ def test_freed_credit_is_offered_through_the_socket(clock):
 async def test_with_the_process_batcher(settings):
     """The real shared budget: two sockets' budgets share STREAM_MAX_IN_FLIGHT_TOTAL, and one
     that closes gives its frames back to the other."""
-    from emotion.batcher import FrameBatcher
-
     settings.STREAM_MAX_IN_FLIGHT_TOTAL = 3
     batcher = FrameBatcher(size=32, wait_ms=200)
     a = CreditBudget(batcher, 4, lambda n: None)
@@ -122,3 +127,75 @@ async def test_with_the_process_batcher(settings):
     assert batcher.in_flight_total == 3 and a.credit() == 0 and b.credit() == 0
     a.close()
     assert batcher.in_flight_total == 0 and b.credit() == 3
+
+
+class SharedWithCues(Shared):
+    """And the cues frames the process holds unwritten, of at most ``cues_cap``."""
+
+    def __init__(self, free: int = 100, cues_cap: int = 100):
+        super().__init__(free)
+        self.cues_cap, self.cues_pending = cues_cap, 0
+
+    def cues_credit(self, window_left: int) -> int:
+        return max(0, min(window_left, self.cues_cap - self.cues_pending))
+
+    def take_cues(self, window_left: int) -> bool:
+        return window_left > 0 and self.cues_pending < self.cues_cap
+
+
+def test_cues_frames_have_their_own_credit(clock):
+    """The workers' room (``free``) is spent, yet a socket sending cues frames gets its window:
+    cues frames wait for no worker. Its unused picture grant goes back as it switches."""
+    shared = SharedWithCues(free=0)
+    b = budget(clock, shared)
+    assert b.credit() == 0 and not b.take()
+    assert b.take("cues") and b.credit() == 4 and shared.forgotten == [b]
+    assert b.take("cues") and shared.forgotten == [b]  # given back once, not per frame
+    assert b.in_flight == {} and shared.in_flight_total == 0
+    assert not b.take("picture") and b.credit() == 0  # a picture again: the workers' credit
+
+
+def test_cues_credit_is_bounded_by_the_window_and_the_process(clock):
+    shared = SharedWithCues(cues_cap=6)
+    b = budget(clock, shared, cues=True)
+    assert b.credit() == 4
+    b.accepted(0)  # a crop still waiting for the worker fills a place of the window
+    assert b.credit() == 3
+    shared.cues_pending = 5  # other sockets' cues frames not yet written
+    assert b.credit() == 1 and b.take("cues")
+    shared.cues_pending = 6
+    assert b.credit() == 0 and not b.take("cues")
+
+
+async def test_cues_credit_with_the_process_batcher(settings, monkeypatch):
+    """The real batcher: with the workers' room at nothing, a socket still gets its window for
+    cues frames; the cues held unwritten are capped (STREAM_MAX_PENDING_CUES), and their
+    credit is free again once their batch is written."""
+    settings.STREAM_MAX_PENDING_CUES = 3
+    written = threading.Event()
+
+    def cues_frames_accept(*, items):
+        written.wait(10)
+        return [AcceptResult(accepted=[{"sequence": f.sequence}]) for _, f in items]
+
+    monkeypatch.setattr(batcher_module, "cues_frames_accept", cues_frames_accept)
+    batcher = FrameBatcher(size=32, wait_ms=200)
+    # the workers can take nothing more (a reading of no room, neither re-read nor stale)
+    batcher._room = (time.monotonic() + 60, 0, 0)
+    socks = [CreditBudget(batcher, 2, lambda n: None) for _ in range(4)]
+    assert [s.credit() for s in socks] == [0, 0, 0, 0]  # for pictures
+    pending = []
+    for i, sock in enumerate(socks[:3]):
+        assert sock.take("cues")
+        frame = IncomingFrame(data=b"", sequence=i, kind="cues", cues={"face": False})
+        pending.append(asyncio.ensure_future(batcher.accept_cues(None, frame)))
+        await asyncio.sleep(0)
+    assert batcher.cues_pending() == 3
+    assert not socks[3].take("cues")  # the process holds its cap
+    assert [s.credit() for s in socks] == [0, 0, 0, 0]
+    written.set()
+    results = await asyncio.gather(*pending)
+    assert [r.accepted[0]["sequence"] for r in results] == [0, 1, 2]
+    assert batcher.cues_pending() == 0 and batcher.in_flight_total == 0
+    assert [s.credit() for s in socks] == [2, 2, 2, 2]  # each its window: none holds any
+    assert socks[3].take("cues") and socks[3].credit() == 2

@@ -3,6 +3,7 @@ credit a client was given is never refused after its upload), and the instructor
 summaries are coalesced per course and never go back in time, with several workers."""
 
 import asyncio
+import json
 import time
 from datetime import timedelta
 
@@ -18,7 +19,7 @@ from emotion.framestore import ANALYSED_PREFIX, PENDING_KEY, WORKERS_KEY, get_fr
 from emotion.models import Reading
 from emotion.services import IncomingFrame, frames_accept, readings_enqueue
 from tests.emotion.stream_client import StreamClient, connect, drain
-from tests.factories import LearnerSessionFactory, UserFactory, enroll
+from tests.factories import CourseFactory, LearnerSessionFactory, UserFactory, enroll
 
 
 def other_session(classroom, learner=None):
@@ -105,6 +106,77 @@ async def test_credit_follows_what_the_workers_can_take(
     await asyncio.sleep(1.01 - time.time() % 1)  # only whole seconds count
     assert await database_sync_to_async(admission.room)() == 18
     await client.comm.disconnect()
+
+
+async def acks(client: StreamClient, n: int) -> None:
+    while len(client.acks) < n:
+        assert await client.pump(timeout=10), "no ack"
+
+
+def cues_message(sequence: int) -> bytes:
+    h = json.dumps({"sequence": sequence, "kind": "cues", "cues": {"face": False}}).encode()
+    return len(h).to_bytes(4, "big") + h
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+async def test_cues_frames_are_not_held_to_the_workers_room(
+    classroom, settings, monkeypatch, clean_admission_keys
+):
+    """Idle workers (no rate measured) admit ADMISSION_FLOOR frames for every socket together,
+    which held hundreds of cues-only learners to a trickle, though a cues frame needs no
+    worker. With the floor at 1, a socket sending cues frames still gets its whole window, and
+    each frame's credit is back with its ack (its batch is written by then)."""
+    monkeypatch.setattr(admission, "ADMISSION_FLOOR", 1)
+    settings.STREAM_MAX_IN_FLIGHT = 4
+    first = await stream(classroom.session, classroom.learner)  # starts the room's reading
+    await first.comm.disconnect()
+    await asyncio.sleep(0.3)
+    client = await stream(classroom.session, classroom.learner)
+    assert client.credit == 1  # for a picture: the floor
+    await client.comm.send_to(bytes_data=cues_message(0))
+    await acks(client, 1)
+    assert (client.acks[0]["status"], client.acks[0]["credit"]) == ("accepted", 4)
+    for seq in range(1, 5):  # the whole window at once
+        await client.comm.send_to(bytes_data=cues_message(seq))
+    await acks(client, 5)
+    assert [a["status"] for a in client.acks] == ["accepted"] * 5
+    assert client.credit == 4
+    await client.comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_cues_only_session_gets_its_window_from_the_start(settings, monkeypatch):
+    """A course that forbids full pictures, a learner who sends no crop: the socket can send
+    nothing but cues frames, so its first credit is for them, not the workers' room."""
+    settings.STREAM_MAX_IN_FLIGHT_TOTAL = 1  # what pictures would share
+    course = await database_sync_to_async(CourseFactory)(allow_full_pictures=False)
+    learner = await database_sync_to_async(UserFactory)()
+    await database_sync_to_async(enroll)(course, learner, emotion=False)
+    session = await database_sync_to_async(
+        lambda: LearnerSessionFactory(
+            learner=learner, course=course, consent=learner.consents.get()
+        )
+    )()
+    client = await stream(session, learner)
+    assert client.credit == settings.STREAM_MAX_IN_FLIGHT
+    await client.comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_client_that_says_it_sends_cues_gets_their_credit_at_once(classroom, settings):
+    """``?kind=cues``: the first credit is for cues frames. Without it a fresh socket's credit
+    is for pictures, so hundreds of cues clients waited, frames skipped, for a picture credit
+    to send their first cues frame with."""
+    settings.STREAM_MAX_IN_FLIGHT_TOTAL = 1  # what pictures share
+    path = f"/ws/sessions/{classroom.session.pk}/stream/"
+    for query, credit in (("", 1), ("?kind=cues", settings.STREAM_MAX_IN_FLIGHT)):
+        comm, ok, _ = await connect(path + query, classroom.learner)
+        assert ok
+        client = StreamClient(comm)
+        await client.ready()
+        assert client.credit == credit, query
+        await comm.disconnect()
 
 
 @pytest.mark.django_db(transaction=True)
