@@ -189,7 +189,9 @@ function cameraLost() {
 
 function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${proto}://${location.host}${cfg.wsPath}`);
+  // a numbers-only client says so, so its first credit is for cues frames (docs/protocol.md)
+  const kind = state.path === "device" && !sendCrop() ? "?kind=cues" : "";
+  const ws = new WebSocket(`${proto}://${location.host}${cfg.wsPath}${kind}`);
   ws.binaryType = "arraybuffer";
   state.ws = ws;
   state.ready = false;

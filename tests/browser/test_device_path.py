@@ -83,9 +83,10 @@ class FakeStream:
     """Plays the stream socket: "ready" with ``device``, an ack per frame, every frame kept."""
 
     def __init__(self, device: dict | None):
-        self.device, self.sent, self.sequence = device, [], 0
+        self.device, self.sent, self.sequence, self.urls = device, [], 0, []
 
     def __call__(self, ws):
+        self.urls.append(ws.url)
         ws.on_message(lambda m: self.on_message(ws, m))
         ready = {
             "type": "ready", "session": 1, "credit": 4, "next_sequence": 0, "capture_fps": 1.0,
@@ -139,7 +140,7 @@ def open_recorder(browser, server, session, stream: FakeStream, query: str = "")
     errors = []
     page.on("console", lambda m: m.type == "error" and errors.append(m.text))
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.route_web_socket(re.compile(r".*/stream/$"), stream)
+    page.route_web_socket(re.compile(r".*/stream/(\?.*)?$"), stream)
     login(page, server, "dina", PW)
     page.goto(f"{server}/learn/sessions/{session.pk}/{query}")
     return page, errors
@@ -207,6 +208,8 @@ def test_engagement_only_sends_no_image_at_all(device_browser, csp_server):
     assert all(body == b"" for _, body in frames)
     assert any(h["cues"]["face"] for h, _ in frames)
     assert "only numbers" in page.locator("#device-path").inner_text()
+    # a numbers-only client asks for cues credit from the start (after the model loaded)
+    assert stream.urls and stream.urls[-1].endswith("/stream/?kind=cues"), stream.urls
     assert_clean(page, errors)
 
 
