@@ -315,12 +315,9 @@ def test_the_crop_is_framed_as_the_server_frames_it(playwright_instance):
 
 def test_crops_and_cues_reach_the_instructors_tile(device_browser, asgi_server):
     """End to end on the real stream socket: device readings, the tile says present."""
-    from emotion import stream_protocol
     from emotion.models import Reading
     from tests.factories import InstructorFactory
 
-    if not hasattr(stream_protocol, "device_policy"):
-        pytest.skip("the server side of device frames (issue 22, stream socket) is not here yet")
     teacher = InstructorFactory(username="tara")
     session = learner_session(emotion=True)
     session.course.instructors.add(teacher)
