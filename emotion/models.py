@@ -8,7 +8,20 @@ EMOTION_CHOICES = [(e, e) for e in EMOTIONS]
 
 
 class ModelVersion(models.Model):
-    """A checkpoint that produced readings (identified by its file hash and precision)."""
+    """A checkpoint that produced readings (identified by its file hash and precision), and
+    its place in the model registry.
+
+    Promotion state belongs to the checkpoint: every row of one ``checkpoint_sha256`` (one
+    per precision that ran it) carries the same ``status``. Exactly one checkpoint is
+    ``active`` at a time; workers load its ``path`` at the start of a batch.
+    """
+
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate", "candidate"  # registered, not (yet) judged
+        ACTIVE = "active", "active"  # what the workers run now
+        RETIRED = "retired", "retired"  # was active; replaced by a newer promotion
+        ROLLED_BACK = "rolled_back", "rolled back"  # was active; taken back by a rollback
+        REFUSED = "refused", "refused"  # judged and not promoted (``decision`` says why)
 
     name = models.CharField(max_length=100)
     checkpoint_sha256 = models.CharField(max_length=64)
@@ -16,6 +29,19 @@ class ModelVersion(models.Model):
     precision = models.CharField(max_length=8, default="fp32")
     metrics = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
+    #: where the checkpoint file is (shared storage in production: every worker reads it)
+    path = models.CharField(max_length=500, blank=True, default="")
+    #: the checkpoint this one was fine-tuned from
+    parent = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children"
+    )
+    #: how it was made: the checkpoint's own recipe (command, hyper-parameters, data)
+    recipe = models.JSONField(default=dict, blank=True)
+    #: the promotion check: the figures compared, the tolerance, the outcome and its reason
+    decision = models.JSONField(default=dict, blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -52,6 +78,8 @@ class Reading(models.Model):
         "confidence",
         "model_version",
         "face_crop",
+        "uncertain",
+        "review_reason",
     )
 
     session = models.ForeignKey(
@@ -89,12 +117,25 @@ class Reading(models.Model):
     probs = models.JSONField(null=True, blank=True)
     label = models.CharField(max_length=16, choices=EMOTION_CHOICES, null=True, blank=True)
     confidence = models.FloatField(null=True, blank=True)
+    # the top probability was below the course's threshold (or the model's default): shown as
+    # "uncertain", not as ``label``, and left out of the emotion mix; ``label`` and ``probs``
+    # stay stored for review and for measuring the threshold
+    uncertain = models.BooleanField(default=False)
     model_version = models.ForeignKey(
         ModelVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="readings"
     )
     # Only when the course opts in (keep_face_crops): the 48×48 grayscale crop as PNG bytes.
     face_crop = models.BinaryField(null=True, blank=True)
-    # Label review (admin): what a human says the expression is.
+    class ReviewReason(models.TextChoices):
+        NONE = "", "not queued"
+        UNCERTAIN = "uncertain", "uncertain"  # the model abstained: reviewed first
+        SAMPLE = "sample", "random sample"  # a confident reading drawn at random
+
+    # why this reading is in the review queue (set at analysis, only where a crop is kept)
+    review_reason = models.CharField(
+        max_length=12, choices=ReviewReason.choices, blank=True, default=""
+    )
+    # Label review: the label training uses (the reviewers' agreed label; see LabelReview).
     reviewed_label = models.CharField(max_length=16, choices=EMOTION_CHOICES, null=True, blank=True)
     reviewed_by = models.ForeignKey(
         "tutoring.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -117,7 +158,35 @@ class Reading(models.Model):
                 condition=models.Q(analysed_at__isnull=True),
                 name="reading_pending_idx",
             ),
+            # the review queue: the few readings queued for review
+            models.Index(
+                fields=["review_reason", "id"],
+                condition=~models.Q(review_reason=""),
+                name="reading_review_queue_idx",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"reading {self.session_id}#{self.sequence}"
+
+
+class LabelReview(models.Model):
+    """One reviewer's label for one reading. A reading takes up to two independent reviews;
+    their agreement (Cohen's kappa) is what the review page reports, and a reading whose two
+    reviewers disagree is not used for training until a third review settles it."""
+
+    reading = models.ForeignKey(Reading, on_delete=models.CASCADE, related_name="reviews")
+    reviewer = models.ForeignKey(
+        "tutoring.User", on_delete=models.CASCADE, related_name="label_reviews"
+    )
+    label = models.CharField(max_length=16, choices=EMOTION_CHOICES)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["reading_id", "created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["reading", "reviewer"], name="unique_reading_reviewer")
+        ]
+
+    def __str__(self) -> str:
+        return f"review of {self.reading_id} by {self.reviewer_id}: {self.label}"

@@ -68,6 +68,13 @@ class Course(models.Model):
     attention_cone_degrees = models.FloatField(
         default=25.0, validators=[MinValueValidator(5), MaxValueValidator(90)]
     )
+    # a reading whose top probability is below this is shown as "uncertain" and left out of
+    # the emotion mix; empty: the model's own default, chosen on its risk-coverage curve
+    uncertainty_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+    )
     alert_absent_seconds = models.PositiveIntegerField(default=30)
     alert_disengaged_seconds = models.PositiveIntegerField(default=60)
     created_at = models.DateTimeField(auto_now_add=True)
