@@ -185,6 +185,13 @@ if ML_PRECISION not in ("auto", "fp32", "int8"):
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured(f"ML_PRECISION must be auto, fp32 or int8, not {ML_PRECISION!r}")
+# share of confident readings (with a kept crop) queued for review at random, beside the
+# uncertain ones: the queue then measures the model, not only its doubts
+REVIEW_SAMPLE_RATE = env.float("REVIEW_SAMPLE_RATE", default=0.05)
+if not 0.0 <= REVIEW_SAMPLE_RATE <= 1.0:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"REVIEW_SAMPLE_RATE must be in 0..1, not {REVIEW_SAMPLE_RATE}")
 
 # --- DRF ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

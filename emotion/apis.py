@@ -25,6 +25,7 @@ from emotion.models import Reading
 from emotion.services import IncomingFrame, SessionBacklogged, SessionClosed, frames_accept
 from emotion.stream_protocol import BAD_TIME, parse_time
 from emotion.validation import FrameRejection
+from ml.engagement import UNCERTAIN
 from tutoring import selectors
 
 
@@ -229,6 +230,7 @@ def _error(http: int, code: str, message: str) -> Response:
 
 
 class ReadingOutput(serializers.ModelSerializer):
+    shown_label = serializers.SerializerMethodField()
     model_version = serializers.SerializerMethodField()
     model_precision = serializers.SerializerMethodField()
 
@@ -248,9 +250,16 @@ class ReadingOutput(serializers.ModelSerializer):
             "label",
             "confidence",
             "probs",
+            "uncertain",
+            "shown_label",
             "model_version",
             "model_precision",
         ]
+
+    def get_shown_label(self, r) -> str | None:
+        """What the pages show: ``label`` (the model's top class), or "uncertain" where the
+        model abstained."""
+        return UNCERTAIN if r.uncertain and r.label else r.label
 
     def get_model_version(self, r) -> str | None:
         return r.model_version.checkpoint_sha256[:12] if r.model_version_id else None
@@ -261,7 +270,7 @@ class ReadingOutput(serializers.ModelSerializer):
     def to_representation(self, instance):
         data = super().to_representation(instance)
         if not self.context.get("emotion"):
-            for k in ("label", "confidence", "probs"):
+            for k in ("label", "confidence", "probs", "uncertain", "shown_label"):
                 data.pop(k, None)
         return data
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import socket
 import time
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,9 @@ from tutoring.models import Consent, Course, LearnerSession
 
 logger = logging.getLogger(__name__)
 
+
+#: draws the random sample of confident readings queued for review (seed or patch it in tests)
+review_random = random.Random()
 
 #: a frame given to the model this many times by deliveries that died with their worker is
 #: recorded as ``inference_failed`` instead of being tried again (once in its batch, once alone)
@@ -472,6 +476,8 @@ def _scrub(reading: Reading, now) -> None:
         ("confidence", None),
         ("model_version", None),
         ("face_crop", None),
+        ("uncertain", False),
+        ("review_reason", ""),
     ):
         setattr(reading, name, value)
     reading.analysed_at, reading.error = now, "consent_revoked"
@@ -563,7 +569,8 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
         timings: dict = {}
         preds = _predict(predictor, images, classify, timings) if images else []
         mv = _model_version(predictor) if rows else None
-        _apply(rows, preds, classify, mv)
+        threshold = predictor.describe()["uncertainty_threshold"] if rows else 0.0
+        _apply(rows, preds, classify, mv, threshold)
         if settings.INFERENCE_TEST_DELAY_SECONDS:
             logger.info("test delay: %.1f s before writing", settings.INFERENCE_TEST_DELAY_SECONDS)
             time.sleep(settings.INFERENCE_TEST_DELAY_SECONDS)
@@ -625,8 +632,9 @@ def _image(r: Reading, data: bytes) -> np.ndarray | FoundFace | None:
     return decode_frame(data)
 
 
-def _apply(rows: list[Reading], preds: list, classify: list[bool], mv) -> None:
-    """Set each reading's fields from the faces found in its frame."""
+def _apply(rows: list[Reading], preds: list, classify: list[bool], mv, threshold: float) -> None:
+    """Set each reading's fields from the faces found in its frame; ``threshold`` is the
+    model's default abstention threshold (a course's own overrides it)."""
     for r, faces, emo in zip(rows, preds, classify, strict=True):
         if faces is None:  # this frame alone made the model fail
             r.error = "inference_failed"
@@ -642,16 +650,30 @@ def _apply(rows: list[Reading], preds: list, classify: list[bool], mv) -> None:
             r.box = list(face.box)
             r.cues = {**face.cues, "n_faces": len(faces)}
             r.attentive = _attentive(True, face.cues)
-        if emo:
-            r.probs, r.label, r.confidence = face.probs, face.label, face.confidence
+        if not emo:
+            continue  # engagement only: no emotion, so never uncertain nor queued
+        course = r.session.course
+        r.probs, r.label, r.confidence = face.probs, face.label, face.confidence
+        own = course.uncertainty_threshold
+        r.uncertain = face.confidence < (threshold if own is None else own)
         if (
-            emo
-            and r.session.course.keep_face_crops
-            and r.session.consent.policy_version == r.session.course.consent_policy_version
+            course.keep_face_crops
+            and r.session.consent.policy_version == course.consent_policy_version
             and face.crop is not None
         ):  # only when the learner agreed to the policy that keeps them, and only for label
             # review of an expression they agreed to have estimated
             r.face_crop = _png(face.crop)
+            r.review_reason = _review_reason(r.uncertain)
+
+
+def _review_reason(uncertain: bool) -> str:
+    """Why a reading with a kept crop is queued for review: every uncertain one, and a random
+    REVIEW_SAMPLE_RATE of the confident ones (so the queue measures the model too)."""
+    if uncertain:
+        return Reading.ReviewReason.UNCERTAIN
+    if review_random.random() < settings.REVIEW_SAMPLE_RATE:
+        return Reading.ReviewReason.SAMPLE
+    return ""
 
 
 def _write_results(pending: list[Reading], now, running: list[int]) -> list[Reading]:

@@ -95,6 +95,7 @@ class CurrentWindow:
     band: str | None = None
     dominant_emotion: str | None = None
     emotion_distribution: dict[str, float] | None = None
+    uncertain_ratio: float | None = None
     eyes_closed_ratio: float | None = None
     looking_away_ratio: float | None = None
     head_motion: float | None = None
@@ -120,6 +121,7 @@ class CurrentWindow:
             emotion_distribution=dict(w.emotion_distribution)
             if emotion and w.emotion_distribution is not None
             else None,
+            uncertain_ratio=w.uncertain_ratio if emotion else None,
             # a window without device frames has none of their cues (not a device_ratio of 0):
             # its payload then reads as it did before the device path
             **({k: getattr(w, k) for k in DEVICE_KEYS} if w.device_ratio else {}),
@@ -188,6 +190,7 @@ class SessionSummary:
             out["dominant_emotion"] = w.dominant_emotion
             dist = w.emotion_distribution
             out["emotion_distribution"] = dict(dist) if dist is not None else None
+            out["uncertain_ratio"] = w.uncertain_ratio
         if w.from_device:
             out.update(w.device_dict())
         return out
@@ -218,6 +221,7 @@ class SessionSummary:
                 band=d["band"],
                 dominant_emotion=d.get("dominant_emotion"),
                 emotion_distribution=d.get("emotion_distribution"),
+                uncertain_ratio=d.get("uncertain_ratio"),
                 **{k: d.get(k) for k in DEVICE_KEYS},
             ),
             alerts=tuple(Alert.from_dict(a) for a in d["alerts"]),
@@ -269,6 +273,8 @@ class CourseSummary:
     alerts: tuple[CourseAlert, ...]
     emotion_enabled: bool
     emotion_distribution: dict[str, float] | None = None
+    #: mean over learners of the share of their classified faces that were uncertain
+    uncertain_ratio: float | None = None
 
     def to_dict(self) -> dict:
         out = {
@@ -283,6 +289,7 @@ class CourseSummary:
         }
         if self.emotion_enabled:
             out["emotion_distribution"] = self.emotion_distribution
+            out["uncertain_ratio"] = self.uncertain_ratio
         return out
 
 
@@ -620,6 +627,8 @@ def course_summary(
     mix = None
     if emotion_enabled and dists:
         mix = {e: round(sum(d[e] for d in dists) / len(dists), 4) for e in EMOTIONS}
+    doubts = [s.window.uncertain_ratio for s in active if s.window.uncertain_ratio is not None]
+    uncertain = round(sum(doubts) / len(doubts), 4) if emotion_enabled and doubts else None
     return CourseSummary(
         course=course,
         at=now,
@@ -634,4 +643,5 @@ def course_summary(
         ),
         emotion_enabled=emotion_enabled,
         emotion_distribution=mix,
+        uncertain_ratio=uncertain,
     )

@@ -9,6 +9,10 @@ COMMANDS = {
     "evaluate": ("ml.cli_evaluate", "metrics, JSON and a confusion-matrix plot on a labelled set"),
     "predict": ("ml.cli_predict", "faces and emotions in images or videos, as JSON lines"),
     "calibrate": ("ml.cli_calibrate", "fit a temperature on a labelled set (calibration)"),
+    "risk-coverage": (
+        "ml.cli_risk_coverage",
+        "selective accuracy vs coverage; the default abstention threshold",
+    ),
     "quantize": ("ml.cli_quantize", "add an int8 network for fast CPU inference to a checkpoint"),
     "export": ("ml.cli_export", "export a checkpoint to TorchScript or ONNX"),
     "benchmark": ("ml.cli_benchmark", "faces/s and frames/s on this machine"),
@@ -23,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: unknown command {argv[0]!r}", file=out)
         print("usage: python -m ml {" + ",".join(COMMANDS) + "} ...", file=out)
         for name, (_, helptext) in COMMANDS.items():
-            print(f"  {name:<10} {helptext}", file=out)
+            print(f"  {name:<13} {helptext}", file=out)
         return 0 if out is sys.stdout else 2
     import importlib
 

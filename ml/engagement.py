@@ -161,7 +161,14 @@ BANDS: tuple[str, ...] = (DISENGAGED, ENGAGED, HIGHLY_ENGAGED)
 
 #: How far the probabilities may sum from 1 (covers softmax outputs rounded to a few decimals).
 PROBS_SUM_TOLERANCE: float = 1e-2
-EMOTION_KEYS: tuple[str, ...] = ("emotion_distribution", "dominant_emotion", "valence")
+EMOTION_KEYS: tuple[str, ...] = (
+    "emotion_distribution",
+    "dominant_emotion",
+    "valence",
+    "uncertain_ratio",
+)
+#: what a window shows as its emotion when most of its classified faces were uncertain
+UNCERTAIN = "uncertain"
 
 _EPS = 1e-9
 
@@ -214,6 +221,8 @@ class Observation:
     gaze_pitch: float | None = None
     eye_open: float | None = None
     source: str = SERVER
+    #: the model abstained on this face: its probabilities are left out (``probs`` None)
+    uncertain: bool = False
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.t):
@@ -228,6 +237,8 @@ class Observation:
             or device
         ):
             raise ValueError("an observation without a face cannot carry cues or probs")
+        if self.uncertain and (not self.face or self.probs is not None):
+            raise ValueError("an uncertain observation has a face and no probs")
         if device and self.source != DEVICE:
             raise ValueError(f"only a device observation carries {sorted(device)}")
         if self.center_offset is not None and not (
@@ -439,6 +450,8 @@ class WindowSummary:
     emotion_distribution: dict[str, float] | None = None
     dominant_emotion: str | None = None
     valence: float | None = None
+    # share of the classified faces the model abstained on (None: no face was classified)
+    uncertain_ratio: float | None = None
     # the device path's cues (module docstring); None where the window has no device frames
     eyes_closed_ratio: float | None = None
     looking_away_ratio: float | None = None
@@ -512,6 +525,7 @@ def summarize_window(
     engagement = float(np.mean([frame_score(o, **th) for o in frames]))
 
     with_probs = [o.probs for o in frames if o.face and o.probs is not None]
+    n_uncertain = sum(o.uncertain for o in frames)
     dist = dominant = valence = None
     if with_probs:
         mean = np.array([[p[c] for c in EMOTIONS] for p in with_probs]).mean(axis=0)
@@ -519,6 +533,9 @@ def summarize_window(
         dominant = EMOTIONS[int(np.argmax(mean))]  # ties go to the earlier class
         # the mean of per-frame expected valences equals the expected valence of the mean
         valence = float(sum(dist[c] * VALENCE[c] for c in EMOTIONS))
+    uncertain_ratio = _ratio(n_uncertain, n_uncertain + len(with_probs))
+    if uncertain_ratio is not None and uncertain_ratio > 0.5:
+        dominant = UNCERTAIN  # most faces were doubtful: no emotion is claimed for the window
     return WindowSummary(
         start=start,
         end=end,
@@ -530,6 +547,7 @@ def summarize_window(
         emotion_distribution=dist,
         dominant_emotion=dominant,
         valence=valence,
+        uncertain_ratio=uncertain_ratio,
         **device_summary(frames, attention_cone_degrees=attention_cone_degrees),
     )
 

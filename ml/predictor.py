@@ -17,6 +17,7 @@ from ml.evaluate import predict_probs
 from ml.faces import DetectorConfig, Face, FoundFace, detect_faces
 from ml.preprocessing import resize_crop, to_gray
 from ml.runtime import PRECISIONS, runtime_for_checkpoint
+from ml.selective import default_threshold
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "fer-compact.pt"
@@ -117,6 +118,8 @@ class Predictor:
             "precision": self.precision,
             "temperature": self.temperature,
             "val_accuracy": val.get("accuracy"),
+            # below this top probability a face is "uncertain" (ml.selective's rule)
+            "uncertainty_threshold": default_threshold(self.checkpoint, self.precision),
         }
 
     def predict_faces(self, crops) -> np.ndarray:

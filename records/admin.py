@@ -131,6 +131,7 @@ class CourseAdmin(admin.ModelAdmin):
         "capture_fps",
         "min_capture_fps",
         "attention_cone_degrees",
+        "uncertainty_threshold",
         "retention_days",
         "created_at",
     )

@@ -150,7 +150,8 @@ def session_report_columns(course) -> list[str]:
     cols += ["emotion_enabled", "n_frames", "presence_ratio", "attention_ratio", "engagement"]
     cols += ["band", *DEVICE_KEYS]
     if course.emotion_inference_enabled:
-        cols += [f"emotion_distribution_{e}" for e in EMOTIONS] + ["dominant_emotion", "valence"]
+        cols += [f"emotion_distribution_{e}" for e in EMOTIONS]
+        cols += ["dominant_emotion", "valence", "uncertain_ratio"]
     return cols + [f"band_share_{b}" for b in BANDS]
 
 
@@ -160,7 +161,8 @@ def course_report_columns(course) -> list[str]:
     cols = ["learner", "learner_name", "learner_id", "sessions", "duration_s", "n_frames"]
     cols += ["presence_ratio", "attention_ratio", "engagement", "band", *DEVICE_KEYS]
     if course.emotion_inference_enabled:
-        cols += [f"emotion_distribution_{e}" for e in EMOTIONS] + ["dominant_emotion", "valence"]
+        cols += [f"emotion_distribution_{e}" for e in EMOTIONS]
+        cols += ["dominant_emotion", "valence", "uncertain_ratio"]
     return cols
 
 

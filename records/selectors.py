@@ -17,7 +17,7 @@ from django.db.models.functions import Coalesce
 
 from emotion.models import Reading
 from emotion.observations import OBSERVATION_FIELDS, observations
-from ml.engagement import DEVICE_KEYS, Observation, summarize_window, windows
+from ml.engagement import DEVICE_KEYS, EMOTION_KEYS, Observation, summarize_window, windows
 from tutoring.models import Consent, Course, LearnerSession, User
 from tutoring.selectors import session_emotion_visible
 
@@ -143,7 +143,7 @@ def _summary(obs: list[Observation], emotion: bool, course: Course) -> dict:
             "band": None,
         }
         if emotion:
-            base.update(emotion_distribution=None, dominant_emotion=None, valence=None)
+            base.update(dict.fromkeys(EMOTION_KEYS))
         return {**base, **dict.fromkeys(DEVICE_KEYS)}
     w = summarize_window(
         obs,
@@ -353,6 +353,8 @@ EXPORT_READING_FIELDS = (
     "label",
     "confidence",
     "probs",
+    "uncertain",
+    "review_reason",
     "reviewed_label",
     "reviewed_at",
     "face_crop",

@@ -152,6 +152,7 @@ class CourseOutput(serializers.ModelSerializer):
             "allow_full_pictures",
             "min_capture_fps",
             "attention_cone_degrees",
+            "uncertainty_threshold",
             "alert_absent_seconds",
             "alert_disengaged_seconds",
             "my_consent",

@@ -120,7 +120,12 @@ function render(id) {
   el.querySelector(".pct").textContent = live ? percent(s.engagement) : "";
   el.querySelector(".band").textContent = live && s.band ? s.band : "";
   el.querySelector(".cues").textContent = live ? cuesText(s) : "";
-  if (cfg.emotionEnabled) el.querySelector(".emotion").textContent = live && s.dominant_emotion ? `Expression: ${s.dominant_emotion}` : "";
+  if (cfg.emotionEnabled) {
+    const expr = el.querySelector(".emotion");
+    expr.textContent = live && s.dominant_emotion ? `Expression: ${s.dominant_emotion}` : "";
+    // the model abstained on most faces: a neutral grey, never an emotion's colour
+    expr.classList.toggle("uncertain", live && s.dominant_emotion === "uncertain");
+  }
   // unless the detail line already says how long since the last picture
   const gapSaid = st === "paused" || (st === "absent" && state.sinceFrame > pausedAfterS);
   const showSince = state.sinceFrame != null && !gapSaid && !["ended", "no-session"].includes(st);

@@ -6,6 +6,8 @@ const cfg = JSON.parse(document.getElementById("timeline-config").textContent);
 const errorEl = document.getElementById("timeline-error");
 const GAP_TEXT = { no_frames: "no pictures (paused, camera off or offline)", no_face: "no face in view" };
 const GAP_FILL = { no_frames: "rgba(100, 116, 139, 0.18)", no_face: "rgba(185, 28, 28, 0.12)" };
+// "uncertain" (the model abstained) is a neutral grey, never one of the emotions' colours
+const UNCERTAIN_COLOR = "#9ca3af";
 const EMOTION_COLORS = { angry: "#b91c1c", disgust: "#4d7c0f", fear: "#7c3aed", happy: "#f59e0b",
   sad: "#1d4ed8", surprise: "#db2777", neutral: "#64748b" };
 
@@ -110,12 +112,21 @@ let expression = null;
 if (cfg.emotionEnabled) {
   const withDist = w.find((x) => x.emotion_distribution);
   const names = withDist ? Object.keys(withDist.emotion_distribution) : Object.keys(EMOTION_COLORS);
-  expression = lineChart("expression-chart", names.map((name, i) => ({
+  // the shares of the window's faces: each emotion's among the certain ones, scaled down by the
+  // uncertain share, which is stacked on top in grey (the model abstained: no emotion claimed)
+  const shown = (x) => 1 - (x.uncertain_ratio || 0);
+  const layers = names.map((name, i) => ({
     label: name,
-    data: points((x) => (x.emotion_distribution ? x.emotion_distribution[name] : null)),
+    data: points((x) => (x.emotion_distribution ? x.emotion_distribution[name] * shown(x)
+      : x.uncertain_ratio != null ? 0 : null)),
     borderColor: EMOTION_COLORS[name] || "#111827", backgroundColor: EMOTION_COLORS[name] || "#111827",
     fill: i === 0 ? "origin" : "-1", pointRadius: 0, borderWidth: 1,
-  })), { y: { stacked: true } });
+  }));
+  layers.push({
+    label: "uncertain", data: points((x) => (x.uncertain_ratio != null ? x.uncertain_ratio : null)),
+    borderColor: UNCERTAIN_COLOR, backgroundColor: UNCERTAIN_COLOR, fill: "-1", pointRadius: 0, borderWidth: 1,
+  });
+  expression = lineChart("expression-chart", layers, { y: { stacked: true } });
 }
 
 const list = document.getElementById("timeline-gaps");

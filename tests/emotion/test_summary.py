@@ -242,6 +242,7 @@ def realistic_payload() -> dict:
         "emotion_enabled": True,
         "dominant_emotion": "happy",
         "emotion_distribution": dict(MIX),
+        "uncertain_ratio": 0.25,
     }
 
 
@@ -254,7 +255,7 @@ def test_a_payload_read_back_is_written_out_the_same():
 
 def test_a_payload_without_emotion_has_no_emotion_keys_both_ways():
     d = realistic_payload()
-    del d["dominant_emotion"], d["emotion_distribution"]
+    del d["dominant_emotion"], d["emotion_distribution"], d["uncertain_ratio"]
     d.update(emotion_enabled=False, last_frame_at=None, absent_for=None, disengaged_since=None)
     assert SessionSummary.from_dict(d).to_dict() == d
 
