@@ -761,3 +761,13 @@ def reading_review_withdraw(*, reading: Reading, reviewer) -> Reading:
     reading.reviewed_at = latest.created_at if latest else None
     reading.save(update_fields=["reviewed_label", "reviewed_by", "reviewed_at"])
     return reading
+
+
+@transaction.atomic
+def label_reviews_withdraw(*, reviewer) -> int:
+    """Take back every review ``reviewer`` gave (their account is being deleted), settling
+    each reading's ``reviewed_label`` on the reviews left. Returns the readings changed."""
+    ids = list(LabelReview.objects.filter(reviewer=reviewer).values_list("reading_id", flat=True))
+    for reading in Reading.objects.filter(pk__in=ids).only("pk"):
+        reading_review_withdraw(reading=reading, reviewer=reviewer)
+    return len(ids)
