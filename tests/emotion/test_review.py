@@ -254,7 +254,7 @@ def test_the_page_shows_one_reading_with_the_models_guess_and_the_progress(queue
     assert "3 waiting for you · 0 of 3 reviewed" in page and 'src="data:image/png;base64,' in page
     assert 'Model: <strong id="model-label">neutral</strong>' in page and "First review" in page
     assert page.count('name="label"') == 7 and "<script>" not in page
-    assert 'id="kappa">— <span class="small">(needs at least 20' in page
+    assert 'id="kappa">— <span class="small">needs at least 20' in page
 
 
 def test_the_sample_and_second_reviews_are_judged_blind(classroom, a_b_c, all_second):
