@@ -486,7 +486,9 @@ REVIEW_SECOND_SHARE = env.float("REVIEW_SECOND_SHARE", default=0.2)
 if not 0.0 <= REVIEW_SECOND_SHARE <= 1.0:
     from django.core.exceptions import ImproperlyConfigured
 
-    raise ImproperlyConfigured("REVIEW_SECOND_SHARE must be between 0 and 1")
+    raise ImproperlyConfigured(
+        f"REVIEW_SECOND_SHARE must be between 0 and 1, not {REVIEW_SECOND_SHARE}"
+    )
 # Failure-injection for tests only: sleep inside a batch before it commits.
 INFERENCE_TEST_DELAY_SECONDS = env.float("INFERENCE_TEST_DELAY_SECONDS", default=0.0)
 

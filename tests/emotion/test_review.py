@@ -2,6 +2,9 @@
 tie-break reviews; never twice to one reviewer), ``reading_review`` settling the label
 training uses, the blind page, the agreement figures, and who may review."""
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ from emotion.selectors import (
 )
 from emotion.services import reading_review, reading_review_withdraw
 from emotion.views import shortcuts
+from tests.conftest import ROOT
 from tests.factories import AdminFactory, InstructorFactory, ReadingFactory, probs_for
 
 UNCERTAIN, SAMPLE = Reading.ReviewReason.UNCERTAIN, Reading.ReviewReason.SAMPLE
@@ -328,3 +332,14 @@ def test_every_label_has_a_number_key_and_letters_only_where_unambiguous():
     assert keys["sad"] == ["5"] and keys["surprise"] == ["6"]  # both start with s
     flat = [k for ks in keys.values() for k in ks]
     assert len(flat) == len(set(flat)) and "0" not in flat  # 0 skips
+
+
+def test_a_second_review_share_outside_0_1_stops_the_server():
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "SECRET_KEY": "x"}
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", REVIEW_SECOND_SHARE="1.5")
+    probe = "import django; django.setup()"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode != 0
+    assert "REVIEW_SECOND_SHARE must be between 0 and 1, not 1.5" in out.stderr
