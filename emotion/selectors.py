@@ -88,7 +88,8 @@ def review_queue(*, reviewer):
         )
         .exclude(Exists(reviews.filter(reviewer=reviewer)))
         .filter(
-            Q(n_reviews=0)
+            # a label with no review row was set before reviews were recorded: settled
+            Q(n_reviews=0, reviewed_label__isnull=True)
             | Q(n_reviews=1, bucket__lt=cutoff)
             | Q(n_reviews=2, reviewed_label__isnull=True)
         )
@@ -127,13 +128,13 @@ def review_next(*, reviewer, after: int | None = None, at: int | None = None) ->
 
 def review_progress(*, reviewer) -> dict:
     """``todo``: readings waiting for ``reviewer``; ``reviewed``: reviewable readings with at
-    least one review; ``total``: reviewable readings."""
+    least one review (or a label from before reviews were recorded); ``total``: reviewable
+    readings."""
     readings = review_readings()
+    reviewed = Exists(LabelReview.objects.filter(reading=OuterRef("pk")))
     return {
         "todo": review_queue(reviewer=reviewer).count(),
-        "reviewed": readings.filter(
-            Exists(LabelReview.objects.filter(reading=OuterRef("pk")))
-        ).count(),
+        "reviewed": readings.filter(reviewed | Q(reviewed_label__isnull=False)).count(),
         "total": readings.count(),
     }
 

@@ -185,6 +185,15 @@ def test_a_reviewer_never_sees_a_reading_twice_and_the_second_share_is_offered(
     assert ids(review_queue(reviewer=reviewer("dan"))) == [queue[2].pk]  # three: closed
 
 
+def test_a_label_set_before_reviews_were_recorded_counts_as_reviewed(queue, rev, all_second):
+    """A reviewed_label with no LabelReview row (set in the admin before this queue) is not
+    offered again, where a new review would replace it."""
+    Reading.objects.filter(pk=queue[0].pk).update(reviewed_label="sad", reviewed_by=rev)
+    assert ids(review_queue(reviewer=reviewer("new"))) == ids(queue[1:])
+    page = signed_in(rev).get("/review/").content.decode()
+    assert "2 waiting for you · 1 of 3 reviewed" in page
+
+
 def test_the_second_review_share_is_the_readings_the_id_hash_picks(classroom, rev, settings):
     """The database picks the same readings as ``second_review_bucket``, for small ids and
     ones near the top of a bigint."""
