@@ -13,6 +13,26 @@ class ModelVersionAdmin(admin.ModelAdmin):
     search_fields = ("name", "checkpoint_sha256")
 
 
+@admin.register(LabelReview)
+class LabelReviewAdmin(admin.ModelAdmin):
+    """Every reviewer's labels, to look through; read-only (a label is given, corrected or
+    taken back through ``reading_review``, which settles the reading's ``reviewed_label``)."""
+
+    list_display = ("reading", "reviewer", "label", "created_at")
+    list_filter = ("label", "reading__review_reason", "reviewer")
+    raw_id_fields = ("reading",)
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class ReviewedFilter(admin.SimpleListFilter):
     title = "review"
     parameter_name = "review"

@@ -160,3 +160,16 @@ def test_the_changelist_shows_the_reviewers_agreement(sessions, admin_client):
     assert '<dd id="pair-agreement">67 %' in page  # 2 of 3 pairs agree
     assert '<dd id="model-sample">100 %' in page  # the agreed two: neutral, as the model said
     assert Reading.objects.filter(reviewed_label__isnull=True).count() == 1
+
+
+def test_every_review_is_listed_read_only(sessions, admin_client):
+    emotion, _ = sessions
+    reading = ReadingFactory(session=emotion, face_crop=PNG, review_reason="sample")
+    reading_review(reading=reading, label="fear", reviewer=AdminFactory(username="rita"))
+    r = admin_client.get("/admin/emotion/labelreview/?reading__review_reason=sample")
+    listed = [x.reading_id for x in r.context["cl"].result_list]
+    assert r.status_code == 200 and listed == [reading.pk]
+    one = LabelReview.objects.get()
+    assert admin_client.get(f"/admin/emotion/labelreview/{one.pk}/delete/").status_code == 403
+    page = admin_client.get(f"/admin/emotion/labelreview/{one.pk}/change/").content.decode()
+    assert "rita" in page and 'name="label"' not in page
