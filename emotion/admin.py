@@ -15,8 +15,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 @admin.register(LabelReview)
 class LabelReviewAdmin(admin.ModelAdmin):
-    """Every reviewer's labels, to look through; read-only (a label is given, corrected or
-    taken back through ``reading_review``, which settles the reading's ``reviewed_label``)."""
+    """Every reviewer's labels, to look through; no add or change (a label is given or
+    corrected through ``reading_review``). Deleting one takes it back through
+    ``reading_review_withdraw``, so the reading's ``reviewed_label`` settles on the rest; the
+    delete permission stays, as deleting a session, course or reading deletes its reviews."""
 
     list_display = ("reading", "reviewer", "label", "created_at")
     list_filter = ("label", "reading__review_reason", "reviewer")
@@ -29,8 +31,12 @@ class LabelReviewAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-    def has_delete_permission(self, request, obj=None):
-        return False
+    def delete_model(self, request, obj):
+        services.reading_review_withdraw(reading=obj.reading, reviewer=obj.reviewer)
+
+    def delete_queryset(self, request, queryset):
+        for review in queryset.select_related("reading", "reviewer"):
+            self.delete_model(request, review)
 
 
 class ReviewedFilter(admin.SimpleListFilter):

@@ -170,6 +170,27 @@ def test_every_review_is_listed_read_only(sessions, admin_client):
     listed = [x.reading_id for x in r.context["cl"].result_list]
     assert r.status_code == 200 and listed == [reading.pk]
     one = LabelReview.objects.get()
-    assert admin_client.get(f"/admin/emotion/labelreview/{one.pk}/delete/").status_code == 403
     page = admin_client.get(f"/admin/emotion/labelreview/{one.pk}/change/").content.decode()
     assert "rita" in page and 'name="label"' not in page
+
+
+def test_deleting_a_review_in_admin_settles_the_label_on_the_rest(sessions, admin_client):
+    emotion, _ = sessions
+    reading = ReadingFactory(session=emotion, face_crop=PNG)
+    ann, bob = AdminFactory(username="ann"), AdminFactory(username="bob")
+    reading_review(reading=reading, label="fear", reviewer=ann)
+    reading_review(reading=reading, label="sad", reviewer=bob)
+    bobs = LabelReview.objects.get(reviewer=bob)
+    r = admin_client.post(f"/admin/emotion/labelreview/{bobs.pk}/delete/", {"post": "yes"})
+    assert r.status_code == 302
+    reading.refresh_from_db()
+    assert (reading.reviewed_label, reading.reviewed_by) == ("fear", ann)
+    reading_review(reading=reading, label="sad", reviewer=bob)
+    again = LabelReview.objects.get(reviewer=bob).pk
+    r = admin_client.post(
+        "/admin/emotion/labelreview/",
+        {"action": "delete_selected", "_selected_action": [again], "post": "yes"},
+    )
+    reading.refresh_from_db()
+    assert r.status_code == 302 and reading.reviewed_label == "fear"
+    assert list(reading.reviews.values_list("reviewer__username", flat=True)) == ["ann"]
