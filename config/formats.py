@@ -24,6 +24,14 @@ def percent(value: float | None) -> str:
     return f"{math.floor(value * 100 + 0.5)} %"
 
 
+def coefficient(value: float | None) -> str:
+    """A coefficient that is not a share (Cohen's kappa, -1 to 1) to two decimals, ``"0.62"``;
+    ``"—"`` for none."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NONE_TEXT
+    return f"{value:.2f}"
+
+
 def duration(seconds: float | None) -> str:
     """Seconds as ``"1 h 02 min"``, ``"12 min 05 s"`` or ``"42 s"``; ``"—"`` for none."""
     if seconds is None:

@@ -487,6 +487,15 @@ STREAM_QUEUE_SECONDS = env.float("STREAM_QUEUE_SECONDS", default=1.0)
 # newest); 0 sends one per inference batch, as without Redis
 LIVE_PUSH_INTERVAL_MS = env.int("LIVE_PUSH_INTERVAL_MS", default=500)
 LIVE_WINDOW_SECONDS = env.float("LIVE_WINDOW_SECONDS", default=10.0)
+# label review: the share (0-1) of reviewable readings, picked by a hash of their id, that
+# take a second, blind review, so reviewer agreement is measured on an unbiased subset
+REVIEW_SECOND_SHARE = env.float("REVIEW_SECOND_SHARE", default=0.2)
+if not 0.0 <= REVIEW_SECOND_SHARE <= 1.0:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"REVIEW_SECOND_SHARE must be between 0 and 1, not {REVIEW_SECOND_SHARE}"
+    )
 # Failure-injection for tests only: sleep inside a batch before it commits.
 INFERENCE_TEST_DELAY_SECONDS = env.float("INFERENCE_TEST_DELAY_SECONDS", default=0.0)
 

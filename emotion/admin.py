@@ -1,16 +1,42 @@
 from django import forms
 from django.contrib import admin
 from django.db.models import Q
-from django.utils import timezone
 from django.utils.html import format_html
 
-from emotion.models import ModelVersion, Reading
+from emotion import selectors, services
+from emotion.models import LabelReview, ModelVersion, Reading
 
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ("name", "checkpoint_sha256", "precision", "created_at")
     search_fields = ("name", "checkpoint_sha256")
+
+
+@admin.register(LabelReview)
+class LabelReviewAdmin(admin.ModelAdmin):
+    """Every reviewer's labels, to look through; no add or change (a label is given or
+    corrected through ``reading_review``). Deleting one takes it back through
+    ``reading_review_withdraw``, so the reading's ``reviewed_label`` settles on the rest; the
+    delete permission stays, as deleting a session, course or reading deletes its reviews."""
+
+    list_display = ("reading", "reviewer", "label", "created_at")
+    list_filter = ("label", "reading__review_reason", "reviewer")
+    raw_id_fields = ("reading",)
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def delete_model(self, request, obj):
+        services.reading_review_withdraw(reading=obj.reading, reviewer=obj.reviewer)
+
+    def delete_queryset(self, request, queryset):
+        for review in queryset.select_related("reading", "reviewer"):
+            self.delete_model(request, review)
 
 
 class ReviewedFilter(admin.SimpleListFilter):
@@ -59,17 +85,35 @@ class ReviewForm(forms.ModelForm):
 
     def clean_reviewed_label(self):
         value = self.cleaned_data["reviewed_label"]
-        if value and self.instance.label is None and value != self.instance.reviewed_label:
-            raise forms.ValidationError(
-                "No expression was estimated for this reading (engagement-only session, "
-                "no face, or not analysed): the learner did not agree to having it labelled."
-            )
+        if value and value != self.instance.reviewed_label:
+            refusal = selectors.review_refusal(reading=self.instance)
+            if refusal is not None:
+                raise forms.ValidationError(refusal)
         return value
+
+
+class LabelReviewInline(admin.TabularInline):
+    """Each reviewer's own label; read-only here (a label is given or corrected through
+    ``reading_review``, which settles the reading's ``reviewed_label``)."""
+
+    model = LabelReview
+    fields = ("reviewer", "label", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Reading)
 class ReadingAdmin(admin.ModelAdmin):
-    """Label review: reviewers set ``reviewed_label`` (list-editable) on readings."""
+    """Label review: a reviewer's ``reviewed_label`` (list-editable) is recorded as their own
+    review (``reading_review``; clearing it takes their review back), and the reading's label
+    is what all its reviews settle on. The changelist shows the reviewers' agreement."""
 
     # what a reviewer judges first, so it fits a laptop screen (the review page, /review/,
     # is the one made for going through the queue)
@@ -88,6 +132,8 @@ class ReadingAdmin(admin.ModelAdmin):
     list_filter = (
         ReviewedFilter,
         CropFilter,
+        "review_reason",
+        "uncertain",
         "face_found",
         "label",
         "session__course",
@@ -109,6 +155,7 @@ class ReadingAdmin(admin.ModelAdmin):
     ) + ("crop",)
     exclude = ("face_crop",)
     form = ReviewForm
+    inlines = (LabelReviewInline,)
 
     def get_changelist_form(self, request, **kwargs):
         return ReviewForm
@@ -124,11 +171,21 @@ class ReadingAdmin(admin.ModelAdmin):
             '<img src="data:image/png;base64,{}" width="48" height="48" alt="">', data
         )
 
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "agreement": selectors.review_agreement()}
+        return super().changelist_view(request, extra_context)
+
     def save_model(self, request, obj, form, change):
-        if "reviewed_label" in form.changed_data:
-            obj.reviewed_by = request.user
-            obj.reviewed_at = timezone.now()
-        super().save_model(request, obj, form, change)
+        # reviewed_label is the only editable field: what the reviewer says goes through the
+        # service as their own review, never straight onto the reading
+        if "reviewed_label" not in form.changed_data:
+            return
+        label = form.cleaned_data["reviewed_label"]
+        if label:
+            services.reading_review(reading=obj, label=label, reviewer=request.user)
+        else:
+            services.reading_review_withdraw(reading=obj, reviewer=request.user)
+        obj.refresh_from_db()
 
     def has_add_permission(self, request):
         return False

@@ -20,8 +20,10 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Max, Q, Value
 from django.utils import timezone
 
+from emotion.agreement import consensus
 from emotion.framestore import get_frame_store
-from emotion.models import ModelVersion, Reading
+from emotion.models import LabelReview, ModelVersion, Reading
+from emotion.selectors import review_refusal
 from emotion.validation import (
     CROP_BYTES,
     MAX_SEQUENCE,
@@ -739,18 +741,55 @@ def readings_requeue_stale(*, older_than_s: float = 60.0, backoff: bool = True) 
     return len(ids)
 
 
+def _reviewed_label_settle(reading: Reading) -> None:
+    """Set ``reading.reviewed_label`` to what all its reviews settle on
+    (``agreement.consensus``); the caller saves it."""
+    labels = list(reading.reviews.order_by("created_at", "pk").values_list("label", flat=True))
+    reading.reviewed_label = consensus(labels)
+
+
 @transaction.atomic
 def reading_review(*, reading: Reading, label: str, reviewer) -> Reading:
-    """Record what a reviewer says the expression on ``reading``'s face is. Only an expression
-    the model estimated can be labelled: the learner agreed to having it estimated."""
+    """Record ``reviewer``'s label for the face on ``reading`` (their ``LabelReview``; given
+    again, it corrects their earlier one) and settle the reading's ``reviewed_label``, the
+    label training uses, on what all its reviews say: one review, its label; two, theirs if
+    they agree, else none; three, the majority (docs/review.md). ``reviewed_by`` and
+    ``reviewed_at`` are this, the latest, review. Only an expression the model estimated, with
+    its face crop kept, can be labelled: the learner agreed to both."""
     if label not in EMOTIONS:
         raise ValidationError(f"unknown expression {label!r}: one of {', '.join(EMOTIONS)}")
-    if reading.label is None:
-        raise ValidationError(
-            "No expression was estimated for this reading (engagement-only session, no face, "
-            "or not analysed): the learner did not agree to having it labelled."
-        )
-    reading.reviewed_label, reading.reviewed_by = label, reviewer
-    reading.reviewed_at = timezone.now()
+    reading = Reading.objects.select_for_update().get(pk=reading.pk)
+    if (refusal := review_refusal(reading=reading)) is not None:
+        raise ValidationError(refusal)
+    LabelReview.objects.update_or_create(
+        reading=reading, reviewer=reviewer, defaults={"label": label}
+    )
+    _reviewed_label_settle(reading)
+    reading.reviewed_by, reading.reviewed_at = reviewer, timezone.now()
     reading.save(update_fields=["reviewed_label", "reviewed_by", "reviewed_at"])
     return reading
+
+
+@transaction.atomic
+def reading_review_withdraw(*, reading: Reading, reviewer) -> Reading:
+    """Take back ``reviewer``'s label for ``reading`` (an admin clearing it) and settle the
+    reading's ``reviewed_label`` on the reviews left; ``reviewed_by``/``reviewed_at`` become
+    the latest one left's (none when none is)."""
+    reading = Reading.objects.select_for_update().get(pk=reading.pk)
+    LabelReview.objects.filter(reading=reading, reviewer=reviewer).delete()
+    _reviewed_label_settle(reading)
+    latest = reading.reviews.order_by("-created_at", "-pk").first()
+    reading.reviewed_by = latest.reviewer if latest else None
+    reading.reviewed_at = latest.created_at if latest else None
+    reading.save(update_fields=["reviewed_label", "reviewed_by", "reviewed_at"])
+    return reading
+
+
+@transaction.atomic
+def label_reviews_withdraw(*, reviewer) -> int:
+    """Take back every review ``reviewer`` gave (their account is being deleted), settling
+    each reading's ``reviewed_label`` on the reviews left. Returns the readings changed."""
+    ids = list(LabelReview.objects.filter(reviewer=reviewer).values_list("reading_id", flat=True))
+    for reading in Reading.objects.filter(pk__in=ids).only("pk"):
+        reading_review_withdraw(reading=reading, reviewer=reviewer)
+    return len(ids)

@@ -18,6 +18,8 @@ from emotion import selectors, services
 from ml.classes import EMOTIONS
 
 SKIP_KEY = "0"
+#: what the page calls a reading by the reviews it already has
+STAGES = ("first review", "second review", "tie-break review")
 
 
 def shortcuts() -> list[tuple[str, list[str]]]:
@@ -40,14 +42,16 @@ def reviewer_required(view):
     return wrapped
 
 
-def _after(request) -> int | None:
-    value = request.GET.get("after", "")
+def _reading_id(request, name: str) -> int | None:
+    value = request.GET.get(name, "")
     return int(value) if value.isdigit() and len(value) <= 18 else None  # within a bigint
 
 
 @reviewer_required
 def review(request):
-    reading = selectors.review_next(after=_after(request))
+    reading = selectors.review_next(
+        reviewer=request.user, after=_reading_id(request, "after"), at=_reading_id(request, "at")
+    )
     crop = base64.b64encode(bytes(reading.face_crop)).decode() if reading else ""
     return render(
         request,
@@ -55,9 +59,12 @@ def review(request):
         {
             "reading": reading,
             "crop": crop,
+            "stage": STAGES[reading.n_reviews] if reading else "",
+            "show_model": reading is not None and selectors.review_shows_model(reading=reading),
             "choices": [(e, keys, " ".join(keys)) for e, keys in shortcuts()],
             "skip_key": SKIP_KEY,
-            "progress": selectors.review_progress(),
+            "progress": selectors.review_progress(reviewer=request.user),
+            "agreement": selectors.review_agreement(),
         },
     )
 
@@ -72,7 +79,5 @@ def review_label(request, reading_id: int):
         )
     except ValidationError as e:
         messages.error(request, " ".join(e.messages))
-        after = reading.pk - 1  # the same reading again
-    else:
-        after = reading.pk
-    return redirect(f"{reverse('review')}?after={after}")
+        return redirect(f"{reverse('review')}?at={reading.pk}")  # the same reading again
+    return redirect(f"{reverse('review')}?after={reading.pk}")

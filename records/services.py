@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from emotion.live import session_summaries_forget
 from emotion.models import Reading
-from emotion.services import frames_discard_pending
+from emotion.services import frames_discard_pending, label_reviews_withdraw
 from tutoring.models import Consent, Course, Enrollment, LearnerSession, User
 from tutoring.services import session_end, sessions_end_open
 
@@ -102,8 +102,10 @@ def enrollment_delete(*, enrollment: Enrollment) -> dict:
 def user_delete(*, user: User) -> dict:
     """Delete an account (an admin's delete): its learning data is erased first through
     ``learner_data_erase`` (open sessions ended and announced, pending frames' bytes deleted),
-    then the user with their consent records, enrollments and tokens."""
+    the labels it gave as a reviewer are taken back (each reading's agreed label settles on
+    the other reviews), then the user with their consent records, enrollments and tokens."""
     erased = learner_data_erase(learner=user)
+    label_reviews_withdraw(reviewer=user)
     User.objects.filter(pk=user.pk).delete()
     return erased
 
@@ -130,7 +132,11 @@ def readings_purge_expired(*, now=None) -> dict[int, int]:
     deleted = {}
     for course in Course.objects.all().only("id", "retention_days"):
         cutoff = now - timedelta(days=course.retention_days)
-        n, _ = Reading.objects.filter(session__course=course, captured_at__lt=cutoff).delete()
+        # count readings alone, not the reviews of them deleted with them (CASCADE)
+        _, by_model = Reading.objects.filter(
+            session__course=course, captured_at__lt=cutoff
+        ).delete()
+        n = by_model.get(Reading._meta.label, 0)
         if n:
             deleted[course.pk] = n
     return deleted

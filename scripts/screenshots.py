@@ -84,9 +84,22 @@ def drawn_face(k):
     cv2.ellipse(img, (24, 34), (8, 2 + 3 * (k % 3)), 0, 0, 180 if k % 2 else 360, 50, 2)
     return cv2.imencode(".png", img)[1].tobytes()
 Course.objects.filter(pk=course.pk).update(keep_face_crops=True)
-kept = Reading.objects.filter(session__course=course, face_found=True).order_by("pk")[:400:40]
+kept = Reading.objects.filter(session__course=course, face_found=True).order_by("pk")[:400:8]
 for k, r in enumerate(kept):
-    Reading.objects.filter(pk=r.pk).update(face_crop=drawn_face(k))
+    reason = ("uncertain", "sample", "")[k % 3]
+    Reading.objects.filter(pk=r.pk).update(
+        face_crop=drawn_face(k), review_reason=reason, uncertain=reason == "uncertain")
+# two reviewers went through most of them, the second blind, so the review page's agreement
+# panel has figures; the admin is left the rest and some second reviews
+from emotion.services import reading_review
+rev1, rev2 = (User.objects.create_user(username=f"reviewer{n}", password="x",
+              role=User.Role.ADMIN) for n in (1, 2))
+for k, r in enumerate(Reading.objects.filter(pk__in=[r.pk for r in kept]).order_by("pk")[:28]):
+    other = EMOTIONS[(EMOTIONS.index(r.label) + 1) % len(EMOTIONS)]
+    first = other if k % 5 == 4 else r.label
+    reading_review(reading=r, label=first, reviewer=rev1)
+    if k < 22:
+        reading_review(reading=r, label=other if k % 6 == 5 else first, reviewer=rev2)
 session(now - timedelta(days=1), 4, (0, 0), (60, 90))
 session(now - timedelta(minutes=3), 2, (0, 0), (0, 0), status="active")
 """

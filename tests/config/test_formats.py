@@ -5,7 +5,7 @@ import math
 import pytest
 from django.template import Context, Template
 
-from config.formats import csv_number, duration, percent
+from config.formats import coefficient, csv_number, duration, percent
 
 
 @pytest.mark.parametrize(
@@ -36,10 +36,16 @@ def test_csv_numbers_have_the_documented_precision():
 
 
 def test_templates_use_the_same_helpers():
-    html = Template("{% load formats %}{{ x|percent }} · {{ s|duration }}").render(
-        Context({"x": 0.52, "s": 61})
-    )
-    assert html == "52 % · 1 min 01 s"
+    html = Template(
+        "{% load formats %}{{ x|percent }} · {{ s|duration }} · {{ k|coefficient }}"
+    ).render(Context({"x": 0.52, "s": 61, "k": 0.8}))
+    assert html == "52 % · 1 min 01 s · 0.80"
+
+
+def test_a_coefficient_has_two_decimals():
+    assert coefficient(0.6153846) == "0.62" and coefficient(-0.05) == "-0.05"
+    assert coefficient(1) == "1.00" and coefficient(None) == "—"
+    assert coefficient(float("nan")) == "—"
 
 
 def test_csv_degrees_have_a_tenth():

@@ -10,11 +10,13 @@ def test_changelists_render_with_filters_and_search(world, admin_client, model):
 
 
 def test_label_review_in_admin(world, admin_client, admin_user):
-    reading = ReadingFactory(session=world.session_a, sequence=1)
+    reading = ReadingFactory(session=world.session_a, sequence=1, face_crop=b"png")
     r = admin_client.get("/admin/emotion/reading/?review=todo")
     assert r.status_code == 200 and f"{reading.pk}" in r.content.decode()
     r = admin_client.post(
-        f"/admin/emotion/reading/{reading.pk}/change/", {"reviewed_label": "happy"}
+        f"/admin/emotion/reading/{reading.pk}/change/",
+        # with the (empty, read-only) reviews inline's management form, as the page sends it
+        {"reviewed_label": "happy", "reviews-TOTAL_FORMS": "0", "reviews-INITIAL_FORMS": "0"},
     )
     assert r.status_code == 302
     reading.refresh_from_db()

@@ -1,5 +1,5 @@
 """``{% load formats %}``: the numbers of ``config.formats`` in templates (``|percent``,
-``|duration``), the same on every page."""
+``|duration``, ``|coefficient``), the same on every page."""
 
 from django import template
 
@@ -16,3 +16,8 @@ def percent(value):
 @register.filter
 def duration(seconds):
     return formats.duration(seconds)
+
+
+@register.filter
+def coefficient(value):
+    return formats.coefficient(value)
