@@ -82,8 +82,8 @@ def key_figures(mv: ModelVersion) -> dict:
     accuracy and the reviewed held-out slice's, each for the child and for its parent when
     the fine-tune measured both on the same data (None where a figure is missing)."""
     m = mv.metrics or {}
-    fer = m.get("fer_val") or {}
-    rev = m.get("reviewed") or {}
+    fer = m.get("fer2013_val") or {}
+    rev = m.get("reviewed_test") or {}
     val = (m.get("val") or {}).get("accuracy")  # a trained checkpoint's own validation figure
     return {
         "fer_val": _pair(fer, default_child=val),

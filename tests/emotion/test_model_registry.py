@@ -27,12 +27,12 @@ Status = ModelVersion.Status
 def figures(fer_parent, fer_child, rev_parent, rev_child, n_reviewed=40) -> dict:
     """Checkpoint metrics as the fine-tune records them: parent and child on the same data."""
     return {
-        "fer_val": {
+        "fer2013_val": {
             "parent": {"accuracy": fer_parent},
             "child": {"accuracy": fer_child},
             "n": 200,
         },
-        "reviewed": {
+        "reviewed_test": {
             "parent": {"accuracy": rev_parent},
             "child": {"accuracy": rev_child},
             "n": n_reviewed,
@@ -82,7 +82,7 @@ def test_register_reads_the_checkpoint_once_per_file(db, checkpoint, shipped):
     mv = model_version_register(path=path)
     assert mv.checkpoint_sha256 == file_sha256(path) and mv.name == "one"
     assert mv.status == Status.CANDIDATE and mv.path == str(path)
-    assert mv.recipe == {"command": "test one"} and mv.metrics["reviewed"]["n"] == 40
+    assert mv.recipe == {"command": "test one"} and mv.metrics["reviewed_test"]["n"] == 40
     # the precision CPU workers run it in: the shipped checkpoint carries an int8 network
     assert mv.precision == ("int8" if shipped.get("int8") else "fp32")
     assert model_version_register(path=path).pk == mv.pk
@@ -139,8 +139,9 @@ def test_the_tolerance_and_force_decide_the_same_candidate_differently(candidate
 def test_force_records_the_refusal_it_overrode(candidate, active, checkpoint):
     stray = model_version_register(path=checkpoint("stray", figures(0.6, 0.7, 0.5, 0.9)))
     refused = promote(stray)
-    assert refused.status == Status.REFUSED and "not from the active version" in (
-        refused.decision["reason"]
+    assert (
+        refused.status == Status.REFUSED
+        and "not from the active version" in (refused.decision["reason"])
     )
     forced = promote(stray, force=True)
     assert forced.status == Status.ACTIVE and forced.decision["outcome"] == "forced"
@@ -230,9 +231,7 @@ def test_a_batch_finishes_on_the_version_it_started_with(
     import emotion.services
 
     old = registry.model_version_bootstrap(path=DEFAULT_WEIGHTS)
-    new = model_version_register(
-        path=checkpoint("new", figures(0.68, 0.68, 0.5, 0.6)), parent=old
-    )
+    new = model_version_register(path=checkpoint("new", figures(0.68, 0.68, 0.5, 0.6)), parent=old)
     real_predict, promoted = emotion.services._predict, []
 
     def predict_then_promote(predictor, *args):
