@@ -126,6 +126,7 @@ class Reading(models.Model):
     )
     # Only when the course opts in (keep_face_crops): the 48×48 grayscale crop as PNG bytes.
     face_crop = models.BinaryField(null=True, blank=True)
+
     class ReviewReason(models.TextChoices):
         NONE = "", "not queued"
         UNCERTAIN = "uncertain", "uncertain"  # the model abstained: reviewed first
