@@ -252,3 +252,23 @@ def test_a_batch_finishes_on_the_version_it_started_with(
     assert promoted[0].status == Status.ACTIVE
     assert batch(1).checkpoint_sha256 == new.checkpoint_sha256
     assert get_predictor().sha256 == new.checkpoint_sha256
+
+
+def test_the_admin_lists_versions_and_promotes_through_the_check(candidate, active, admin_client):
+    bad = candidate(0.68, 0.60, 0.5, 0.6, name="bad")
+    good = candidate(0.68, 0.68, 0.5, 0.6, name="good")
+    page = admin_client.get("/admin/emotion/modelversion/").content.decode()
+    assert "bad" in page and "0.6000" in page and active.checkpoint_sha256[:12] in page
+    url = "/admin/emotion/modelversion/"
+    r = admin_client.post(url, {"action": "promote", "_selected_action": [bad.pk]}, follow=True)
+    said = [str(m) for m in r.context["messages"]]
+    assert said[0].startswith("refused: FER2013 validation accuracy 0.6000 is 0.0800 below")
+    admin_client.post(url, {"action": "promote", "_selected_action": [good.pk]})
+    good.refresh_from_db()
+    assert good.status == Status.ACTIVE
+    detail = admin_client.get(f"{url}{good.pk}/change/").content.decode()
+    assert "&quot;outcome&quot;: &quot;promoted&quot;" in detail  # the decision, as JSON
+    assert 'name="status"' not in detail and 'name="name"' not in detail  # read-only
+    r = admin_client.post(url, {"action": "roll_back", "_selected_action": [good.pk]}, follow=True)
+    assert [str(m) for m in r.context["messages"]][0].endswith("is active again")
+    assert active_model_version().pk == active.pk
