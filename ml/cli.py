@@ -9,6 +9,7 @@ COMMANDS = {
     "evaluate": ("ml.cli_evaluate", "metrics, JSON and a confusion-matrix plot on a labelled set"),
     "predict": ("ml.cli_predict", "faces and emotions in images or videos, as JSON lines"),
     "calibrate": ("ml.cli_calibrate", "fit a temperature on a labelled set (calibration)"),
+    "finetune": ("ml.cli_finetune", "fine-tune a checkpoint on reviewed crops, split by learner"),
     "quantize": ("ml.cli_quantize", "add an int8 network for fast CPU inference to a checkpoint"),
     "export": ("ml.cli_export", "export a checkpoint to TorchScript or ONNX"),
     "benchmark": ("ml.cli_benchmark", "faces/s and frames/s on this machine"),

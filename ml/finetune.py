@@ -69,7 +69,7 @@ class FinetuneConfig:
     batch_size: int = 64
     weight_decay: float = 1e-4
     freeze: str = "none"  # "features": train only the classifier head
-    replay: int = 1000  # FER2013 train images mixed into each epoch; 0 = none
+    replay: int = 500  # FER2013 train images mixed into each epoch; 0 = none
     replay_dir: str | None = None  # FER2013 train folder; None = no replay
     test_fraction: float = 0.3  # share of learners held back for testing
     seed: int = 0
