@@ -1,5 +1,6 @@
 """The model's life, end to end, with a real stream and a real Celery worker: readings from two
-learners -> review of their crops -> fine-tune -> the candidate judged (refused, then promoted)
+learners -> review of their crops -> fine-tune -> the candidate judged: refused twice (too small
+a reviewed slice; FER2013 forgotten beyond the tolerance), then promoted with a wide tolerance
 -> the worker's next batch runs the new version, without a restart -> rollback -> the batch
 after that runs the old one again."""
 
@@ -108,6 +109,10 @@ async def test_review_finetune_promote_pick_up_and_roll_back(
     refused = await promote(version=candidate, min_reviewed=10 * FRAMES)
     assert refused.status == Status.REFUSED
     assert "MODEL_PROMOTION_MIN_REVIEWED" in refused.decision["reason"]
+    # trained on "happy" alone, it forgot FER2013: the default tolerance refuses it
+    refused = await promote(version=candidate, min_reviewed=FRAMES)
+    assert refused.status == Status.REFUSED
+    assert "beyond the tolerance 0.01" in refused.decision["reason"]
     promoted = await promote(version=candidate, min_reviewed=FRAMES, tolerance=1.0)
     print("promotion decision:", promoted.decision["reason"])  # the figures, with -s
     figures = promoted.decision["figures"]["reviewed"]
