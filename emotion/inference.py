@@ -9,12 +9,16 @@ predictor it took.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 
 from django.conf import settings
 
+from ml.checkpoint import CheckpointError
 from ml.predictor import Predictor, default_weights
+
+logger = logging.getLogger(__name__)
 
 #: loaded predictors by checkpoint sha256, the latest used last
 _loaded: OrderedDict[str, Predictor] = OrderedDict()
@@ -37,7 +41,15 @@ def get_predictor() -> Predictor:
         return predictor
     with _lock:
         if ref["sha"] not in _loaded:
-            _loaded[ref["sha"]] = _load(ref["path"])
+            try:
+                _loaded[ref["sha"]] = _load(ref["path"])
+            except CheckpointError:
+                if not _loaded:
+                    raise
+                # MODEL_DIR not mounted here, or a file removed: keep analysing with the
+                # version this process has (readings record it), and say so every batch
+                logger.exception("cannot load the active model %s: running the last one", ref)
+                return next(reversed(_loaded.values()))
             while len(_loaded) > KEEP:
                 _loaded.popitem(last=False)
         _loaded.move_to_end(ref["sha"])

@@ -124,27 +124,35 @@ def model_version_register(
     path = Path(path).resolve()
     ckpt = load_checkpoint(path)
     sha = file_sha256(path)
-    existing = ModelVersion.objects.filter(checkpoint_sha256=sha).order_by("pk").first()
-    if existing is not None:
-        return existing
+    mv = ModelVersion.objects.filter(checkpoint_sha256=sha).order_by("pk").first()
+    if mv is None:
+        mv = _create(path, sha, ckpt, parent)
+    if status == Status.ACTIVE and mv.status != Status.ACTIVE:
+        mv = model_version_activate(version=mv, reason="registered as the active version")
+    return mv
+
+
+def _create(path: Path, sha: str, ckpt: dict, parent: ModelVersion | None) -> ModelVersion:
+    recipe = _jsonable(ckpt.get("recipe") or {})
+    named = recipe.get("parent") if isinstance(recipe, dict) else None
+    if parent is None and isinstance(named, dict) and named.get("sha256"):
+        # a fine-tune made elsewhere (python -m ml finetune) names its parent in its recipe
+        parent = ModelVersion.objects.filter(checkpoint_sha256=named["sha256"]).first()
     fields = {
         "name": str(ckpt.get("name") or ckpt["model_config"].get("name") or path.stem)[:100],
         "path": str(path),
         "parent": parent,
-        "recipe": _jsonable(ckpt.get("recipe") or {}),
+        "recipe": recipe,
         "metrics": _jsonable(ckpt.get("metrics") or {}),
         "status": Status.CANDIDATE,
     }
     try:
         with transaction.atomic():
-            mv = ModelVersion.objects.create(
+            return ModelVersion.objects.create(
                 checkpoint_sha256=sha, precision=worker_precision(ckpt), **fields
             )
     except IntegrityError:  # registered meanwhile by another process
         return ModelVersion.objects.filter(checkpoint_sha256=sha).order_by("pk").first()
-    if status == Status.ACTIVE:
-        mv = model_version_activate(version=mv, reason="registered as the active version")
-    return mv
 
 
 def _jsonable(value):

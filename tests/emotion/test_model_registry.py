@@ -49,9 +49,10 @@ def shipped():
 def checkpoint(shipped, tmp_path):
     """Write a copy of the shipped checkpoint with other metrics (so another sha256)."""
 
-    def make(name: str, metrics: dict | None = None):
+    def make(name: str, metrics: dict | None = None, recipe: dict | None = None):
         payload = {k: v for k, v in shipped.items() if k not in ("format", "format_version")}
-        payload.update(name=name, metrics=metrics or {}, recipe={"command": f"test {name}"})
+        recipe = recipe or {"command": f"test {name}"}
+        payload.update(name=name, metrics=metrics or {}, recipe=recipe)
         return save_checkpoint(tmp_path / f"{name}.pt", payload)
 
     return make
@@ -87,6 +88,12 @@ def test_register_reads_the_checkpoint_once_per_file(db, checkpoint, shipped):
     assert mv.precision == ("int8" if shipped.get("int8") else "fp32")
     assert model_version_register(path=path).pk == mv.pk
     assert ModelVersion.objects.count() == 1
+
+
+def test_a_file_fine_tuned_elsewhere_is_registered_with_the_parent_it_names(active, checkpoint):
+    recipe = {"command": "finetune", "parent": {"sha256": active.checkpoint_sha256}}
+    mv = model_version_register(path=checkpoint("cli", recipe=recipe))
+    assert mv.parent_id == active.pk and mv.status == Status.CANDIDATE
 
 
 def test_a_fresh_install_runs_ml_weights_as_the_active_version(db, classroom, face_frames):
@@ -272,3 +279,30 @@ def test_the_admin_lists_versions_and_promotes_through_the_check(candidate, acti
     r = admin_client.post(url, {"action": "roll_back", "_selected_action": [good.pk]}, follow=True)
     assert [str(m) for m in r.context["messages"]][0].endswith("is active again")
     assert active_model_version().pk == active.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_cannot_read_the_promoted_file_keeps_its_version(
+    classroom, face_frames, checkpoint, caplog
+):
+    """The promoted checkpoint is not on this worker's disk (MODEL_DIR not shared): batches go
+    on with the version it has loaded, record that one, and log why."""
+    from emotion.inference import reset_predictor
+
+    reset_predictor()
+    old = registry.model_version_bootstrap(path=DEFAULT_WEIGHTS)
+    path = checkpoint("elsewhere", figures(0.68, 0.68, 0.5, 0.6))
+    new = model_version_register(path=path, parent=old)
+
+    def batch(i):
+        ids = frames_accept(
+            session=classroom.session, enqueue=False, frames=[IncomingFrame(face_frames[i])]
+        ).reading_ids
+        readings_analyse(reading_ids=ids)
+        return Reading.objects.get(pk=ids[0]).model_version.checkpoint_sha256
+
+    assert batch(0) == old.checkpoint_sha256
+    assert model_version_promote(version=new).status == Status.ACTIVE
+    path.unlink()
+    assert batch(1) == old.checkpoint_sha256
+    assert "cannot load the active model" in caplog.text
