@@ -1,7 +1,8 @@
 """The Celery app. Configured from Django settings (``CELERY_`` namespace).
 
-Queues: inference tasks (``emotion.tasks.analyse_*``) go to the GPU queue (``CELERY_GPU_QUEUE``,
-default ``gpu``), everything else to ``default``. Workers:
+Queues: inference tasks (``emotion.tasks.analyse_*``) and the fine-tune
+(``emotion.tasks.finetune_model``) go to the GPU queue (``CELERY_GPU_QUEUE``, default ``gpu``),
+everything else to ``default``. Workers:
 
     celery -A config worker -Q default -c 2                 # housekeeping, reports
     celery -A config worker -Q gpu -P prefork -c 1          # inference: one child, model loaded once
@@ -24,7 +25,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 def _route(name, args, kwargs, options, task=None, **kw):
     from django.conf import settings
 
-    if name.startswith("emotion.tasks.analyse"):
+    if name.startswith("emotion.tasks.analyse") or name == "emotion.tasks.finetune_model":
         return {"queue": settings.CELERY_GPU_QUEUE}
     return {"queue": settings.CELERY_TASK_DEFAULT_QUEUE}
 

@@ -192,6 +192,13 @@ if not 0.0 <= REVIEW_SAMPLE_RATE <= 1.0:
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured(f"REVIEW_SAMPLE_RATE must be in 0..1, not {REVIEW_SAMPLE_RATE}")
+# the model registry (docs/models.md): ML_WEIGHTS is only the first active version
+MODEL_DIR = env_path("MODEL_DIR", DATA_DIR / "models")  # fine-tuned checkpoints (shared storage)
+MODEL_PROMOTION_TOLERANCE = env.float("MODEL_PROMOTION_TOLERANCE", default=0.01)
+MODEL_PROMOTION_MIN_REVIEWED = env.int("MODEL_PROMOTION_MIN_REVIEWED", default=30)
+MODEL_ACTIVE_CACHE_S = env.int("MODEL_ACTIVE_CACHE_S", default=10)
+FER2013_ROOT = env_path("FER2013_ROOT", BASE_DIR.parent / "shared" / "datasets" / "fer2013")
+MODEL_FINETUNE_TIME_LIMIT = env.int("MODEL_FINETUNE_TIME_LIMIT", default=3600)
 
 # --- DRF ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

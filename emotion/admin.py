@@ -1,16 +1,114 @@
+import json
+
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.utils.html import format_html
 
 from emotion import selectors, services
 from emotion.models import LabelReview, ModelVersion, Reading
+from emotion.registry import key_figures, model_version_promote, model_version_rollback
+
+
+def _json(value) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True))
+
+
+def _acc(value) -> str:
+    return "—" if value is None else f"{value:.4f}"
 
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ("name", "checkpoint_sha256", "precision", "created_at")
+    """The model registry: versions, their figures and decisions, read-only; promotion (with
+    its check) and rollback are actions, as in ``manage.py model_promote``/``model_rollback``."""
+
+    list_display = (
+        "name",
+        "sha12",
+        "precision",
+        "status",
+        "parent_sha12",
+        "fer_val_accuracy",
+        "reviewed_accuracy",
+        "promoted_at",
+        "created_at",
+    )
+    list_filter = ("status", "precision")
     search_fields = ("name", "checkpoint_sha256")
+    readonly_fields = (
+        "name",
+        "checkpoint_sha256",
+        "precision",
+        "status",
+        "path",
+        "parent",
+        "promoted_at",
+        "retired_at",
+        "created_at",
+        "recipe_json",
+        "metrics_json",
+        "decision_json",
+    )
+    exclude = ("recipe", "metrics", "decision")
+    actions = ("promote", "roll_back")
+
+    @admin.display(description="sha256")
+    def sha12(self, obj):
+        return obj.checkpoint_sha256[:12]
+
+    @admin.display(description="parent")
+    def parent_sha12(self, obj):
+        return obj.parent.checkpoint_sha256[:12] if obj.parent else "—"
+
+    @admin.display(description="FER2013 val acc")
+    def fer_val_accuracy(self, obj):
+        return _acc(key_figures(obj)["fer_val"]["child"])
+
+    @admin.display(description="reviewed slice acc")
+    def reviewed_accuracy(self, obj):
+        return _acc(key_figures(obj)["reviewed"]["child"])
+
+    @admin.display(description="recipe")
+    def recipe_json(self, obj):
+        return _json(obj.recipe)
+
+    @admin.display(description="metrics")
+    def metrics_json(self, obj):
+        return _json(obj.metrics)
+
+    @admin.display(description="decision")
+    def decision_json(self, obj):
+        return _json(obj.decision)
+
+    @admin.action(description="Promote (runs the check)", permissions=["change"])
+    def promote(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select one version to promote.", messages.ERROR)
+            return
+        try:
+            mv = model_version_promote(version=queryset.get())
+        except ValidationError as e:
+            self.message_user(request, "; ".join(e.messages), messages.ERROR)
+            return
+        level = messages.SUCCESS if mv.status == ModelVersion.Status.ACTIVE else messages.ERROR
+        self.message_user(request, f"{mv.decision['outcome']}: {mv.decision['reason']}", level)
+
+    @admin.action(description="Roll back the active version", permissions=["change"])
+    def roll_back(self, request, queryset):
+        try:
+            mv = model_version_rollback()
+        except ValidationError as e:
+            self.message_user(request, "; ".join(e.messages), messages.ERROR)
+            return
+        self.message_user(request, f"rolled back: {mv} is active again", messages.SUCCESS)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # readings point at their version; the history stays
 
 
 @admin.register(LabelReview)

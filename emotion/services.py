@@ -452,13 +452,17 @@ def frames_discard_pending(*, readings, error: str = "consent_revoked") -> int:
 
 
 def _model_version(predictor) -> ModelVersion:
+    """The registry row of the checkpoint and precision that ran the batch (a precision new to
+    a registered checkpoint gets its row, sharing the checkpoint's status)."""
+    from emotion.registry import model_version_sibling
+
     d = predictor.describe()
-    mv, _ = ModelVersion.objects.get_or_create(
-        checkpoint_sha256=predictor.sha256,
+    return model_version_sibling(
+        sha=predictor.sha256,
         precision=d["precision"],
-        defaults={"name": d["name"], "metrics": {"val_accuracy": d["val_accuracy"]}},
+        name=d["name"],
+        metrics={"val_accuracy": d["val_accuracy"]},
     )
-    return mv
 
 
 def _png(crop) -> bytes:

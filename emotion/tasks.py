@@ -47,3 +47,25 @@ def push_course_summary(course_id: int) -> None:
     from emotion.live import course_summary_push
 
     course_summary_push(int(course_id), trailing=True)
+
+
+@shared_task(
+    name="emotion.tasks.finetune_model",
+    acks_late=False,  # a run outlasts the broker's visibility timeout: never handed out twice
+    time_limit=settings.MODEL_FINETUNE_TIME_LIMIT,
+    soft_time_limit=settings.MODEL_FINETUNE_TIME_LIMIT * 9 // 10,
+)
+def finetune_model(
+    config: dict | None = None, fer_val_limit: int | None = None, promote: bool = False
+) -> dict:
+    """Fine-tune the active version on the reviewed crops (routed to the GPU queue) and
+    register the result as a candidate; with ``promote``, judge it at once. Takes a few
+    settings only and reads everything else itself; each run registers its own file once."""
+    from emotion.finetuning import model_finetune
+    from emotion.registry import model_version_promote
+    from ml.finetune import FinetuneConfig
+
+    mv = model_finetune(config=FinetuneConfig(**(config or {})), fer_val_limit=fer_val_limit)
+    if promote:
+        mv = model_version_promote(version=mv)
+    return {"id": mv.pk, "sha256": mv.checkpoint_sha256, "status": mv.status}

@@ -13,6 +13,7 @@ COMMANDS = {
         "ml.cli_risk_coverage",
         "selective accuracy vs coverage; the default abstention threshold",
     ),
+    "finetune": ("ml.cli_finetune", "fine-tune a checkpoint on reviewed crops, split by learner"),
     "quantize": ("ml.cli_quantize", "add an int8 network for fast CPU inference to a checkpoint"),
     "export": ("ml.cli_export", "export a checkpoint to TorchScript or ONNX"),
     "benchmark": ("ml.cli_benchmark", "faces/s and frames/s on this machine"),

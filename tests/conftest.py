@@ -55,6 +55,20 @@ def _service_mode(request, settings):
     app.conf.task_always_eager = old
 
 
+@pytest.fixture(autouse=True)
+def _no_cached_active_model():
+    """Each test asks its own database which model is active: the cache (Redis under the test
+    script, shared with worker processes, or this process's memory) may still name an earlier
+    test's version, whose checkpoint file went with that test's temporary folder."""
+    from django.core.cache import cache
+
+    from emotion.registry import ACTIVE_KEY
+
+    cache.delete(ACTIVE_KEY)
+    yield
+    cache.delete(ACTIVE_KEY)
+
+
 @pytest.fixture(scope="session")
 def fer_root() -> Path:
     require_service("FER2013 dataset", (FER_ROOT / "validation").is_dir(), str(FER_ROOT))

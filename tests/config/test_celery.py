@@ -26,7 +26,11 @@ def test_same_task_runs_in_process_in_embedded_mode():
 
 @pytest.mark.parametrize(
     ("task", "queue"),
-    [("emotion.tasks.analyse_batch", "gpu"), ("config.ping", "default")],
+    [
+        ("emotion.tasks.analyse_batch", "gpu"),
+        ("emotion.tasks.finetune_model", "gpu"),
+        ("config.ping", "default"),
+    ],
 )
 def test_routes(task, queue, settings):
     assert app.amqp.router.route({}, task)["queue"].name == (
