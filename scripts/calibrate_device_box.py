@@ -7,20 +7,25 @@ medians, then checks the fitted mapping: box IoU with the Haar box and the mean 
 difference between the device's crop and the server's. Paste the printed HAAR_FROM_MESH into
 static/js/device_face.js and the figures into docs/device.md.
 
-    PYTHONPATH=. python scripts/calibrate_device_box.py [--backend webgl|cpu]
+    PYTHONPATH=. python scripts/calibrate_device_box.py [--backend webgl|cpu] [--frames DIR]
+
+``--frames`` measures on another folder of frame_*.jpg (e.g. tests/data/head_pose/frontal, a
+second face with a clear licence) instead of the talking head.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 
 from ml.classes import EMOTIONS
 from ml.faces import detect_faces
 from ml.predictor import Predictor
-from scripts.device_harness import analyse, frames
+from scripts.device_harness import FRAMES, analyse, frames
 
 
 def iou(a, b) -> float:
@@ -35,8 +40,11 @@ def iou(a, b) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backend", default="webgl", choices=["webgl", "cpu"])
+    ap.add_argument("--frames", type=Path, default=FRAMES, help="a folder of frame_*.jpg")
     args = ap.parse_args()
-    named = frames()
+    named = frames(folder=args.frames)
+    if not named:
+        sys.exit(f"calibrate_device_box: no frame_*.jpg in {args.frames}")
     pictures = [f for _, f in named]
     device = analyse(pictures, backend=args.backend, keep_crops=True)
     pairs = []

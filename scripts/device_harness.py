@@ -78,8 +78,8 @@ def data_url(bgr: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
 
 
-def frames(limit: int | None = None) -> list[tuple[str, np.ndarray]]:
-    paths = sorted(FRAMES.glob("frame_*.jpg"))[:limit]
+def frames(limit: int | None = None, folder: Path = FRAMES) -> list[tuple[str, np.ndarray]]:
+    paths = sorted(folder.glob("frame_*.jpg"))[:limit]
     return [(p.name, cv2.imread(str(p))) for p in paths]
 
 

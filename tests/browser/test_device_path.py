@@ -257,22 +257,50 @@ def test_a_device_below_the_course_minimum_rate_falls_back(device_browser, csp_s
     assert "too slow" in page.locator("#device-path").inner_text()
 
 
-def test_yaw_changes_sign_when_the_head_turns_the_other_way(playwright_instance):
-    # the footage turns little; its mirror image is the same face turned the other way
-    from scripts.device_harness import analyse, frames
+def test_head_pose_follows_real_head_turns_and_attention_with_it(playwright_instance):
+    """Real footage with visible turns (tests/data/head_pose, CC BY 4.0, annotated by eye):
+    yaw's sign and size follow the turns, pitch goes down with a bowed head, and a window's
+    attention falls while the head is turned away past the course's cone and comes back."""
+    from ml.engagement import ATTENTION_CONE_DEGREES as CONE
+    from scripts.device_harness import analyse
+    from scripts.headpose_check import clip, observations, segment_window
 
-    chosen = [f for name, f in frames() if name in ("frame_138.jpg", "frame_150.jpg")]
-    mirrored = [cv2.flip(f, 1) for f in chosen]
-    out = analyse(chosen + mirrored, backend="webgl", playwright=playwright_instance)
-    yaws = [r["cues"]["yaw"] for r in out["results"]]
-    n = len(chosen)
-    noses = [r["nose"] for r in out["results"]]
-    for yaw, mirrored in zip(yaws[:n], yaws[n:], strict=True):
-        assert abs(yaw) > 5 and np.sign(yaw) == -np.sign(mirrored), yaws
-        assert abs(yaw + mirrored) < 0.5 * abs(yaw), yaws
-    # + = the learner turned to their left: the nose moved toward the picture's right
-    assert all(np.sign(y) == np.sign(n) for y, n in zip(yaws, noses, strict=True)), (yaws, noses)
+    turns, pics, spec = clip("turns")
+    keep = [
+        k for k, i in enumerate(turns) if i in set(range(0, 6)) | {8, 9, 12, 13, 14, 15, 18, 19}
+    ]
+    turns, pics = [turns[k] for k in keep], [pics[k] for k in keep]
+    bow, bow_pics, bow_spec = clip("bow")
+    bow_keep = [k for k, i in enumerate(bow) if i in (0, 39, 42)]
+    out = analyse(pics + [bow_pics[k] for k in bow_keep], playwright=playwright_instance)
     assert out["console_errors"] == []
+    results = out["results"][: len(turns)]
+    assert all(r["cues"]["face"] for r in out["results"]), "the device finds every face here"
+    yaw = dict(zip(turns, (r["cues"]["yaw"] for r in results), strict=True))
+    nose = dict(zip(turns, (r["nose"] for r in results), strict=True))
+    away_right, away_left = [yaw[i] for i in range(6)], [yaw[i] for i in (12, 13, 14, 15)]
+    # + = the learner's left: her right turn is negative, her left turn positive, both large
+    assert all(y < -25 for y in away_right), yaw
+    assert all(y > 15 for y in away_left) and np.median(away_left) > 20, yaw
+    assert all(abs(yaw[i]) < 10 for i in (8, 9, 18, 19)), yaw
+    # the geometry agrees: the nose tip moves toward the side the face turned to
+    assert all(np.sign(nose[i]) == np.sign(yaw[i]) for i in (*range(6), 12, 13, 14, 15)), nose
+    # pitch: + = up; the bowed head (39, 42) reads clearly down, the level one (0) near 0
+    level, *bowed = (r["cues"]["pitch"] for r in out["results"][len(turns) :])
+    assert abs(level) < 10 and all(p < -10 for p in bowed), (level, bowed)
+
+    fps = spec["fps"]
+    named = {s["name"]: s for s in spec["segments"]}
+    for gaze in (True, False):
+        obs = observations(turns, results, fps, gaze=gaze)
+        attention = {
+            n: segment_window(obs, named[n], fps, CONE).attention_ratio
+            for n in ("away-right", "frontal-1", "frontal-2")
+        }
+        # turned away: most frames outside the cone (head pose alone: all of them); back in
+        # front of the camera: every frame attentive again
+        assert attention["away-right"] <= (0.5 if gaze else 0.0), (gaze, attention)
+        assert attention["frontal-1"] == attention["frontal-2"] == 1.0, (gaze, attention)
 
 
 def test_the_crop_is_framed_as_the_server_frames_it(playwright_instance):
