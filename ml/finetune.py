@@ -65,7 +65,7 @@ class FinetuneError(ValueError):
 @dataclass
 class FinetuneConfig:
     epochs: int = 3
-    lr: float = 1e-4  # AdamW, cosine decay to zero over the run
+    lr: float = 3e-5  # AdamW, cosine decay to zero over the run
     batch_size: int = 64
     weight_decay: float = 1e-4
     freeze: str = "none"  # "features": train only the classifier head
