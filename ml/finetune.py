@@ -206,27 +206,30 @@ def finetune(
     child_eval = _score(logits, {"calibration": calibration}, fer, test[1])
     t3 = time.monotonic()
     metrics = _metrics(parent_eval, child_eval, fer, fer_val_dir, groups, test_idx)
-    payload = {
-        "model_config": parent_ckpt["model_config"],
-        "class_names": list(parent_ckpt["class_names"]),
-        "preprocessing": parent_ckpt["preprocessing"],
-        "recipe": _recipe(parent_ckpt, sha, config, y, train_idx, test_idx, groups, device),
-        "metrics": metrics,
-        "epoch": config.epochs,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "calibration": calibration,
-    }
+    recipe = _recipe(parent_ckpt, sha, config, y, train_idx, test_idx, groups, device)
+    payload = _payload(parent_ckpt, model, recipe, metrics, calibration)
     abstention = _abstention(parent_ckpt, child_eval.get("fer_probs"), fer)
     if abstention is not None:
         payload["abstention"] = abstention
-    seconds = {
-        "train": round(t2 - t1, 3),
-        "evaluate": round(t1 - t0 + t3 - t2, 3),
-        # CPU seconds of all threads: the wall time a machine of one's own would need, × threads
-        "train_cpu": round(c2 - c1, 3),
-        "parent_evaluate_cpu": round(c1 - c0, 3),
-    }
+    seconds = {"train": round(t2 - t1, 3), "evaluate": round(t1 - t0 + t3 - t2, 3)}
+    # CPU seconds of all threads: what a run costs whatever else the machine is doing
+    seconds.update(train_cpu=round(c2 - c1, 3), parent_evaluate_cpu=round(c1 - c0, 3))
     return FinetuneResult(payload, metrics, history, seconds)
+
+
+def _payload(parent_ckpt: dict, model, recipe: dict, metrics: dict, calibration: dict) -> dict:
+    """The child's checkpoint: the parent's model config, classes and preprocessing, its own
+    weights, recipe, metrics and temperature; no ``int8`` (that was the parent's network)."""
+    return {
+        "model_config": parent_ckpt["model_config"],
+        "class_names": list(parent_ckpt["class_names"]),
+        "preprocessing": parent_ckpt["preprocessing"],
+        "recipe": recipe,
+        "metrics": metrics,
+        "epoch": recipe["finetune_config"]["epochs"],
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "calibration": calibration,
+    }
 
 
 def _logits(model, fer: dict | None, crops, pre, device) -> dict:
