@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     save_checkpoint(args.out, result.checkpoint)
     print(format_comparison(result.metrics))
     print(
-        f"train {result.seconds['train']:.1f} s, evaluate {result.seconds['evaluate']:.1f} s; "
-        f"wrote {args.out}",
+        f"train {result.seconds['train']:.1f} s ({result.seconds['train_cpu']:.1f} CPU s), "
+        f"evaluate {result.seconds['evaluate']:.1f} s; wrote {args.out}",
         file=sys.stderr,
     )
     return 0
