@@ -7,12 +7,12 @@ import logging
 import time
 from importlib import import_module
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
 from django.utils.crypto import constant_time_compare
 
 from config.api import outage_errors
+from config.db import db_sync_to_async
 from emotion.stream_protocol import CLOSE_TRY_AGAIN, closed
 from tutoring.models import User
 
@@ -34,7 +34,7 @@ def signed_in_user(scope) -> User | None:
     the account was deactivated or deleted, or (session cookie) the session was signed out,
     flushed or expired, now belongs to someone else, or the password changed since.
 
-    Sync (database): call it through ``database_sync_to_async``. Read-only, unlike
+    Sync (database): call it through ``db_sync_to_async``. Read-only, unlike
     ``django.contrib.auth.get_user``, which flushes or cycles the session it checks."""
     user = scope.get("user")
     if user is None or not user.is_authenticated:
@@ -84,7 +84,7 @@ class AuthRecheckMixin:
             return False
         if time.monotonic() - self.checked_at < RECHECK_SECONDS:
             return True
-        refusal = await database_sync_to_async(self.refusal_now)()
+        refusal = await db_sync_to_async(self.refusal_now)()
         self.checked_at = time.monotonic()
         if refusal is None:
             return True

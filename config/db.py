@@ -1,0 +1,44 @@
+"""Database calls from async code (WebSocket consumers, the frame batcher) that keep their
+connection.
+
+Channels' ``database_sync_to_async`` closes the thread's connection after every call unless
+``CONN_MAX_AGE`` says otherwise, and the web server keeps that at 0 (``config.settings``: a
+request's thread is new each time). But every consumer's calls run in asgiref's one shared
+sync thread, so that thread's connection would be reused: closing it made each call connect
+anew (a new PostgreSQL backend, many times a small query's cost), one call after another on
+that one thread, which bounded how many sockets a process could serve. Here the connection
+is kept for ``SOCKET_DB_CONN_MAX_AGE`` seconds: one per server process, checked before reuse
+(``CONN_HEALTH_CHECKS``) and closed after an error, as Django does between requests.
+"""
+
+from __future__ import annotations
+
+import time
+
+from asgiref.sync import SyncToAsync
+from django.conf import settings
+from django.db import connections
+
+
+def _keep_or_close() -> None:
+    max_age = settings.SOCKET_DB_CONN_MAX_AGE
+    for conn in connections.all(initialized_only=True):
+        raw = conn.connection
+        if raw is not None and max_age > 0 and getattr(conn, "kept_raw", None) is not raw:
+            # a connection opened by this thread's last call: its age counts from now on
+            conn.kept_raw = raw
+            conn.close_at = time.monotonic() + max_age
+        conn.close_if_unusable_or_obsolete()
+
+
+class _KeptConnectionSyncToAsync(SyncToAsync):
+    def thread_handler(self, loop, *args, **kwargs):
+        _keep_or_close()
+        try:
+            return super().thread_handler(loop, *args, **kwargs)
+        finally:
+            _keep_or_close()
+
+
+#: ``database_sync_to_async`` for the sockets' shared sync thread (module docstring)
+db_sync_to_async = _KeptConnectionSyncToAsync
