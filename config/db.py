@@ -8,7 +8,8 @@ sync thread, so that thread's connection would be reused: closing it made each c
 anew (a new PostgreSQL backend, many times a small query's cost), one call after another on
 that one thread, which bounded how many sockets a process could serve. Here the connection
 is kept for ``SOCKET_DB_CONN_MAX_AGE`` seconds: one per server process, checked before reuse
-(``CONN_HEALTH_CHECKS``) and closed after an error, as Django does between requests.
+after a pause (``CONN_HEALTH_CHECKS``) and closed after an error, as Django does between
+requests.
 """
 
 from __future__ import annotations
@@ -19,16 +20,23 @@ from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import connections
 
+#: a kept connection idle longer than this is checked (a query) before it is used again; one
+#: in use a moment ago is not: under load that check was a round trip more for every call
+HEALTH_CHECK_IDLE_S = 1.0
+
 
 def _keep_or_close() -> None:
     max_age = settings.SOCKET_DB_CONN_MAX_AGE
     for conn in connections.all(initialized_only=True):
-        raw = conn.connection
+        raw, now = conn.connection, time.monotonic()
         if raw is not None and max_age > 0 and getattr(conn, "kept_raw", None) is not raw:
             # a connection opened by this thread's last call: its age counts from now on
             conn.kept_raw = raw
-            conn.close_at = time.monotonic() + max_age
-        conn.close_if_unusable_or_obsolete()
+            conn.close_at = now + max_age
+        conn.close_if_unusable_or_obsolete()  # closed after an error it cannot recover from
+        if max_age > 0 and now - getattr(conn, "kept_used_at", float("-inf")) < HEALTH_CHECK_IDLE_S:
+            conn.health_check_done = True
+        conn.kept_used_at = now
 
 
 class _KeptConnectionSyncToAsync(SyncToAsync):

@@ -264,6 +264,8 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
         else:
             r = result.rejected[0]
             await self._ack(seq, "rejected", code=r["code"], reason=r["reason"])
+        if result.summary is not None:  # cues frames: the summary comes back with them
+            await self.session_summary({"payload": result.summary})
 
     # --- group events -------------------------------------------------------------------------
     async def session_summary(self, event):

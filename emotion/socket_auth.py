@@ -7,6 +7,7 @@ import logging
 import time
 from importlib import import_module
 
+from channels.consumer import get_handler_name
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
 from django.utils.crypto import constant_time_compare
@@ -74,6 +75,17 @@ class AuthRecheckMixin:
         """(close code, reason) if this socket's user may no longer have it, else None. Sync
         (database); each consumer says what its connect check required."""
         raise NotImplementedError
+
+    async def dispatch(self, message):
+        """Channels' dispatch without its ``close_old_connections`` before every message: that
+        is a hop to the one sync thread that every socket's database work shares, so each
+        frame waited there behind other sockets' batches before it was even read. Every
+        database call here goes through ``db_sync_to_async``, which does that housekeeping
+        around the call itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def still_allowed(self) -> bool:
         """Whether this socket may go on; when not, it is closed (told why) and False.

@@ -15,7 +15,8 @@ after their upload (``dropped`` acks), frames the clients skipped, p50/p95 from 
 receipt to its reading stored, and the live-summary lag: how old the newest reading an
 instructor's summary shows is when it arrives (p50/p95); send→ack: from a frame's send to its
 ack, on the client (p50/p95); the CPU the web processes, the workers and the learners' clients
-(this process) used over the level, in % of one core; and the load average then. Then where
+(this process) used over the level, in % of one core; the messages the instructor's live
+view got per second (``live/s``); and the load average then. Then where
 the workers' time went
 (decode, detect, classify, DB, broadcast — from their per-batch timings). A learner socket
 the server closes reconnects, as the page does (counted: ``reconn``).
@@ -215,6 +216,7 @@ async def run_level(port, course, teacher_cookie, learners, build, seconds, prob
     sessions = [await sync_to_async(session_start)(learner=u, course=course) for u, _ in learners]
     lags: list[float] = []
     ack_waits: list[float] = []  # seconds from a frame's send to its ack
+    live_msgs = [0]  # messages the instructor's live view got while measured
     acks = {"accepted": 0, "dropped": 0, "rejected": 0, "duplicate": 0, "skipped": 0}
     acks["reconnects"] = 0
     url = f"ws://127.0.0.1:{port}"
@@ -232,6 +234,8 @@ async def run_level(port, course, teacher_cookie, learners, build, seconds, prob
             while True:
                 msg = json.loads(await ws.recv())
                 now = time.time()
+                if measuring[0]:
+                    live_msgs[0] += 1
                 if msg.get("type") == "summary" and measuring[0]:
                     for s in msg.get("sessions", []):
                         if s.get("last_analysed_at"):
@@ -304,12 +308,13 @@ async def run_level(port, course, teacher_cookie, learners, build, seconds, prob
     t1 = time.time()
     cpu1 = probe() if probe else (0.0, 0.0, 0.0)
     cpu = tuple(100 * (b - a) / (t1 - t0) for a, b in zip(cpu0, cpu1, strict=True))
+    live_rate = live_msgs[0] / (t1 - t0)
     await asyncio.gather(*tasks, return_exceptions=True)
     measuring[0] = False
     inst.cancel()
     for s in sessions:
         await sync_to_async(session_end)(session=s)
-    return sessions, t0, t1, lags, acks, ack_waits, cpu
+    return sessions, t0, t1, lags, acks, ack_waits, cpu, live_rate
 
 
 def readings_stored(sessions, t0, t1) -> list[float]:
@@ -505,7 +510,7 @@ def run_mode(mode, n_workers, workers, port, course, teacher_cookie, learners, b
     print(
         f"{'learners':>8}{'offered/s':>10}{'stored/s':>10}{'refused':>9}{'skipped':>9}"
         f"{'p50 ms':>9}{'p95 ms':>9}{'lag p50':>9}{'lag p95':>9}{'ack p50':>9}{'ack p95':>9}"
-        f"{'web cpu':>9}{'wkr cpu':>9}{'cli cpu':>9}{'load':>6}{'batches':>9}{'fr/batch':>9}{'reconn':>7}"
+        f"{'web cpu':>9}{'wkr cpu':>9}{'cli cpu':>9}{'live/s':>7}{'load':>6}{'batches':>9}{'fr/batch':>9}{'reconn':>7}"
     )
     # warm-up (model load, connection pools), not reported
     asyncio.run(run_level(port, course, teacher_cookie, learners[:2], build, 4))
@@ -513,7 +518,7 @@ def run_mode(mode, n_workers, workers, port, course, teacher_cookie, learners, b
     wlogs = [log for _, log in workers]
     for n in levels:
         start = {log: len(log.read_text().splitlines()) for log in wlogs}
-        sessions, t0, t1, lags, acks, waits, cpu = asyncio.run(
+        sessions, t0, t1, lags, acks, waits, cpu, live_rate = asyncio.run(
             run_level(port, course, teacher_cookie, learners[:n], build, args.seconds, probe)
         )
         stored = readings_stored(sessions, t0, t1)
@@ -523,7 +528,7 @@ def run_mode(mode, n_workers, workers, port, course, teacher_cookie, learners, b
             f"{acks['skipped']:>9}{pct(stored, 0.5):>9.0f}{pct(stored, 0.95):>9.0f}"
             f"{pct(lags, 0.5):>9.0f}{pct(lags, 0.95):>9.0f}{pct(waits, 0.5):>9.0f}"
             f"{pct(waits, 0.95):>9.0f}{cpu[0]:>8.0f}%{cpu[1]:>8.0f}%{cpu[2]:>8.0f}%"
-            f"{os.getloadavg()[0]:>6.1f}"
+            f"{live_rate:>7.1f}{os.getloadavg()[0]:>6.1f}"
             f"{nb:>9}{(nf / nb if nb else 0):>9.1f}{acks['reconnects']:>7}",
             flush=True,
         )
