@@ -3,18 +3,18 @@ connection.
 
 Channels' ``database_sync_to_async`` closes the thread's connection after every call unless
 ``CONN_MAX_AGE`` says otherwise, and the web server keeps that at 0 (``config.settings``: a
-request's thread is new each time). But every consumer's calls run in asgiref's one shared
-sync thread, so that thread's connection would be reused: closing it made each call connect
-anew (a new PostgreSQL backend, many times a small query's cost), one call after another on
-that one thread, which bounded how many sockets a process could serve. Here the connection
-is kept for ``SOCKET_DB_CONN_MAX_AGE`` seconds: one per server process, checked before reuse
-after a pause (``CONN_HEALTH_CHECKS``) and closed after an error, as Django does between
-requests.
+request's thread is new each time). But every consumer's calls ran in asgiref's one shared
+sync thread: each connected anew (a new PostgreSQL backend, many times a small query's cost),
+one call after another on that one thread, which bounded how many sockets a process could
+serve. Here calls run on a small pool of threads of their own, each keeping its connection for
+``SOCKET_DB_CONN_MAX_AGE`` seconds, checked before reuse after a pause
+(``CONN_HEALTH_CHECKS``) and closed after an error, as Django does between requests.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import SyncToAsync
 from django.conf import settings
@@ -48,5 +48,21 @@ class _KeptConnectionSyncToAsync(SyncToAsync):
             _keep_or_close()
 
 
-#: ``database_sync_to_async`` for the sockets' shared sync thread (module docstring)
-db_sync_to_async = _KeptConnectionSyncToAsync
+_pool: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(settings.SOCKET_DB_THREADS, thread_name_prefix="socket-db")
+    return _pool
+
+
+def db_sync_to_async(func):
+    """``database_sync_to_async`` for the sockets (module docstring), as a call or decorator.
+
+    Calls run on ``SOCKET_DB_THREADS`` threads, each keeping its connection: a call mostly
+    waits for the database, so while one socket's batch waits, another's recheck runs. Each
+    socket still makes its calls one after another (a consumer handles one message at a
+    time), so its own order holds."""
+    return _KeptConnectionSyncToAsync(func, thread_sensitive=False, executor=_executor())

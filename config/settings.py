@@ -107,8 +107,9 @@ else:
         DATA_DIR.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# WebSocket consumers' database calls share one thread per server process: it keeps its one
-# connection this long (config.db); 0 connects for every call
+# WebSocket consumers' database calls run on this many threads per server process, each
+# keeping its connection this long (config.db); 0 connects for every call
+SOCKET_DB_THREADS = env.int("SOCKET_DB_THREADS", default=4)
 SOCKET_DB_CONN_MAX_AGE = env.int("SOCKET_DB_CONN_MAX_AGE", default=60)
 
 # --- Redis: channel layer + Celery ----------------------------------------------------------
