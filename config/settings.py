@@ -119,7 +119,9 @@ if REDIS_URL:
     from config.redis_clients import channel_layers
 
     # client timeouts that keep a quiet live socket open (config.redis_clients says why)
-    CHANNEL_LAYERS = channel_layers(REDIS_URL)
+    CHANNEL_LAYERS = channel_layers(
+        REDIS_URL, group_expiry=env.int("CHANNEL_GROUP_EXPIRY_SECONDS", default=300)
+    )
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

@@ -17,7 +17,7 @@ from django.core.exceptions import PermissionDenied
 
 from config.api import OUTAGE_RETRY_AFTER_S as RETRY_S
 from config.api import outage_errors
-from config.broadcast import course_group, session_group
+from config.broadcast import course_group, group_join, session_group
 from config.db import db_sync_to_async
 from emotion import stream_protocol as wire
 from emotion.batcher import get_batcher
@@ -80,7 +80,7 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
         self.group = session_group(self.session.pk)
         self.opened = (time.time_ns(), self.channel_name)
         try:
-            await self.channel_layer.group_add(self.group, self.channel_name)
+            self.staying = await group_join(self.channel_layer, self.group, self.channel_name)
             # the newest stream of a session wins: older ones (any process) close on this
             await self.channel_layer.group_send(
                 self.group,
@@ -302,7 +302,7 @@ class CourseLiveConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
             return await self.refuse(wire.CLOSE_FORBIDDEN, NOT_INSTRUCTOR)
         self.group = course_group(course.pk)
         try:
-            await self.channel_layer.group_add(self.group, self.channel_name)
+            self.staying = await group_join(self.channel_layer, self.group, self.channel_name)
         except outage_errors() as e:
             return await self.refuse_unavailable(e)
         self.checked_at = time.monotonic()

@@ -134,6 +134,8 @@ class AuthRecheckMixin:
         await self.close_with(code, reason)
 
     async def leave(self) -> None:
+        if hasattr(self, "staying"):  # config.broadcast.group_join
+            self.staying.cancel()
         if hasattr(self, "group"):
             try:
                 await self.channel_layer.group_discard(self.group, self.channel_name)
