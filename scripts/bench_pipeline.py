@@ -372,8 +372,10 @@ def start_workers(n: int, env: dict, logs: Path, port: int) -> list[tuple]:
         log.write_text("")
         cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,gpu"]
         cmd += ["-P", "solo", "-l", "info", "-n", f"bench-{port}-{i}@%h"]
+        # a worker keeps its database connection (docs/configuration.md: DB_CONN_MAX_AGE)
+        wenv = {"DB_CONN_MAX_AGE": "60", **env}
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT
+            cmd, cwd=ROOT, env=wenv, stdout=log.open("a"), stderr=subprocess.STDOUT
         )
         out.append((proc, log))
     return out
