@@ -1,7 +1,9 @@
-"""Send a Channels group message from sync code (Celery tasks, services)."""
+"""Send a Channels group message from sync code (Celery tasks, services); sockets' group
+membership (:func:`group_join`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from asgiref.sync import async_to_sync
@@ -66,3 +68,25 @@ def group_send_many(messages: list[tuple[str, str, dict]]) -> int:
     except Exception:  # the loop itself could not run: nothing was sent
         logger.exception("broadcast of %d message(s) failed", len(messages))
         return 0
+
+
+async def group_join(layer, group: str, channel: str) -> asyncio.Task:
+    """Add ``channel`` to ``group`` and keep it there while the socket lives: the task that
+    adds it again every third of the layer's ``group_expiry`` (cancel it on leaving).
+
+    A member is dropped by the layer once not added again within ``group_expiry``
+    (``CHANNEL_GROUP_EXPIRY_SECONDS``): so the channels of a server process that died without
+    leaving its groups stop taking the groups' messages after that, instead of for a day
+    (channels-redis's default), each full and refusing every message sent to its group."""
+    await layer.group_add(group, channel)
+    return asyncio.ensure_future(_stay(layer, group, channel))
+
+
+async def _stay(layer, group: str, channel: str) -> None:
+    every = getattr(layer, "group_expiry", 86400) / 3
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await layer.group_add(group, channel)
+        except Exception:  # Redis away: tried again next time, well within the expiry
+            logger.warning("could not stay in group %s", group, exc_info=True)

@@ -2,6 +2,8 @@
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from config.broadcast import group_join
+
 CLOSE_NOT_FOUND = 4404
 
 
@@ -20,7 +22,7 @@ class NotificationsConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4401)
             return
         self.group = user_group(user.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.staying = await group_join(self.channel_layer, self.group, self.channel_name)
         await self.accept()
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
@@ -29,6 +31,8 @@ class NotificationsConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "error", "reason": "this socket takes no messages"})
 
     async def disconnect(self, code):
+        if hasattr(self, "staying"):
+            self.staying.cancel()
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 

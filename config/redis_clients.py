@@ -35,14 +35,16 @@ def channel_layer_host(url: str) -> dict:
     }
 
 
-def channel_layers(url: str) -> dict:
-    """``CHANNEL_LAYERS`` for channels-redis on ``url``."""
-    return {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [channel_layer_host(url)], "capacity": 1000, "expiry": 30},
-        }
+def channel_layers(url: str, group_expiry: int = 300) -> dict:
+    """``CHANNEL_LAYERS`` for channels-redis on ``url``; a group member not added again within
+    ``group_expiry`` seconds is dropped (sockets stay: ``config.broadcast.group_join``)."""
+    config = {
+        "hosts": [channel_layer_host(url)],
+        "capacity": 1000,
+        "expiry": 30,
+        "group_expiry": group_expiry,
     }
+    return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": config}}
 
 
 def cache_options() -> dict:

@@ -8,6 +8,10 @@ gigabytes of memory before any check could refuse it. uvicorn hands the body to 
 application as it arrives, with flow control, so ``config.bodylimit`` can refuse it by its
 Content-Length, or once a chunked body passes the route's limit, having buffered at most one
 read.
+
+``--workers N`` (``SERVER_WORKERS``) runs N such processes on the one port (``SO_REUSEPORT``:
+the kernel spreads connections over them), one event loop and core each; each holds its own
+sockets' credit and batches.
 """
 
 from __future__ import annotations
@@ -16,7 +20,11 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 
 from config.env import env
 
@@ -68,14 +76,58 @@ def _server(config):
     return Server(config)
 
 
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that other processes bind too (``SO_REUSEPORT``): the kernel spreads
+    new connections over them, each process serving the ones it was given."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _supervise(args, n: int) -> int:
+    """Run ``n`` server processes on one port; a signal goes to each, and when one exits the
+    others are stopped too (a process manager restarts the whole), with its exit status."""
+    argv = [*server_argv(args.host, args.port), "--workers", "1", "--reuse-port"]
+    procs = [subprocess.Popen(argv) for _ in range(n)]
+
+    def forward(sig, _frame):
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    while all(proc.poll() is None for proc in procs):
+        time.sleep(0.2)
+    forward(signal.SIGTERM, None)
+    codes = [proc.wait() for proc in procs]
+    return next((c for c in codes if c), 0)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m config.serve", description=__doc__)
     p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=env.int("SERVER_WORKERS", default=1),
+        help="server processes on the port (default SERVER_WORKERS, 1)",
+    )
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error("--workers must be at least 1")
+    if args.workers > 1:
+        sys.exit(_supervise(args, args.workers))
     sys.path.insert(0, os.getcwd())
     server = _server(uvicorn_config(args.host, args.port))
-    server.run()
+    server.run(sockets=[_reuse_port_socket(args.host, args.port)] if args.reuse_port else None)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

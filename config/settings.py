@@ -107,6 +107,11 @@ else:
         DATA_DIR.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# WebSocket consumers' database calls run on this many threads per server process, each
+# keeping its connection this long (config.db); 0 connects for every call
+SOCKET_DB_THREADS = env.int("SOCKET_DB_THREADS", default=4)
+SOCKET_DB_CONN_MAX_AGE = env.int("SOCKET_DB_CONN_MAX_AGE", default=60)
+
 # --- Redis: channel layer + Celery ----------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
 EMBEDDED = not REDIS_URL
@@ -114,7 +119,9 @@ if REDIS_URL:
     from config.redis_clients import channel_layers
 
     # client timeouts that keep a quiet live socket open (config.redis_clients says why)
-    CHANNEL_LAYERS = channel_layers(REDIS_URL)
+    CHANNEL_LAYERS = channel_layers(
+        REDIS_URL, group_expiry=env.int("CHANNEL_GROUP_EXPIRY_SECONDS", default=300)
+    )
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

@@ -21,9 +21,9 @@ import time
 import weakref
 
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
 from django.conf import settings
 
+from config.db import db_sync_to_async
 from emotion import admission
 from emotion.services import IncomingFrame, cues_frames_accept, readings_enqueue
 
@@ -185,7 +185,7 @@ class FrameBatcher:
                 self.cues_writing = len(batch)
                 items = [(s, f) for s, f, _ in batch]
                 try:
-                    results = await database_sync_to_async(cues_frames_accept)(items=items)
+                    results = await db_sync_to_async(cues_frames_accept)(items=items)
                 except Exception as e:  # the database away: every frame of the batch is refused
                     results = [e] * len(batch)
                 self.cues_writing = 0

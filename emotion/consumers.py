@@ -11,14 +11,14 @@ import logging
 import time
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 
 from config.api import OUTAGE_RETRY_AFTER_S as RETRY_S
 from config.api import outage_errors
-from config.broadcast import course_group, session_group
+from config.broadcast import course_group, group_join, session_group
+from config.db import db_sync_to_async
 from emotion import stream_protocol as wire
 from emotion.batcher import get_batcher
 from emotion.credit import CreditBudget
@@ -65,7 +65,7 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             return await self.refuse(wire.CLOSE_UNAUTHENTICATED, "sign in to stream")
         session_id = int(self.scope["url_route"]["kwargs"]["session_id"])
-        refusal = await database_sync_to_async(self._connect_refusal)(user, session_id)
+        refusal = await db_sync_to_async(self._connect_refusal)(user, session_id)
         if refusal is not None:
             return await self.refuse(*refusal)
         s = self.session
@@ -80,7 +80,7 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
         self.group = session_group(self.session.pk)
         self.opened = (time.time_ns(), self.channel_name)
         try:
-            await self.channel_layer.group_add(self.group, self.channel_name)
+            self.staying = await group_join(self.channel_layer, self.group, self.channel_name)
             # the newest stream of a session wins: older ones (any process) close on this
             await self.channel_layer.group_send(
                 self.group,
@@ -125,7 +125,7 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
             return wire.CLOSE_FORBIDDEN, str(e) or "streaming is not allowed"
         return None
 
-    @database_sync_to_async
+    @db_sync_to_async
     def _next_sequence(self) -> int:
         last = self.session.readings.order_by("-sequence").values_list("sequence", flat=True)
         return 0 if (n := last.first()) is None else n + 1
@@ -230,7 +230,7 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
             if frame.kind == "cues":  # nothing to queue: accepted with other sockets' at once
                 result = await get_batcher().accept_cues(self.session, frame)
             else:
-                result = await database_sync_to_async(frames_accept)(
+                result = await db_sync_to_async(frames_accept)(
                     session=self.session,
                     frames=[frame],
                     enqueue=False,
@@ -241,7 +241,7 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
         except SessionBacklogged as e:
             return await self._ack(seq, "dropped", reason=str(e))
         except SessionClosed:
-            await database_sync_to_async(self.session.refresh_from_db)(fields=["end_reason"])
+            await db_sync_to_async(self.session.refresh_from_db)(fields=["end_reason"])
             return await self.shut_with(
                 wire.CLOSE_ENDED, wire.ended_reason(self.session.end_reason)
             )
@@ -264,6 +264,8 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
         else:
             r = result.rejected[0]
             await self._ack(seq, "rejected", code=r["code"], reason=r["reason"])
+        if result.summary is not None:  # cues frames: the summary comes back with them
+            await self.session_summary({"payload": result.summary})
 
     # --- group events -------------------------------------------------------------------------
     async def session_summary(self, event):
@@ -295,17 +297,17 @@ class CourseLiveConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             return await self.refuse(wire.CLOSE_UNAUTHENTICATED, "sign in to see the live view")
         self.course_id = int(self.scope["url_route"]["kwargs"]["course_id"])
-        course = await database_sync_to_async(self._managed_course)(user, self.course_id)
+        course = await db_sync_to_async(self._managed_course)(user, self.course_id)
         if course is None:
             return await self.refuse(wire.CLOSE_FORBIDDEN, NOT_INSTRUCTOR)
         self.group = course_group(course.pk)
         try:
-            await self.channel_layer.group_add(self.group, self.channel_name)
+            self.staying = await group_join(self.channel_layer, self.group, self.channel_name)
         except outage_errors() as e:
             return await self.refuse_unavailable(e)
         self.checked_at = time.monotonic()
         await self.accept()
-        snapshot = await database_sync_to_async(course_snapshot)(course)
+        snapshot = await db_sync_to_async(course_snapshot)(course)
         self.summary_at = read_time(snapshot["summary"]["at"])
         await self.send_json({"type": "snapshot", **snapshot})
 

@@ -363,9 +363,11 @@ def _open_sessions_by_course(course_ids) -> dict[int, list[int]]:
     return out
 
 
-def broadcast_after_batch(readings: list[Reading]) -> None:
+def broadcast_after_batch(readings: list[Reading], *, to_sessions: bool = True) -> dict[int, dict]:
     """After a batch: one message per touched session and one per touched course, all sent in
-    one pass through the channel layer.
+    one pass through the channel layer. Returns each touched session's message, by session id:
+    with ``to_sessions`` False they are not sent, and the caller hands them to the sessions'
+    sockets itself (cues frames: the socket that sent the frame is in the caller's process).
 
     Each session's latest summary is cached, so a course aggregate costs one cache read for
     the course's other open sessions rather than recomputing them on every batch (aged to now
@@ -395,13 +397,15 @@ def broadcast_after_batch(readings: list[Reading]) -> None:
     payloads: dict[int, list[dict]] = defaultdict(list)  # by course
     for s in sessions:
         payload = {**fresh[s.pk].to_dict(), "analysed_sequences": sorted(by_session[s.pk])}
-        messages.append((session_group(s.pk), "session.summary", payload))
+        if to_sessions:
+            messages.append((session_group(s.pk), "session.summary", payload))
         payloads[s.course_id].append(payload)
+    by_session_id = {p["session"]: p for ps in payloads.values() for p in ps}
     if settings.REDIS_URL and settings.LIVE_PUSH_INTERVAL_MS > 0:
         group_send_many(messages)
         for course_id, summaries in payloads.items():
             course_summary_coalesce(course_id, [x["session"] for x in summaries])
-        return
+        return by_session_id
     courses = {s.course_id: s.course for s in sessions}
     for course_id, summaries in payloads.items():
         course = courses[course_id]
@@ -411,6 +415,7 @@ def broadcast_after_batch(readings: list[Reading]) -> None:
         payload = {"sessions": summaries, "summary": course_aggregate(course, everyone)}
         messages.append((course_group(course_id), "course.summary", payload))
     group_send_many(messages)
+    return by_session_id
 
 
 def _touched_key(course_id: int) -> str:

@@ -90,6 +90,9 @@ class AcceptResult:
     accepted: list[dict] = field(default_factory=list)  # {"sequence", "reading"}
     duplicates: list[int] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)  # {"file", "sequence", "code", "reason"}
+    # cues frames accepted in bulk: the session's live summary after the batch, for the
+    # socket that sent them (on its session's last frame of the batch)
+    summary: dict | None = None
 
     @property
     def reading_ids(self) -> list[int]:
@@ -274,6 +277,7 @@ def cues_frames_accept(
         frames = [replace(f, name=i) for i, (s, f) in enumerate(items) if s.pk == pk]
         valid[pk] = _validate(session, course, frames, now, results[pk])
     accepted: dict[int, dict] = {}
+    summaries: dict[int, dict] = {}  # filled once the batch is committed
     with transaction.atomic():
         new = _cues_allocate(valid, results, now)
         created = Reading.objects.bulk_create([r for _, r in new])
@@ -286,9 +290,17 @@ def cues_frames_accept(
         # as frames_accept: every open session that sent a valid frame, new or a duplicate
         touched = [pk for pk, v in valid.items() if v and isinstance(results[pk], AcceptResult)]
         LearnerSession.objects.filter(pk__in=touched).update(last_frame_at=now)
-        if created:  # analysed now: they reach the live view as a worker's batch does
-            transaction.on_commit(lambda: _broadcast_or_log(created))
-    return [_one_result(results[s.pk], i, f, accepted) for i, (s, f) in enumerate(items)]
+        if created:  # analysed now: they reach the live view as a worker's batch does, and
+            # each session's summary goes back with its frame, not through the channel layer
+            transaction.on_commit(
+                lambda: summaries.update(_broadcast_or_log(created, to_sessions=False))
+            )
+    last = {s.pk: i for i, (s, _) in enumerate(items)}
+    out = [_one_result(results[s.pk], i, f, accepted) for i, (s, f) in enumerate(items)]
+    for i, (s, _) in enumerate(items):
+        if last[s.pk] == i and isinstance(out[i], AcceptResult):
+            out[i].summary = summaries.get(s.pk)
+    return out
 
 
 def _cues_allocate(
@@ -395,15 +407,17 @@ def _attentive(face: bool, cues: dict) -> bool:
     return attentive(obs)
 
 
-def _broadcast_or_log(readings: list[Reading]) -> None:
-    """The workers' live broadcast for readings analysed at accept time; the channel layer
-    away must not fail frames already accepted (the next batch's summary covers them)."""
+def _broadcast_or_log(readings: list[Reading], **kwargs) -> dict[int, dict]:
+    """The workers' live broadcast for readings analysed at accept time (its session messages
+    by session id); the channel layer away must not fail frames already accepted (the next
+    batch's summary covers them)."""
     from emotion.live import broadcast_after_batch
 
     try:
-        broadcast_after_batch(readings)
+        return broadcast_after_batch(readings, **kwargs)
     except Exception:
         logger.warning("could not broadcast %d reading(s)", len(readings), exc_info=True)
+        return {}
 
 
 def readings_enqueue_or_leave(*, reading_ids: list[int]) -> bool:

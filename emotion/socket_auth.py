@@ -7,12 +7,13 @@ import logging
 import time
 from importlib import import_module
 
-from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
 from django.utils.crypto import constant_time_compare
 
 from config.api import outage_errors
+from config.db import db_sync_to_async
 from emotion.stream_protocol import CLOSE_TRY_AGAIN, closed
 from tutoring.models import User
 
@@ -34,7 +35,7 @@ def signed_in_user(scope) -> User | None:
     the account was deactivated or deleted, or (session cookie) the session was signed out,
     flushed or expired, now belongs to someone else, or the password changed since.
 
-    Sync (database): call it through ``database_sync_to_async``. Read-only, unlike
+    Sync (database): call it through ``db_sync_to_async``. Read-only, unlike
     ``django.contrib.auth.get_user``, which flushes or cycles the session it checks."""
     user = scope.get("user")
     if user is None or not user.is_authenticated:
@@ -75,6 +76,17 @@ class AuthRecheckMixin:
         (database); each consumer says what its connect check required."""
         raise NotImplementedError
 
+    async def dispatch(self, message):
+        """Channels' dispatch without its ``close_old_connections`` before every message: that
+        is a hop to the one sync thread that every socket's database work shares, so each
+        frame waited there behind other sockets' batches before it was even read. Every
+        database call here goes through ``db_sync_to_async``, which does that housekeeping
+        around the call itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def still_allowed(self) -> bool:
         """Whether this socket may go on; when not, it is closed (told why) and False.
 
@@ -84,7 +96,7 @@ class AuthRecheckMixin:
             return False
         if time.monotonic() - self.checked_at < RECHECK_SECONDS:
             return True
-        refusal = await database_sync_to_async(self.refusal_now)()
+        refusal = await db_sync_to_async(self.refusal_now)()
         self.checked_at = time.monotonic()
         if refusal is None:
             return True
@@ -122,6 +134,8 @@ class AuthRecheckMixin:
         await self.close_with(code, reason)
 
     async def leave(self) -> None:
+        if hasattr(self, "staying"):  # config.broadcast.group_join
+            self.staying.cancel()
         if hasattr(self, "group"):
             try:
                 await self.channel_layer.group_discard(self.group, self.channel_name)

@@ -13,7 +13,11 @@ sent, and a ping asks for credit at most every 2 s), and one instructor WebSocke
 course's live view. Prints per level: frames offered/s, readings stored/s, frames refused
 after their upload (``dropped`` acks), frames the clients skipped, p50/p95 from a frame's
 receipt to its reading stored, and the live-summary lag: how old the newest reading an
-instructor's summary shows is when it arrives (p50/p95). Then where the workers' time went
+instructor's summary shows is when it arrives (p50/p95); send→ack: from a frame's send to its
+ack, on the client (p50/p95); the CPU the web processes, the workers and the learners' clients
+(this process) used over the level, in % of one core; the messages the instructor's live
+view got per second (``live/s``); and the load average then. Then where
+the workers' time went
 (decode, detect, classify, DB, broadcast — from their per-batch timings). A learner socket
 the server closes reconnects, as the page does (counted: ``reconn``).
 
@@ -24,6 +28,9 @@ server would cut, raw, with cues: classified with no detection) and ``cues`` (cu
 analysed when accepted, no worker). It prints first the bytes one picture costs on the wire in
 each mode. The ``lag`` columns are picture→dashboard: from a frame's receipt to the
 instructor's summary that shows it.
+
+``--web-processes N`` serves with N server processes on the one port (``SERVER_WORKERS``):
+the web tier, which scales apart from the inference workers (``--workers``).
 """
 
 from __future__ import annotations
@@ -162,7 +169,43 @@ def setup_data(n_learners: int):
     return course, cookie(teacher), [(u, cookie(u)) for u in learners]
 
 
-async def run_level(port, course, teacher_cookie, learners, build, seconds):
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the web server's worker processes), from /proc."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                todo += [int(c) for c in task.read_text().split()]
+            except OSError:
+                continue
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_probe(server_pid: int, worker_pids: list[int]):
+    """``probe() -> (web CPU s, workers' CPU s, clients' CPU s)`` so far."""
+
+    def probe() -> tuple[float, float, float]:
+        web, workers = cpu_seconds(process_tree(server_pid)), cpu_seconds(worker_pids)
+        return web, workers, time.process_time()  # the learners' clients: this process
+
+    return probe
+
+
+async def run_level(port, course, teacher_cookie, learners, build, seconds, probe=None):
     from datetime import datetime
 
     import websockets
@@ -172,6 +215,8 @@ async def run_level(port, course, teacher_cookie, learners, build, seconds):
 
     sessions = [await sync_to_async(session_start)(learner=u, course=course) for u, _ in learners]
     lags: list[float] = []
+    ack_waits: list[float] = []  # seconds from a frame's send to its ack
+    live_msgs = [0]  # messages the instructor's live view got while measured
     acks = {"accepted": 0, "dropped": 0, "rejected": 0, "duplicate": 0, "skipped": 0}
     acks["reconnects"] = 0
     url = f"ws://127.0.0.1:{port}"
@@ -189,6 +234,8 @@ async def run_level(port, course, teacher_cookie, learners, build, seconds):
             while True:
                 msg = json.loads(await ws.recv())
                 now = time.time()
+                if measuring[0]:
+                    live_msgs[0] += 1
                 if msg.get("type") == "summary" and measuring[0]:
                     for s in msg.get("sessions", []):
                         if s.get("last_analysed_at"):
@@ -210,18 +257,23 @@ async def run_level(port, course, teacher_cookie, learners, build, seconds):
                     ready = json.loads(await ws.recv())
                     credit = [ready["credit"]]
                     seq = max(seq, ready["next_sequence"])
+                    sent_at: dict[int, float] = {}
 
-                    async def reader(ws=ws, credit=credit):
+                    async def reader(ws=ws, credit=credit, sent_at=sent_at):
                         async for raw in ws:
                             m = json.loads(raw)
                             if "credit" in m:
                                 credit[0] = m["credit"]
                             if m.get("type") == "ack":
                                 acks[m["status"]] = acks.get(m["status"], 0) + 1
+                                t = sent_at.pop(m.get("sequence"), None)
+                                if t is not None and measuring[0]:
+                                    ack_waits.append(time.monotonic() - t)
 
                     rt = asyncio.create_task(reader())
                     while not stop.is_set() and not rt.done():
                         if credit[0] > 0:
+                            sent_at[seq] = time.monotonic()
                             await ws.send(build(seq))
                             credit[0] -= 1
                             seq += 1
@@ -245,6 +297,7 @@ async def run_level(port, course, teacher_cookie, learners, build, seconds):
     inst = asyncio.create_task(instructor())
     await asyncio.sleep(0.5)
     t0 = time.time()
+    cpu0 = probe() if probe else (0.0, 0.0, 0.0)
     measuring[0] = True
     tasks = [
         asyncio.create_task(learner(s, c, i / len(sessions)))
@@ -253,12 +306,15 @@ async def run_level(port, course, teacher_cookie, learners, build, seconds):
     await asyncio.sleep(seconds)
     stop.set()
     t1 = time.time()
+    cpu1 = probe() if probe else (0.0, 0.0, 0.0)
+    cpu = tuple(100 * (b - a) / (t1 - t0) for a, b in zip(cpu0, cpu1, strict=True))
+    live_rate = live_msgs[0] / (t1 - t0)
     await asyncio.gather(*tasks, return_exceptions=True)
     measuring[0] = False
     inst.cancel()
     for s in sessions:
         await sync_to_async(session_end)(session=s)
-    return sessions, t0, t1, lags, acks
+    return sessions, t0, t1, lags, acks, ack_waits, cpu, live_rate
 
 
 def readings_stored(sessions, t0, t1) -> list[float]:
@@ -316,11 +372,31 @@ def start_workers(n: int, env: dict, logs: Path, port: int) -> list[tuple]:
         log.write_text("")
         cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,gpu"]
         cmd += ["-P", "solo", "-l", "info", "-n", f"bench-{port}-{i}@%h"]
+        # a worker keeps its database connection (docs/configuration.md: DB_CONN_MAX_AGE)
+        wenv = {"DB_CONN_MAX_AGE": "60", **env}
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT
+            cmd, cwd=ROOT, env=wenv, stdout=log.open("a"), stderr=subprocess.STDOUT
         )
         out.append((proc, log))
     return out
+
+
+def wait_ready(port: int, worker_logs: list[Path], timeout: float = 300) -> None:
+    """Until the server answers and every worker says it is ready (a loaded machine takes a
+    while to import them: a level started before would measure start-up)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=5)
+        except OSError:
+            time.sleep(0.5)
+            continue
+        if all(" ready." in log.read_text() for log in worker_logs):
+            return
+        time.sleep(0.5)
+    raise SystemExit("error: the server or a worker did not start in time")
 
 
 def stop_workers(workers) -> None:
@@ -347,6 +423,13 @@ def main() -> int:
         help="levels for crop and cues frames (default: --learners)",
     )
     p.add_argument("--seconds", type=float, default=30)
+    p.add_argument(
+        "--web-processes",
+        type=int,
+        default=1,
+        help="server processes behind the one port (SERVER_WORKERS); the web tier scales "
+        "apart from the inference workers",
+    )
     p.add_argument("--workers", default="1", help="worker counts to run every level with: 1,2")
     args = p.parse_args()
     if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
@@ -372,7 +455,7 @@ def main() -> int:
     port = free_port()
     logs = ROOT / ".data" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
-    env = bench_env()
+    env = {**bench_env(), "SERVER_WORKERS": str(args.web_processes)}
     server = subprocess.Popen(
         server_argv("127.0.0.1", port),
         cwd=ROOT,
@@ -380,11 +463,12 @@ def main() -> int:
         stdout=(logs / "server.log").open("w"),
         stderr=subprocess.STDOUT,
     )
+    args.server_pid = server.pid
     workers = []
     try:
         for n_workers in [int(x) for x in args.workers.split(",")]:
             workers = start_workers(n_workers, env, logs, port)
-            time.sleep(8)
+            wait_ready(port, [log for _, log in workers])
             run_workers(n_workers, workers, port, course, teacher_cookie, learners, frames, args)
             stop_workers(workers)
             workers = []
@@ -414,19 +498,21 @@ def run_workers(n_workers, workers, port, course, teacher_cookie, learners, fram
 
 def run_mode(mode, n_workers, workers, port, course, teacher_cookie, learners, build, levels, args):
     levels = [int(x) for x in levels.split(",")]
+    probe = cpu_probe(args.server_pid, [proc.pid for proc, _ in workers])
     what = {
         "picture": "640×480 JPEG, one face: the server finds it",
         "crop": "48×48 crop + cues from the device",
         "cues": "cues alone, no image",
     }[mode]
     print(
-        f"\n{mode}: {n_workers} CPU worker(s) (solo pool), server on :{port}, "
+        f"\n{mode}: {n_workers} CPU worker(s) (solo pool), {args.web_processes} web "
+        f"process(es) on :{port}, "
         f"{os.cpu_count()} cores, {args.seconds:.0f} s per level, 1 frame/s per learner ({what})"
     )
     print(
         f"{'learners':>8}{'offered/s':>10}{'stored/s':>10}{'refused':>9}{'skipped':>9}"
-        f"{'p50 ms':>9}{'p95 ms':>9}{'lag p50':>9}{'lag p95':>9}{'batches':>9}{'fr/batch':>9}"
-        f"{'reconn':>7}"
+        f"{'p50 ms':>9}{'p95 ms':>9}{'lag p50':>9}{'lag p95':>9}{'ack p50':>9}{'ack p95':>9}"
+        f"{'web cpu':>9}{'wkr cpu':>9}{'cli cpu':>9}{'live/s':>7}{'load':>6}{'batches':>9}{'fr/batch':>9}{'reconn':>7}"
     )
     # warm-up (model load, connection pools), not reported
     asyncio.run(run_level(port, course, teacher_cookie, learners[:2], build, 4))
@@ -434,16 +520,18 @@ def run_mode(mode, n_workers, workers, port, course, teacher_cookie, learners, b
     wlogs = [log for _, log in workers]
     for n in levels:
         start = {log: len(log.read_text().splitlines()) for log in wlogs}
-        sessions, t0, t1, lags, acks = asyncio.run(
-            run_level(port, course, teacher_cookie, learners[:n], build, args.seconds)
+        sessions, t0, t1, lags, acks, waits, cpu, live_rate = asyncio.run(
+            run_level(port, course, teacher_cookie, learners[:n], build, args.seconds, probe)
         )
         stored = readings_stored(sessions, t0, t1)
         totals, nb, nf = worker_timings(wlogs, start)
         print(
             f"{n:>8}{n:>10.0f}{len(stored) / (t1 - t0):>10.1f}{acks['dropped']:>9}"
             f"{acks['skipped']:>9}{pct(stored, 0.5):>9.0f}{pct(stored, 0.95):>9.0f}"
-            f"{pct(lags, 0.5):>9.0f}{pct(lags, 0.95):>9.0f}{nb:>9}{(nf / nb if nb else 0):>9.1f}"
-            f"{acks['reconnects']:>7}",
+            f"{pct(lags, 0.5):>9.0f}{pct(lags, 0.95):>9.0f}{pct(waits, 0.5):>9.0f}"
+            f"{pct(waits, 0.95):>9.0f}{cpu[0]:>8.0f}%{cpu[1]:>8.0f}%{cpu[2]:>8.0f}%"
+            f"{live_rate:>7.1f}{os.getloadavg()[0]:>6.1f}"
+            f"{nb:>9}{(nf / nb if nb else 0):>9.1f}{acks['reconnects']:>7}",
             flush=True,
         )
         shares.append((n, totals, nf))

@@ -8,6 +8,9 @@ export DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test
 export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
 export REDIS_URL=$TEST_REDIS_URL
 export DB_CONN_MAX_AGE=${DB_CONN_MAX_AGE:-0}
+# in-process consumers keep no connection past a test (a kept one would block dropping the
+# test database); tests/config/test_db_socket_connection.py sets it where it is tested
+export SOCKET_DB_CONN_MAX_AGE=${SOCKET_DB_CONN_MAX_AGE:-0}
 export SECRET_KEY=${SECRET_KEY:-test-secret-key-not-for-production}
 export DATA_DIR=${DATA_DIR:-$(mktemp -d)}
 mkdir -p "$DATA_DIR/static"

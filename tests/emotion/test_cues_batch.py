@@ -36,7 +36,7 @@ def test_frames_of_many_sessions_are_accepted_together(
 ):
     a, b = two
     sent = []
-    monkeypatch.setattr(live, "broadcast_after_batch", sent.append)
+    monkeypatch.setattr(live, "broadcast_after_batch", lambda rs, **kw: sent.append(rs) or {})
     frames_accept(session=a, frames=[frame(3)], enqueue=False)  # stored before: a duplicate
     sent.clear()
     with django_capture_on_commit_callbacks(execute=True):
