@@ -113,7 +113,8 @@ def test_reports_history_and_timeline(chromium, asgi_server, course, viewport):
     presence = {label: (shown, n) for label, shown, n in charts["presence"]["series"]}
     # 12 windows, 4 without frames: 8 with a value, drawn as 3 points each (a flat step)
     assert presence == {"attention": (True, 24), "presence": (True, 24)}
-    assert {s[0] for s in charts["expression"]["series"]} == set(EMOTIONS)
+    # the seven emotions and, in grey on top, the share shown as "uncertain" (issue 24)
+    assert {s[0] for s in charts["expression"]["series"]} == set(EMOTIONS) | {"uncertain"}
     eyes = page.evaluate(
         """() => window.affectTimeline.eyes.data.datasets.map((d) =>
              [d.label, d.data.filter((p) => p.y != null).map((p) => p.y)])"""
