@@ -582,7 +582,7 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
     # committed before decoding: if this process dies from here on, the next delivery knows.
     # Any way back (results written, or an exception raised to the task) takes the mark back:
     # only a delivery that never returns leaves it.
-    Reading.objects.filter(pk__in=running).update(lost_runs=F("lost_runs") + 1)
+    _mark_running(running)
     try:
         rows, images, classify = _decode(to_run, frames, now)
         t_decoded = time.perf_counter()
@@ -762,6 +762,24 @@ def _update_pending_sql(pending: list[Reading], running: list[int]) -> dict[int,
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return dict(cursor.fetchall())
+
+
+def _mark_running(running: list[int]) -> None:
+    """Count this delivery's run on its frames' readings, committed before the model runs.
+
+    On PostgreSQL the commit does not wait for the WAL flush (``synchronous_commit`` off for
+    this transaction only): the mark is there for a worker that dies, and a committed row
+    outlives the worker either way; only a crash of the database itself within a fraction of
+    a second could lose it, and then the redelivery runs the batch whole, as it would have
+    before the mark existed. The results' commit stays synchronous.
+    """
+    if not running:
+        return
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        Reading.objects.filter(pk__in=running).update(lost_runs=F("lost_runs") + 1)
 
 
 def _unmark_running(running: list[int]) -> None:
