@@ -742,22 +742,23 @@ def _update_pending_sql(pending: list[Reading], running: list[int]) -> dict[int,
     NULL`` once its commit is seen (the update waits on its lock), so the first to commit wins.
     """
     fields = [Reading._meta.get_field(name) for name in Reading.ANALYSIS_FIELDS]
+    qn = connection.ops.quote_name
+    cols = [qn(f.column) for f in fields]
     cast = ", ".join(f"%s::{f.db_type(connection)}" for f in fields)
     ran, params = set(running), []
     for r in pending:
         params += [r.pk, int(r.pk in ran)]
         params += [f.get_db_prep_save(getattr(r, f.attname), connection) for f in fields]
-    session, consent = LearnerSession._meta, Consent._meta
+    session, consent = LearnerSession._meta.db_table, Consent._meta.db_table
     sql = (
-        f"UPDATE {Reading._meta.db_table} AS r SET "
-        + ", ".join(f"{f.column} = v.{f.column}" for f in fields)
-        + ", lost_runs = r.lost_runs - v.ran"
-        + " FROM (VALUES "
+        f"UPDATE {qn(Reading._meta.db_table)} AS r SET "
+        + ", ".join(f"{c} = v.{c}" for c in cols)
+        + ", lost_runs = r.lost_runs - v.ran FROM (VALUES "
         + ", ".join([f"(%s::bigint, %s::smallint, {cast})"] * len(pending))
-        + f") AS v(id, ran, {', '.join(f.column for f in fields)})"
+        + f") AS v(id, ran, {', '.join(cols)})"
         + " WHERE r.id = v.id AND r.analysed_at IS NULL"
-        + f" RETURNING r.id, (SELECT c.revoked_at FROM {session.db_table} s"
-        + f" JOIN {consent.db_table} c ON c.id = s.consent_id WHERE s.id = r.session_id)"
+        + f" RETURNING r.id, (SELECT c.revoked_at FROM {qn(session)} s"
+        + f" JOIN {qn(consent)} c ON c.id = s.consent_id WHERE s.id = r.session_id)"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
