@@ -16,7 +16,7 @@ import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Max, Q, Value
 from django.utils import timezone
 
@@ -582,7 +582,7 @@ def readings_analyse(*, reading_ids: list[int]) -> dict:
     # committed before decoding: if this process dies from here on, the next delivery knows.
     # Any way back (results written, or an exception raised to the task) takes the mark back:
     # only a delivery that never returns leaves it.
-    Reading.objects.filter(pk__in=running).update(lost_runs=F("lost_runs") + 1)
+    _mark_running(running)
     try:
         rows, images, classify = _decode(to_run, frames, now)
         t_decoded = time.perf_counter()
@@ -701,20 +701,86 @@ def _write_results(pending: list[Reading], now, running: list[int]) -> list[Read
     take back this delivery's ``lost_runs`` mark in it: the run came back, whether its results
     are kept or another delivery's won (a rollback keeps the mark for ``_unmark_running``)."""
     with transaction.atomic():
-        # lock the rows and write only those no other delivery has written meanwhile; consent
-        # revoked while the model ran still wins: those results are dropped
-        still_pending = dict(
-            Reading.objects.select_for_update(of=("self",))
-            .filter(pk__in=[r.pk for r in pending], analysed_at__isnull=True)
-            .values_list("pk", "session__consent__revoked_at")
-        )
-        written = [r for r in pending if r.pk in still_pending]
-        for r in written:
-            if still_pending[r.pk] is not None and r.error != "consent_revoked":
-                _scrub(r, now)
-        Reading.objects.bulk_update(written, Reading.ANALYSIS_FIELDS)
-        Reading.objects.filter(pk__in=running).update(lost_runs=F("lost_runs") - 1)
+        if connection.vendor == "postgresql":
+            revoked_at = _update_pending_sql(pending, running)
+        else:
+            revoked_at = _update_pending_orm(pending)
+        written = [r for r in pending if r.pk in revoked_at]
+        # consent revoked while the model ran still wins: those results are dropped
+        scrubbed = [
+            r for r in written if revoked_at[r.pk] is not None and r.error != "consent_revoked"
+        ]
+        for r in scrubbed:
+            _scrub(r, now)
+        if scrubbed:
+            Reading.objects.bulk_update(scrubbed, Reading.ANALYSIS_FIELDS)
+        # the SQL path took back the mark of the rows it wrote; the ORM path of none
+        unmark = running if connection.vendor != "postgresql" else set(running) - set(revoked_at)
+        if unmark:
+            Reading.objects.filter(pk__in=unmark).update(lost_runs=F("lost_runs") - 1)
     return written
+
+
+def _update_pending_orm(pending: list[Reading]) -> dict[int, datetime | None]:
+    """Lock the rows still pending, write them (SQLite, embedded mode): the written readings'
+    consent ``revoked_at``, by id."""
+    still_pending = dict(
+        Reading.objects.select_for_update(of=("self",))
+        .filter(pk__in=[r.pk for r in pending], analysed_at__isnull=True)
+        .values_list("pk", "session__consent__revoked_at")
+    )
+    Reading.objects.bulk_update(
+        [r for r in pending if r.pk in still_pending], Reading.ANALYSIS_FIELDS
+    )
+    return still_pending
+
+
+def _update_pending_sql(pending: list[Reading], running: list[int]) -> dict[int, datetime | None]:
+    """One ``UPDATE … FROM (VALUES …)`` (PostgreSQL) writing the rows still pending and taking
+    back the ``lost_runs`` mark of those among them in ``running``: the written readings'
+    consent ``revoked_at``, by id. A row another delivery wrote first fails ``analysed_at IS
+    NULL`` once its commit is seen (the update waits on its lock), so the first to commit wins.
+    """
+    fields = [Reading._meta.get_field(name) for name in Reading.ANALYSIS_FIELDS]
+    qn = connection.ops.quote_name
+    cols = [qn(f.column) for f in fields]
+    cast = ", ".join(f"%s::{f.db_type(connection)}" for f in fields)
+    ran, params = set(running), []
+    for r in pending:
+        params += [r.pk, int(r.pk in ran)]
+        params += [f.get_db_prep_save(getattr(r, f.attname), connection) for f in fields]
+    session, consent = LearnerSession._meta.db_table, Consent._meta.db_table
+    sql = (
+        f"UPDATE {qn(Reading._meta.db_table)} AS r SET "
+        + ", ".join(f"{c} = v.{c}" for c in cols)
+        + ", lost_runs = r.lost_runs - v.ran FROM (VALUES "
+        + ", ".join([f"(%s::bigint, %s::smallint, {cast})"] * len(pending))
+        + f") AS v(id, ran, {', '.join(cols)})"
+        + " WHERE r.id = v.id AND r.analysed_at IS NULL"
+        + f" RETURNING r.id, (SELECT c.revoked_at FROM {qn(session)} s"
+        + f" JOIN {qn(consent)} c ON c.id = s.consent_id WHERE s.id = r.session_id)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return dict(cursor.fetchall())
+
+
+def _mark_running(running: list[int]) -> None:
+    """Count this delivery's run on its frames' readings, committed before the model runs.
+
+    On PostgreSQL the commit does not wait for the WAL flush (``synchronous_commit`` off for
+    this transaction only): the mark is there for a worker that dies, and a committed row
+    outlives the worker either way; only a crash of the database itself within a fraction of
+    a second could lose it, and then the redelivery runs the batch whole, as it would have
+    before the mark existed. The results' commit stays synchronous.
+    """
+    if not running:
+        return
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        Reading.objects.filter(pk__in=running).update(lost_runs=F("lost_runs") + 1)
 
 
 def _unmark_running(running: list[int]) -> None:
