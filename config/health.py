@@ -13,12 +13,15 @@ default the web process is the worker and loading it is the check.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
+
+logger = logging.getLogger(__name__)
 
 WORKER_PING_CACHE_KEY = "healthz:celery-ping"
 WORKER_PING_TIMEOUT_S = 1.0
@@ -121,6 +124,8 @@ def healthz(request):
             r = check()
         except Exception as e:  # report, never raise: the point is to say what is down
             r = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            # the body shows the reason to staff only: the operator's log always has it
+            logger.warning("healthz: %s failing: %s", name, r["error"], exc_info=True)
         r["ms"] = round((time.monotonic() - t0) * 1000, 1)
         results[name] = r
         if not r["ok"]:

@@ -36,6 +36,12 @@ REQUIRED_KEYS = (
 )
 
 
+# TorchVersion is a plain str subclass some recipes recorded; nothing else is allowed. Added
+# once for the process: the ``safe_globals`` context manager swaps a process-wide list, so
+# threads loading at the same time (a web process's first requests) undid each other's.
+torch.serialization.add_safe_globals([torch.torch_version.TorchVersion])
+
+
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, or does not match this code."""
 
@@ -68,9 +74,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
             f"corrupt or unreadable checkpoint {path}: not a complete torch.save archive"
         )
     try:
-        # TorchVersion is a plain str subclass some recipes recorded; nothing else is allowed.
-        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         # torch's own message runs to several lines of advice about weights_only: its first
         # line says what is wrong

@@ -74,3 +74,14 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         save_checkpoint(target, {"x": 2})
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
+
+
+def test_threads_loading_at_once_all_succeed():
+    """A web process's first requests load the checkpoint in several threads at once: a
+    process-wide allow-list toggled per load made some of them fail as "unreadable"."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = default_weights().parent / "fer-fast.pt"
+    with ThreadPoolExecutor(8) as pool:
+        loaded = list(pool.map(lambda _: load_checkpoint(path)["class_names"], range(24)))
+    assert len(loaded) == 24 and all(tuple(c) == tuple(loaded[0]) for c in loaded)
