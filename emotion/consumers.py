@@ -22,6 +22,7 @@ from config.db import db_sync_to_async
 from emotion import stream_protocol as wire
 from emotion.batcher import get_batcher
 from emotion.credit import CreditBudget
+from emotion.fanout import get_fanout
 from emotion.live import course_snapshot
 from emotion.services import (
     IncomingFrame,
@@ -86,6 +87,9 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
                 self.group,
                 {"type": "stream.replaced", "at": self.opened[0], "by": self.channel_name},
             )
+            # the workers' summaries of its frames come through the process's reader
+            self.fanout = get_fanout(self.channel_layer)
+            await self.fanout.add(s.pk, self)
         except outage_errors() as e:
             return await self.refuse_unavailable(e)
         self.checked_at = time.monotonic()
@@ -144,7 +148,13 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
     async def leave(self) -> None:
         if self.budget is not None:
             self.budget.close()
+        self._unfan()
         await super().leave()
+
+    def _unfan(self) -> None:
+        if getattr(self, "fanout", None) is not None:
+            self.fanout.discard(self.session.pk, self)
+            self.fanout = None
 
     def _offer(self, credit: int) -> None:
         """Credit freed for this socket while it had none: tell the client now."""
@@ -172,6 +182,7 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
             # good and every learner on this server is refused credit
             if self.budget is not None:
                 self.budget.close()
+            self._unfan()  # and no summary goes to it any more
             raise
 
     async def _receive(self, text_data=None, bytes_data=None):

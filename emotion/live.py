@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from config.broadcast import course_group, group_send_many, session_group
+from config.broadcast import course_group, group_send_many
+from emotion.fanout import summaries_message
 from emotion.models import Reading
 from emotion.observations import OBSERVATION_FIELDS, observations
 from emotion.summary import (
@@ -40,7 +41,7 @@ from emotion.summary import (
     recent_windows,
     summarise,
 )
-from ml.engagement import Observation
+from ml.engagement import DISENGAGED, Observation
 from tutoring.models import Course, LearnerSession
 
 logger = logging.getLogger(__name__)
@@ -82,27 +83,35 @@ def _as_observations(
 
 @dataclass
 class _Recent:
-    """What one query read of a session's look-back for :func:`summarise_session`: its
-    analysed readings in ``[since, now]`` (oldest first) and its newest face received since
-    ``since`` (None: none there, the database is asked)."""
+    """What one query read of a session's recent readings for :func:`summarise_session`: its
+    analysed readings in ``[since, now]`` (oldest first), its newest face received since
+    ``since`` (None: none there, the database is asked) and whether ``since`` is the start of
+    the whole look-back (else only of the current window)."""
 
     rows: list[dict]
     last_face: datetime | None
+    whole: bool = True
 
 
-def _recent_many(sessions: list[LearnerSession], now: datetime) -> dict[int, _Recent]:
-    """The look-back of every session in ``sessions``, in one query instead of two or three
-    per session (a batch touches many sessions: one round trip each was most of its cost).
-    The rows are the readings received since the earliest look-back start, pending ones too:
-    a crop frame's face is known before it is analysed, as the per-session query sees it."""
+def _recent_many(
+    sessions: list[LearnerSession], now: datetime, *, whole: bool = True
+) -> dict[int, _Recent]:
+    """The look-back of every session in ``sessions`` (with ``whole`` False: only its current
+    window), in one query instead of two or three per session (a batch touches many sessions:
+    one round trip each was most of its cost). The rows are the readings received since the
+    earliest start, pending ones too: a crop frame's face is known before it is analysed, as
+    the per-session query sees it."""
     window_s = settings.LIVE_WINDOW_SECONDS
     since = {
-        s.pk: now - timedelta(seconds=look_back_windows(window_s, _thresholds(s.course)) * window_s)
+        s.pk: now
+        - timedelta(
+            seconds=(look_back_windows(window_s, _thresholds(s.course)) if whole else 1) * window_s
+        )
         for s in sessions
     }
     if not since:
         return {}
-    out = {pk: _Recent([], None) for pk in since}
+    out = {pk: _Recent([], None, whole) for pk in since}
     rows = (
         Reading.objects.filter(session__in=list(since), received_at__gte=min(since.values()))
         .order_by("session_id", "received_at", "sequence")
@@ -183,7 +192,26 @@ def summarise_session(
 ) -> SessionSummary:
     """The live summary of an open session at ``now``. ``previous`` (this session's last
     cached summary) carries the start of a disengaged run longer than the look-back;
-    ``recent_rows`` (:func:`_recent_many`) is its look-back read already."""
+    ``recent_rows`` (:func:`_recent_many`) is its look-back, or its current window, read
+    already."""
+    summary = _summarise(session, course, now, previous, recent_rows)
+    if summary is None:
+        whole = _recent_many([session], now)[session.pk]
+        summary = _summarise(session, course, now, previous, whole)
+    return summary
+
+
+def _summarise(
+    session: LearnerSession,
+    course: Course,
+    now: datetime,
+    previous: SessionSummary | None,
+    recent_rows: _Recent | None,
+) -> SessionSummary | None:
+    """:func:`summarise_session`, or None when ``recent_rows`` holds only the current window
+    and that is disengaged: the run may go back further, the whole look-back is needed.
+    Otherwise the older windows change nothing (no run; the tile shows the current window),
+    so a batch reads one window of each session, not its whole look-back."""
     window_s = settings.LIVE_WINDOW_SECONDS
     thresholds = _thresholds(course)
     n = look_back_windows(window_s, thresholds)
@@ -196,7 +224,11 @@ def summarise_session(
     else:
         obs, last_analysed = _as_observations(recent_rows.rows, emotion, now)
         last_face = recent_rows.last_face
-    recent = recent_windows(obs, window_s, n, attention_cone_degrees=course.attention_cone_degrees)
+    whole = recent_rows is None or recent_rows.whole
+    cone = course.attention_cone_degrees
+    recent = recent_windows(obs, window_s, n if whole else 1, attention_cone_degrees=cone)
+    if len(recent) < n and recent[-1].band == DISENGAGED:
+        return None
     since, settled = disengaged_since(recent, now, n * window_s, previous)
     if not settled:
         since = _run_start_from_db(session, course, emotion, now, window_s, n)
@@ -208,6 +240,27 @@ def summarise_session(
         thresholds=thresholds,
         disengaged_since=since,
     )
+
+
+def _summarise_many(
+    sessions: list[LearnerSession], now: datetime, previous: dict[int, SessionSummary]
+) -> dict[int, SessionSummary]:
+    """The summaries of ``sessions`` (each with its course) at ``now``: one query reads every
+    session's current window, and one more the whole look-back of those whose current window
+    is disengaged (:func:`_summarise`)."""
+    window = _recent_many(sessions, now, whole=False)
+    out: dict[int, SessionSummary] = {}
+    more = []
+    for s in sessions:
+        summary = _summarise(s, s.course, now, previous.get(s.pk), window[s.pk])
+        if summary is None:
+            more.append(s)
+        else:
+            out[s.pk] = summary
+    whole = _recent_many(more, now) if more else {}
+    for s in more:
+        out[s.pk] = _summarise(s, s.course, now, previous.get(s.pk), whole[s.pk])
+    return out
 
 
 def session_summary(session: LearnerSession, course: Course, now: datetime | None = None) -> dict:
@@ -364,10 +417,13 @@ def _open_sessions_by_course(course_ids) -> dict[int, list[int]]:
 
 
 def broadcast_after_batch(readings: list[Reading], *, to_sessions: bool = True) -> dict[int, dict]:
-    """After a batch: one message per touched session and one per touched course, all sent in
-    one pass through the channel layer. Returns each touched session's message, by session id:
-    with ``to_sessions`` False they are not sent, and the caller hands them to the sessions'
+    """After a batch: each touched session's summary, all in one message to the stream
+    sockets' processes (:mod:`emotion.fanout`), and one per touched course, sent in one pass
+    through the channel layer. Returns each touched session's summary, by session id: with
+    ``to_sessions`` False they are not sent, and the caller hands them to the sessions'
     sockets itself (cues frames: the socket that sent the frame is in the caller's process).
+    A session's summary reads only its current window unless that window is disengaged
+    (:func:`_summarise_many`).
 
     Each session's latest summary is cached, so a course aggregate costs one cache read for
     the course's other open sessions rather than recomputing them on every batch (aged to now
@@ -388,19 +444,15 @@ def broadcast_after_batch(readings: list[Reading], *, to_sessions: bool = True) 
         [pk for pks in open_by_course.values() for pk in pks] + [s.pk for s in sessions]
     )
     now = timezone.now()
-    recent = _recent_many(sessions, now)
-    fresh = {
-        s.pk: summarise_session(s, s.course, now, cached.get(s.pk), recent[s.pk]) for s in sessions
-    }
+    fresh = _summarise_many(sessions, now, cached)
     _cache_summaries(fresh)
-    messages: list[tuple[str, str, dict]] = []
     payloads: dict[int, list[dict]] = defaultdict(list)  # by course
     for s in sessions:
         payload = {**fresh[s.pk].to_dict(), "analysed_sequences": sorted(by_session[s.pk])}
-        if to_sessions:
-            messages.append((session_group(s.pk), "session.summary", payload))
         payloads[s.course_id].append(payload)
     by_session_id = {p["session"]: p for ps in payloads.values() for p in ps}
+    # to the sessions' sockets: one message for the whole batch (emotion.fanout)
+    messages = [summaries_message(list(by_session_id.values()))] if to_sessions else []
     if settings.REDIS_URL and settings.LIVE_PUSH_INTERVAL_MS > 0:
         group_send_many(messages)
         for course_id, summaries in payloads.items():

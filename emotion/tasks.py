@@ -13,6 +13,7 @@ DB_RETRIES = 8
 
 @shared_task(
     name="emotion.tasks.analyse_batch",
+    ignore_result=True,  # its figures are logged; a result kept per batch is one more write
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=TRANSIENT_DB_ERRORS,

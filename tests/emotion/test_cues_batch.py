@@ -116,3 +116,37 @@ def test_the_batch_summary_equals_the_one_read_per_session(two):
     for s in sessions:
         one = live.summarise_session(s, s.course, now).to_dict()
         assert live.summarise_session(s, s.course, now, None, recent[s.pk]).to_dict() == one
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("ago_s", [0, 7, 25, 55])
+def test_a_batch_reading_current_windows_gives_the_full_summaries(two, ago_s):
+    """A batch reads each session's current window only, and the whole look-back of those
+    whose current window is disengaged: the summaries are the ones a full read gives, at
+    moments when ``a`` looks away (a run to carry) and when it looks back."""
+    a, b = two
+    end = timezone.now()
+    rows = []
+    for i in range(120):
+        at = end - timedelta(seconds=120 - i)
+        away = 50 <= i < 100  # ``a`` looks away for 50 s, then back
+        rows += [
+            Reading(
+                session=s,
+                sequence=i,
+                captured_at=at,
+                received_at=at,
+                analysed_at=at,
+                face_found=i % 7 != 0,
+                face_source="device",
+                cues=cues(yaw=70.0 if away and s == a else float(i % 20 - 10)),
+            )
+            for s in (a, b)
+        ]
+    Reading.objects.bulk_create(rows)
+    now = end - timedelta(seconds=ago_s)
+    sessions = list(type(a).objects.filter(pk__in=[a.pk, b.pk]).select_related("learner", "course"))
+    many = live._summarise_many(sessions, now, {})
+    for s in sessions:
+        assert many[s.pk].to_dict() == live.summarise_session(s, s.course, now).to_dict()
+    assert any(x.window.band == "disengaged" for x in many.values()) == (ago_s in (25, 55))

@@ -8,6 +8,7 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
+from emotion.fanout import SUMMARIES_EVENT
 from emotion.live import (
     _cache_key,
     broadcast_after_batch,
@@ -54,6 +55,13 @@ def clock(monkeypatch):
     state = {"now": timezone.now()}
     monkeypatch.setattr("emotion.live.timezone.now", lambda: state["now"])
     return state
+
+
+def session_message(sent) -> tuple[str, str, dict]:
+    """The one session's summary in the batch's message to the stream sockets."""
+    (m,) = [m for m in sent if m[1] == SUMMARIES_EVENT]
+    (payload,) = m[2]["sessions"]
+    return m[0], m[1], payload
 
 
 @pytest.fixture
@@ -200,7 +208,7 @@ def test_disengagement_longer_than_the_look_back_is_counted_in_full(
         clock["now"] = batch[-1].received_at + timedelta(seconds=1)
         sent.clear()
         broadcast_after_batch(batch[-2:])
-    (msg,) = [m for m in sent if m[1] == "session.summary"]
+    msg = session_message(sent)
     (alert,) = alerts(msg[2], "disengaged")
     assert alert["seconds"] == pytest.approx(600, abs=10)  # whole windows of 10 s
     no_cache()
@@ -215,14 +223,14 @@ def test_disengagement_longer_than_the_look_back_is_counted_in_full(
     clock["now"] = batch[-1].received_at + timedelta(seconds=1)
     sent.clear()
     broadcast_after_batch(batch[-2:])
-    (msg,) = [m for m in sent if m[1] == "session.summary"]
+    msg = session_message(sent)
     assert not alerts(msg[2], "disengaged") and msg[2]["disengaged_since"] is None
     first = clock["now"]
     batch = frames(session, first, first + timedelta(seconds=29), AWAY, seq0=seq)
     clock["now"] = batch[-1].received_at + timedelta(seconds=1)
     sent.clear()
     broadcast_after_batch(batch[-2:])
-    (msg,) = [m for m in sent if m[1] == "session.summary"]
+    msg = session_message(sent)
     assert not alerts(msg[2], "disengaged")  # 30 s < 60 s
 
 
