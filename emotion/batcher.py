@@ -9,9 +9,10 @@ credit it was given is never refused for want of room (it was uploaded already);
 comes from the process's budget and from what the workers can take (``emotion.admission``),
 and sockets that were refused credit get freed credit first, oldest first, pushed to them.
 
-Cues frames are written by the batcher itself, in bulk, and wait for no worker: their credit
-is not drawn from the workers' room but from the cues the batcher may hold unwritten
-(``STREAM_MAX_PENDING_CUES``), and it is free again once their batch is written."""
+Device frames (cues, and crops) are written by the batcher itself, in bulk. Cues frames wait
+for no worker: their credit is not drawn from the workers' room but from the device frames the
+batcher may hold unwritten (``STREAM_MAX_PENDING_CUES``), and it is free again once their
+batch is written. Crops, once written, are queued for inference like pictures."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from django.conf import settings
 
 from config.db import db_sync_to_async
 from emotion import admission
-from emotion.services import IncomingFrame, cues_frames_accept, readings_enqueue
+from emotion.services import IncomingFrame, device_frames_accept, readings_enqueue
 
 logger = logging.getLogger(__name__)
 #: seconds between tries of a batch the broker refused; after the last, the periodic re-queue
@@ -148,7 +149,7 @@ class FrameBatcher:
 
     # --- cues frames ----------------------------------------------------------------------------
     def cues_pending(self) -> int:
-        """Cues frames taken and not yet written (memory held for them)."""
+        """Device frames (cues, crops) taken and not yet written (memory held for them)."""
         return len(self.cues) + self.cues_writing
 
     def cues_credit(self, window_left: int) -> int:
@@ -162,11 +163,13 @@ class FrameBatcher:
         the same turn of the event loop, so the count it is checked against includes it)."""
         return window_left > 0 and self.cues_pending() < settings.STREAM_MAX_PENDING_CUES
 
-    async def accept_cues(self, session, frame: IncomingFrame):
-        """``cues_frames_accept``'s result for this cues frame of ``session``: raises what it
-        raised for the session. Frames are accepted together, in one transaction and one live
-        broadcast: those that arrive while a batch is being written go in the next one, so a
-        frame waits at most for one batch before its own, and a quiet server adds no delay."""
+    async def accept_device(self, session, frame: IncomingFrame):
+        """``device_frames_accept``'s result for this device frame (cues, or a crop) of
+        ``session``: raises what it raised for the session. Frames are accepted together, in
+        one transaction and one live broadcast: those that arrive while a batch is being
+        written go in the next one, so a frame waits at most for one batch before its own, and
+        a quiet server adds no delay. (A crop accepted is then queued for inference by its
+        socket, as any frame is.)"""
         future = asyncio.get_running_loop().create_future()
         self.cues.append((session, frame, future))
         if self.cues_flushing is None:
@@ -185,7 +188,9 @@ class FrameBatcher:
                 self.cues_writing = len(batch)
                 items = [(s, f) for s, f, _ in batch]
                 try:
-                    results = await db_sync_to_async(cues_frames_accept)(items=items)
+                    results = await db_sync_to_async(device_frames_accept)(
+                        items=items, max_pending=settings.EMOTION_LIMITS["max_pending_per_session"]
+                    )
                 except Exception as e:  # the database away: every frame of the batch is refused
                     results = [e] * len(batch)
                 self.cues_writing = 0

@@ -238,8 +238,8 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
     async def _store(self, seq, frame: IncomingFrame):
         """Hand the frame to ``frames_accept`` and ack what became of it."""
         try:
-            if frame.kind == "cues":  # nothing to queue: accepted with other sockets' at once
-                result = await get_batcher().accept_cues(self.session, frame)
+            if frame.kind != "picture":  # written with other sockets' device frames at once
+                result = await get_batcher().accept_device(self.session, frame)
             else:
                 result = await db_sync_to_async(frames_accept)(
                     session=self.session,

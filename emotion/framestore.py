@@ -35,9 +35,13 @@ class MemoryFrameStore:
         self._lock = threading.Lock()
 
     def put(self, reading_id: int, data: bytes, ttl: int) -> None:
+        self.put_many({reading_id: data}, ttl)
+
+    def put_many(self, frames: dict[int, bytes], ttl: int) -> None:
         with self._lock:
             self._purge()
-            self._data[frame_key(reading_id)] = (time.monotonic() + ttl, data)
+            for reading_id, data in frames.items():
+                self._data[frame_key(reading_id)] = (time.monotonic() + ttl, data)
 
     def get_many(self, reading_ids) -> dict[int, bytes]:
         now = time.monotonic()
@@ -75,9 +79,17 @@ class RedisFrameStore:
         self.client = redis.Redis.from_url(url)
 
     def put(self, reading_id: int, data: bytes, ttl: int) -> None:
+        self.put_many({reading_id: data}, ttl)
+
+    def put_many(self, frames: dict[int, bytes], ttl: int) -> None:
+        """Hold each reading's bytes for ``ttl`` seconds: one round trip for them all."""
+        if not frames:
+            return
+        now = time.time()
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(frame_key(reading_id), data, ex=ttl)
-        pipe.zadd(PENDING_KEY, {str(reading_id): time.time()})
+        for reading_id, data in frames.items():
+            pipe.set(frame_key(reading_id), data, ex=ttl)
+        pipe.zadd(PENDING_KEY, {str(reading_id): now for reading_id in frames})
         pipe.execute()
 
     def get_many(self, reading_ids) -> dict[int, bytes]:

@@ -17,7 +17,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, Max, Q, Value
+from django.db.models import Count, F, Max, Q, Value
 from django.utils import timezone
 
 from emotion.agreement import consensus
@@ -245,17 +245,20 @@ def _allocate(
     return new
 
 
-def cues_frames_accept(
-    *, items: list[tuple[LearnerSession, IncomingFrame]]
+def device_frames_accept(
+    *, items: list[tuple[LearnerSession, IncomingFrame]], max_pending: int | None = None
 ) -> list[AcceptResult | Exception]:
-    """Accept cues frames of many sessions (one server process's sockets) at once: for each
-    item its result as :func:`frames_accept` gives it, or the exception it raises
-    (``SessionClosed``, ``PermissionDenied``) for that item's session.
+    """Accept device frames (cues, and crops) of many sessions (one server process's sockets)
+    at once: for each item its result as :func:`frames_accept` gives it, or the exception it
+    raises (``SessionClosed``, ``PermissionDenied``, ``SessionBacklogged``) for that item's
+    session.
 
-    Same checks, sequence allocation and duplicate rules as ``frames_accept``, in one
-    transaction and a handful of queries for the whole batch instead of six per frame, and one
-    live broadcast for every reading after the commit instead of one per frame: at hundreds of
-    learners a frame each second, those per-frame round trips were the web process's limit.
+    Same checks, sequence allocation, duplicate rules and ``max_pending`` bound as
+    ``frames_accept``, in one transaction and a handful of queries for the whole batch instead
+    of six per frame, the crops' bytes held in one round trip, and one live broadcast for the
+    cues frames' readings after the commit instead of one per frame: at hundreds of learners a
+    frame each second, those per-frame round trips were the web process's limit. Crops are
+    left to the caller to queue (``readings_enqueue``), as with ``enqueue=False``.
     """
     now = timezone.now()
     sessions = {s.pk: s for s, _ in items}
@@ -279,21 +282,28 @@ def cues_frames_accept(
     accepted: dict[int, dict] = {}
     summaries: dict[int, dict] = {}  # filled once the batch is committed
     with transaction.atomic():
-        new = _cues_allocate(valid, results, now)
+        new = _device_allocate(valid, results, now)
+        new = _within_pending(new, results, max_pending)
         created = Reading.objects.bulk_create([r for _, r in new])
+        crops = {}
         for (f, _), reading in zip(new, created, strict=True):
+            queued = f.kind != "cues"
+            if queued:
+                crops[reading.pk] = f.data
             accepted[f.name] = {
                 "sequence": reading.sequence,
                 "reading": reading.pk,
-                "queued": False,
+                "queued": queued,
             }
+        get_frame_store().put_many(crops, settings.FRAME_TTL_SECONDS)
         # as frames_accept: every open session that sent a valid frame, new or a duplicate
         touched = [pk for pk, v in valid.items() if v and isinstance(results[pk], AcceptResult)]
         LearnerSession.objects.filter(pk__in=touched).update(last_frame_at=now)
-        if created:  # analysed now: they reach the live view as a worker's batch does, and
+        analysed = [r for r in created if r.analysed_at is not None]
+        if analysed:  # analysed now: they reach the live view as a worker's batch does, and
             # each session's summary goes back with its frame, not through the channel layer
             transaction.on_commit(
-                lambda: summaries.update(_broadcast_or_log(created, to_sessions=False))
+                lambda: summaries.update(_broadcast_or_log(analysed, to_sessions=False))
             )
     last = {s.pk: i for i, (s, _) in enumerate(items)}
     out = [_one_result(results[s.pk], i, f, accepted) for i, (s, f) in enumerate(items)]
@@ -303,7 +313,31 @@ def cues_frames_accept(
     return out
 
 
-def _cues_allocate(
+def _within_pending(
+    new: list[tuple[IncomingFrame, Reading]], results: dict, max_pending: int | None
+) -> list[tuple[IncomingFrame, Reading]]:
+    """``new`` less the frames of sessions that would have more than ``max_pending`` frames
+    waiting for inference (their result becomes ``SessionBacklogged``: none of their frames is
+    accepted, as ``frames_accept`` does); the sessions are locked by the caller."""
+    queued: dict[int, int] = {}
+    for f, r in new:
+        if f.kind != "cues":
+            queued[r.session_id] = queued.get(r.session_id, 0) + 1
+    if max_pending is None or not queued:
+        return new
+    pending = dict(
+        Reading.objects.filter(session_id__in=list(queued), analysed_at__isnull=True)
+        .values("session_id")
+        .annotate(n=Count("pk"))
+        .values_list("session_id", "n")
+    )
+    over = {pk for pk, n in queued.items() if pending.get(pk, 0) + n > max_pending}
+    for pk in over:
+        results[pk] = SessionBacklogged(pending.get(pk, 0), queued[pk], max_pending)
+    return [(f, r) for f, r in new if r.session_id not in over]
+
+
+def _device_allocate(
     valid: dict[int, list], results: dict, now
 ) -> list[tuple[IncomingFrame, Reading]]:
     """The new readings of every session's valid frames, under the sessions' row locks (taken

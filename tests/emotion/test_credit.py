@@ -174,11 +174,11 @@ async def test_cues_credit_with_the_process_batcher(settings, monkeypatch):
     settings.STREAM_MAX_PENDING_CUES = 3
     written = threading.Event()
 
-    def cues_frames_accept(*, items):
+    def device_frames_accept(*, items, max_pending=None):
         written.wait(10)
         return [AcceptResult(accepted=[{"sequence": f.sequence}]) for _, f in items]
 
-    monkeypatch.setattr(batcher_module, "cues_frames_accept", cues_frames_accept)
+    monkeypatch.setattr(batcher_module, "device_frames_accept", device_frames_accept)
     batcher = FrameBatcher(size=32, wait_ms=200)
     # the workers can take nothing more (a reading of no room, neither re-read nor stale)
     batcher._room = (time.monotonic() + 60, 0, 0)
@@ -188,7 +188,7 @@ async def test_cues_credit_with_the_process_batcher(settings, monkeypatch):
     for i, sock in enumerate(socks[:3]):
         assert sock.take("cues")
         frame = IncomingFrame(data=b"", sequence=i, kind="cues", cues={"face": False})
-        pending.append(asyncio.ensure_future(batcher.accept_cues(None, frame)))
+        pending.append(asyncio.ensure_future(batcher.accept_device(None, frame)))
         await asyncio.sleep(0)
     assert batcher.cues_pending() == 3
     assert not socks[3].take("cues")  # the process holds its cap

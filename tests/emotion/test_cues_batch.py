@@ -1,4 +1,4 @@
-"""Cues frames of many sockets accepted together (``cues_frames_accept``): one transaction
+"""Device frames (cues, crops) of many sockets accepted together (``device_frames_accept``): one transaction
 and one live broadcast per batch, the same outcomes as ``frames_accept`` frame by frame; and
 the live summary of a batch read in one query, equal to the one read per session."""
 
@@ -9,8 +9,15 @@ from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
 from emotion import live
+from emotion.framestore import get_frame_store
 from emotion.models import Reading
-from emotion.services import IncomingFrame, SessionClosed, cues_frames_accept, frames_accept
+from emotion.services import (
+    IncomingFrame,
+    SessionBacklogged,
+    SessionClosed,
+    device_frames_accept,
+    frames_accept,
+)
 from tests.emotion.test_device_frames import CROP, cues
 from tests.factories import LearnerSessionFactory
 from tutoring.services import consent_revoke
@@ -40,7 +47,7 @@ def test_frames_of_many_sessions_are_accepted_together(
     frames_accept(session=a, frames=[frame(3)], enqueue=False)  # stored before: a duplicate
     sent.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        results = cues_frames_accept(
+        results = device_frames_accept(
             items=[
                 (a, frame(3)),
                 (b, frame(0)),
@@ -74,20 +81,36 @@ def test_frames_of_many_sessions_are_accepted_together(
 def test_a_closed_or_revoked_session_fails_alone(two, classroom):
     a, b = two
     consent_revoke(learner=classroom.other_learner, course=classroom.course)
-    results = cues_frames_accept(items=[(a, frame(0)), (b, frame(0))])
+    results = device_frames_accept(items=[(a, frame(0)), (b, frame(0))])
     assert [x["sequence"] for x in results[0].accepted] == [0]
     assert isinstance(results[1], (PermissionDenied, SessionClosed))
     b.refresh_from_db()
     a.status = "ended"
-    results = cues_frames_accept(items=[(a, frame(1))])
+    results = device_frames_accept(items=[(a, frame(1))])
     assert isinstance(results[0], SessionClosed)
     assert list(Reading.objects.values_list("session_id", "sequence")) == [(a.pk, 0)]
 
 
 @pytest.mark.django_db
-def test_a_crop_is_not_taken_as_a_cues_frame(classroom):
-    crop = IncomingFrame(data=CROP, sequence=0, kind="crop", cues=cues())
-    assert cues_frames_accept(items=[(classroom.session, crop)])[0].accepted[0]["queued"] is False
+def test_crops_are_accepted_together_held_and_left_to_queue(two, settings):
+    """Crops go in the same batch as cues frames: pending readings, their bytes held for
+    inference (one round trip for all), queued by the caller; a session that would exceed
+    ``max_pending`` has none of its frames accepted, as ``frames_accept`` refuses it."""
+    a, b = two
+    crop = lambda seq: IncomingFrame(data=CROP, sequence=seq, kind="crop", cues=cues())  # noqa: E731
+    frames_accept(session=b, frames=[crop(0), crop(1)], enqueue=False)  # b: two waiting already
+    results = device_frames_accept(
+        items=[(a, crop(0)), (a, frame(1)), (b, crop(2)), (b, frame(3))], max_pending=2
+    )
+    (x,), (y,) = results[0].accepted, results[1].accepted
+    assert x["queued"] is True and y["queued"] is False
+    assert all(isinstance(r, SessionBacklogged) for r in results[2:])
+    held = get_frame_store().get_many([x["reading"]])
+    assert held == {x["reading"]: CROP}
+    pending = Reading.objects.get(pk=x["reading"])
+    assert pending.analysed_at is None and pending.face_source == "device"
+    assert Reading.objects.get(pk=y["reading"]).analysed_at is not None
+    assert sorted(Reading.objects.filter(session=b).values_list("sequence", flat=True)) == [0, 1]
 
 
 @pytest.mark.django_db
