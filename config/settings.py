@@ -489,8 +489,11 @@ if SESSION_IDLE_MINUTES < 1:
 INFERENCE_BATCH_SIZE = env.int("INFERENCE_BATCH_SIZE", default=32)  # frames per task (N)
 INFERENCE_BATCH_WAIT_MS = env.int("INFERENCE_BATCH_WAIT_MS", default=200)  # or T ms
 STREAM_MAX_IN_FLIGHT = env.int("STREAM_MAX_IN_FLIGHT", default=4)  # credit window per socket
-# all sockets of one server process together: about 1–2 s of one CPU worker's throughput
-STREAM_MAX_IN_FLIGHT_TOTAL = env.int("STREAM_MAX_IN_FLIGHT_TOTAL", default=48)
+# all sockets of one server process together. Embedded, nothing else bounds the queue: about
+# 1-2 s of the in-process inference. With Redis the workers' measured room bounds it
+# (STREAM_QUEUE_SECONDS), and granted credit is reserved per socket, so this must cover the
+# process's sockets (hundreds of crop learners), or they skip frames while workers idle
+STREAM_MAX_IN_FLIGHT_TOTAL = env.int("STREAM_MAX_IN_FLIGHT_TOTAL", default=48 if EMBEDDED else 512)
 # cues frames need no worker: their credit is this process's own, bounded by the cues its
 # batcher holds unwritten (a few KB each); past this many, cues frames are dropped
 STREAM_MAX_PENDING_CUES = env.int("STREAM_MAX_PENDING_CUES", default=1024)

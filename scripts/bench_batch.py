@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("SECRET_KEY", "bench-only-secret")
 
-PHASES = ("fetch_s", "decode_s", "classify_s", "db_s", "broadcast_s", "total_s")
+PHASES = ("fetch_s", "decode_s", "detect_s", "classify_s", "db_s", "broadcast_s", "total_s")
 
 
 def open_sessions(course, learners):
@@ -110,12 +110,16 @@ def a_second_later(sessions) -> None:
     )
 
 
-def one_round(sessions, crop: bytes, cues: dict, seq: int) -> list[int]:
+def one_round(sessions, frame: bytes, cues: dict | None, seq: int) -> list[int]:
+    """One frame a session: a crop with its cues, or (``cues`` None) a picture."""
     from emotion.services import IncomingFrame, frames_accept
 
     ids = []
     for s in sessions:
-        f = IncomingFrame(data=crop, sequence=seq, kind="crop", cues=dict(cues))
+        if cues is None:
+            f = IncomingFrame(data=frame, sequence=seq)
+        else:
+            f = IncomingFrame(data=frame, sequence=seq, kind="crop", cues=dict(cues))
         ids += frames_accept(session=s, frames=[f], enqueue=False).reading_ids
     return ids
 
@@ -128,6 +132,13 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=40)
     p.add_argument("--history", type=int, default=60, help="seconds of readings per session")
     p.add_argument("--profile", type=int, default=0, help="print the top N functions")
+    p.add_argument(
+        "--kind",
+        choices=("crop", "picture"),
+        default="crop",
+        help="crop: the device's 48×48 crop and cues; picture: a 640×480 JPEG, the server "
+        "finds the face (the same batch, for the ratio of the two)",
+    )
     p.add_argument(
         "--away",
         action="store_true",
@@ -148,19 +159,23 @@ def main() -> int:
     from emotion.services import readings_analyse
 
     call_command("migrate", verbosity=0)
-    crop, cues = device_payloads(make_frames(4))[0]
+    jpegs = make_frames(4)
+    crop, cues = device_payloads(jpegs)[0]
     if args.away:
         cues = {**cues, "yaw": 70.0}
+    frame, sent_cues = (crop, cues) if args.kind == "crop" else (jpegs[0], None)
     course, _, learners = setup_data(args.sessions)
     sessions = open_sessions(course, learners)
     fill_history(sessions, args.history, cues)
     listen(course)
     get_predictor()
-    readings_analyse(reading_ids=one_round(sessions, crop, cues, 0))  # warm: model, connections
+    readings_analyse(
+        reading_ids=one_round(sessions, frame, sent_cues, 0)
+    )  # warm: model, connections
     stats, prof = [], cProfile.Profile()
     for k in range(args.rounds):
         a_second_later(sessions)
-        ids = one_round(sessions, crop, cues, k + 1)
+        ids = one_round(sessions, frame, sent_cues, k + 1)
         if args.profile:
             prof.enable()
         stats.append(readings_analyse(reading_ids=ids))
@@ -168,7 +183,7 @@ def main() -> int:
             prof.disable()
     n = args.sessions
     print(
-        f"{n} crops a batch, {args.rounds} batches, {args.history} s of history a session"
+        f"{n} {args.kind}s a batch, {args.rounds} batches, {args.history} s of history a session"
         + (", every learner looking away" if args.away else "")
     )
     print(f"{'phase':<12}{'ms/batch':>10}{'ms/frame':>10}")
