@@ -439,7 +439,10 @@ def broadcast_after_batch(readings: list[Reading], *, to_sessions: bool = True) 
     sessions = list(
         LearnerSession.objects.filter(pk__in=by_session).select_related("learner", "course")
     )
-    open_by_course = _open_sessions_by_course({s.course_id for s in sessions})
+    # coalesced, the course message is made from the cache by the push, every interval: the
+    # batch needs no other session's summary (hundreds of cache reads a batch in a big class)
+    coalesced = bool(settings.REDIS_URL) and settings.LIVE_PUSH_INTERVAL_MS > 0
+    open_by_course = {} if coalesced else _open_sessions_by_course({s.course_id for s in sessions})
     cached = _cached_summaries(
         [pk for pks in open_by_course.values() for pk in pks] + [s.pk for s in sessions]
     )
@@ -453,7 +456,7 @@ def broadcast_after_batch(readings: list[Reading], *, to_sessions: bool = True) 
     by_session_id = {p["session"]: p for ps in payloads.values() for p in ps}
     # to the sessions' sockets: one message for the whole batch (emotion.fanout)
     messages = [summaries_message(list(by_session_id.values()))] if to_sessions else []
-    if settings.REDIS_URL and settings.LIVE_PUSH_INTERVAL_MS > 0:
+    if coalesced:
         group_send_many(messages)
         for course_id, summaries in payloads.items():
             course_summary_coalesce(course_id, [x["session"] for x in summaries])
