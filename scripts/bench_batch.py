@@ -35,6 +35,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("SECRET_KEY", "bench-only-secret")
 
+from bench_pipeline import (  # noqa: E402
+    device_payloads,
+    django_on_services,
+    make_frames,
+    setup_data,
+)
+
 PHASES = ("fetch_s", "decode_s", "detect_s", "classify_s", "db_s", "broadcast_s", "total_s")
 
 
@@ -146,19 +153,11 @@ def main() -> int:
         "worst case, where each summary reads its whole look-back",
     )
     args = p.parse_args()
-    if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
-        print("error: set DATABASE_URL (PostgreSQL) and REDIS_URL", file=sys.stderr)
+    if not django_on_services():
         return 2
-    import django
-
-    django.setup()
-    from bench_pipeline import device_payloads, make_frames, setup_data
-    from django.core.management import call_command
-
     from emotion.inference import get_predictor
     from emotion.services import readings_analyse
 
-    call_command("migrate", verbosity=0)
     jpegs = make_frames(4)
     crop, cues = device_payloads(jpegs)[0]
     if args.away:

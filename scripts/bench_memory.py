@@ -238,15 +238,8 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=10)
     p.add_argument("--oversized-mb", type=int, default=30, help="size of each oversized body")
     args = p.parse_args()
-    if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
-        print("error: set DATABASE_URL (PostgreSQL) and REDIS_URL", file=sys.stderr)
+    if not bp.django_on_services():
         return 2
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
     course, teacher_cookie, learners = bp.setup_data(LEARNERS + 1)
     frames = bp.make_frames()
     port = bp.free_port()

@@ -54,6 +54,21 @@ os.environ.setdefault("SECRET_KEY", "bench-only-secret")
 from config.serve import server_argv  # noqa: E402
 
 
+def django_on_services() -> bool:
+    """Django set up on ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL``, migrated; False (and
+    said why) when either is not set: the benchmarks measure the real services."""
+    if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
+        print("error: set DATABASE_URL (PostgreSQL) and REDIS_URL", file=sys.stderr)
+        return False
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -432,15 +447,8 @@ def main() -> int:
     )
     p.add_argument("--workers", default="1", help="worker counts to run every level with: 1,2")
     args = p.parse_args()
-    if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
-        print("error: set DATABASE_URL (PostgreSQL) and REDIS_URL", file=sys.stderr)
+    if not django_on_services():
         return 2
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
     modes = args.modes.split(",")
     if any(m not in MODES for m in modes):
         print(f"error: --modes takes {', '.join(MODES)}", file=sys.stderr)
