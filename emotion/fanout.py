@@ -9,7 +9,8 @@ are skipped). Every process gets every batch's message: a few KB per batch for e
 handful of web processes, against a round trip per session for the worker.
 
 A socket is added before it is accepted (:meth:`SummaryFanout.add`), as it joins its session's
-group, so no summary of a frame it sent can go before it listens."""
+group, so no summary of a frame it sent can go before it listens. The process reads the group
+from its first stream socket on, for as long as it lives."""
 
 from __future__ import annotations
 
@@ -41,7 +42,6 @@ class SummaryFanout:
         self.layer = layer
         # weak: a consumer whose application crashed, never told to leave, is not kept
         self.sockets: dict[int, weakref.WeakSet] = defaultdict(weakref.WeakSet)
-        self.stopping: set[asyncio.Task] = set()
         self.channel: str | None = None
         self.reader: asyncio.Task | None = None
         self.staying: asyncio.Task | None = None
@@ -62,26 +62,13 @@ class SummaryFanout:
 
     def discard(self, session_id: int, sock) -> None:
         """Stop delivering to ``sock`` (sync: a consumer that crashed calls it on its way
-        out); the last socket gone, the process leaves the group."""
+        out). The process stays in the group, reading, once its last socket is gone: a reader
+        torn down under a receive on the shared layer could leave the layer's receive lock
+        held (seen at a test loop's shutdown), and an idle member costs a message a batch."""
         socks = self.sockets.get(session_id)
         if socks is not None:
             socks.discard(sock)
-        if not self._holds() and self.reader is not None:
-            task = asyncio.ensure_future(self._stop())
-            self.stopping.add(task)
-            task.add_done_callback(self.stopping.discard)
-
-    async def _stop(self) -> None:
-        async with self.starting:
-            if self._holds() or self.reader is None:
-                return  # a socket came meanwhile
-            self.reader.cancel()
-            self.staying.cancel()
-            self.reader = self.staying = None
-            try:
-                await self.layer.group_discard(SUMMARIES_GROUP, self.channel)
-            except Exception:  # Redis away: the membership lapses with the group expiry
-                logger.warning("could not leave %s", SUMMARIES_GROUP, exc_info=True)
+        self._holds()
 
     def _holds(self) -> bool:
         """Whether any socket is left (sessions whose sockets all left, or were dropped with
