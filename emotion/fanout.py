@@ -68,14 +68,9 @@ class SummaryFanout:
         socks = self.sockets.get(session_id)
         if socks is not None:
             socks.discard(sock)
-        self._holds()
-
-    def _holds(self) -> bool:
-        """Whether any socket is left (sessions whose sockets all left, or were dropped with
-        their crashed consumers, are forgotten)."""
-        for session_id in [k for k, socks in self.sockets.items() if not socks]:
-            del self.sockets[session_id]
-        return bool(self.sockets)
+        # sessions whose sockets all left, or went with their crashed consumers
+        for gone in [k for k, socks in self.sockets.items() if not socks]:
+            del self.sockets[gone]
 
     async def _read(self) -> None:
         while True:
