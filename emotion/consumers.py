@@ -32,7 +32,7 @@ from emotion.services import (
     session_check_ingest,
     session_sends_crop,
 )
-from emotion.socket_auth import AuthRecheckMixin, signed_in_user
+from emotion.socket_auth import AuthRecheckMixin
 from emotion.summary import read_time
 from emotion.validation import FrameRejection, check_sequence, check_size
 from tutoring.models import Course, LearnerSession
@@ -134,13 +134,17 @@ class SessionStreamConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
         last = self.session.readings.order_by("-sequence").values_list("sequence", flat=True)
         return 0 if (n := last.first()) is None else n + 1
 
-    def refusal_now(self) -> tuple[int, str] | None:
-        user = signed_in_user(self.scope)
-        if user is None:
-            return wire.CLOSE_UNAUTHENTICATED, NOT_SIGNED_IN + "sign in again to stream"
-        if not LearnerSession.objects.filter(pk=self.session.pk, learner=user).exists():
-            return wire.CLOSE_NOT_FOUND, "no such session of yours"
-        return None
+    SIGNED_OUT = wire.CLOSE_UNAUTHENTICATED, NOT_SIGNED_IN + "sign in again to stream"
+
+    @classmethod
+    def refusals_now(cls, consumers, users):
+        sessions = LearnerSession.objects.filter(pk__in={c.session.pk for c in consumers})
+        owned = set(sessions.values_list("pk", "learner_id"))
+        gone = wire.CLOSE_NOT_FOUND, "no such session of yours"
+        return [
+            None if (c.session.pk, u.pk) in owned else gone
+            for c, u in zip(consumers, users, strict=True)
+        ]
 
     async def disconnect(self, code):
         await self.leave()
@@ -329,14 +333,18 @@ class CourseLiveConsumer(AuthRecheckMixin, AsyncWebsocketConsumer):
             return None
         return course
 
-    def refusal_now(self) -> tuple[int, str] | None:
-        user = signed_in_user(self.scope)
-        if user is None:
-            return wire.CLOSE_UNAUTHENTICATED, NOT_SIGNED_IN + "sign in again to see the live view"
-        # the connect check's selector, on the course's id alone (one query fewer)
-        if not course_is_managed_by(course=Course(pk=self.course_id), user=user):
-            return wire.CLOSE_FORBIDDEN, NOT_INSTRUCTOR
-        return None
+    SIGNED_OUT = wire.CLOSE_UNAUTHENTICATED, NOT_SIGNED_IN + "sign in again to see the live view"
+
+    @classmethod
+    def refusals_now(cls, consumers, users):
+        # the connect check's selector, on the course's id alone (one query fewer); an
+        # instructor has a few live views open, not hundreds
+        return [
+            None
+            if course_is_managed_by(course=Course(pk=c.course_id), user=u)
+            else (wire.CLOSE_FORBIDDEN, NOT_INSTRUCTOR)
+            for c, u in zip(consumers, users, strict=True)
+        ]
 
     async def disconnect(self, code):
         await self.leave()

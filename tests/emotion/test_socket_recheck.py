@@ -167,13 +167,13 @@ async def test_the_check_runs_at_most_every_recheck_seconds(classroom, monkeypat
     the interval is checked."""
     monkeypatch.setattr(socket_auth, "RECHECK_SECONDS", 1.0, raising=False)
     checks = []
-    real = consumers.CourseLiveConsumer.refusal_now
+    real = consumers.CourseLiveConsumer.refusals_now
 
-    def counted(self):
-        checks.append(1)
-        return real(self)
+    def counted(sockets, users):
+        checks.append(len(sockets))
+        return real(sockets, users)
 
-    monkeypatch.setattr(consumers.CourseLiveConsumer, "refusal_now", counted)
+    monkeypatch.setattr(consumers.CourseLiveConsumer, "refusals_now", counted)
     live, _ = await live_view(classroom)
     for _ in range(3):
         await session_started(classroom)
