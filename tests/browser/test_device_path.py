@@ -19,7 +19,9 @@ import cv2
 import numpy as np
 import pytest
 
-from scripts.device_harness import FRAMES, WEBGL_ARGS
+from scripts.device_harness import FRAMES, WEBGL_ARGS, analyse
+from scripts.headscan_check import DATA as HEAD_SCAN
+from scripts.headscan_check import load as head_scan
 from tests.browser.conftest import BASE_ARGS, CHROMIUM, login
 from tests.factories import (
     ConsentFactory,
@@ -257,25 +259,57 @@ def test_a_device_below_the_course_minimum_rate_falls_back(device_browser, csp_s
     assert "too slow" in page.locator("#device-path").inner_text()
 
 
-def test_head_pose_follows_real_head_turns_and_attention_with_it(playwright_instance):
-    """Real footage with visible turns (tests/data/head_pose, CC BY 4.0, annotated by eye):
-    yaw's sign and size follow the turns, pitch goes down with a bowed head, and a window's
-    attention falls while the head is turned away past the course's cone and comes back."""
-    from ml.engagement import ATTENTION_CONE_DEGREES as CONE
-    from scripts.device_harness import analyse
-    from scripts.headpose_check import clip, observations, segment_window
+SCAN_POSES = [
+    "yaw-30_pitch+00_roll+00.jpg",
+    "yaw+30_pitch+00_roll+00.jpg",
+    "yaw+00_pitch+00_roll+00.jpg",
+    "yaw+00_pitch-20_roll+00.jpg",
+    "yaw+00_pitch+20_roll+00.jpg",
+    "yaw+00_pitch+30_roll+00.jpg",
+]
 
-    turns, pics, spec = clip("turns")
+
+@pytest.fixture(scope="module")
+def head_reads(playwright_instance):
+    """The device module's reading of the head-pose footage (tests/data/head_pose: the turns
+    kept, three frames of the bow) and of ``SCAN_POSES`` of the head scan, in one browser run
+    (the model loads once): {"turns": (frame numbers, results), "bow": results, "scan":
+    {picture: (truth, cues)}, "console_errors": [...]}."""
+    from scripts.headpose_check import clip
+
+    turns, pics, _ = clip("turns")
     keep = [
         k for k, i in enumerate(turns) if i in set(range(0, 6)) | {8, 9, 12, 13, 14, 15, 18, 19}
     ]
     turns, pics = [turns[k] for k in keep], [pics[k] for k in keep]
-    bow, bow_pics, bow_spec = clip("bow")
-    bow_keep = [k for k, i in enumerate(bow) if i in (0, 39, 42)]
-    out = analyse(pics + [bow_pics[k] for k in bow_keep], playwright=playwright_instance)
-    assert out["console_errors"] == []
-    results = out["results"][: len(turns)]
-    assert all(r["cues"]["face"] for r in out["results"]), "the device finds every face here"
+    bow, bow_pics, _ = clip("bow")
+    bow_pics = [bow_pics[k] for k, i in enumerate(bow) if i in (0, 39, 42)]
+    names, truth, scan = head_scan(HEAD_SCAN)
+    index = [names.index(n) for n in SCAN_POSES]
+    out = analyse(pics + bow_pics + [scan[i] for i in index], playwright=playwright_instance)
+    results = out["results"]
+    a, b = len(pics), len(pics) + len(bow_pics)
+    return {
+        "turns": (turns, results[:a]),
+        "bow": results[a:b],
+        "scan": {
+            n: (truth[i], r["cues"]) for n, i, r in zip(SCAN_POSES, index, results[b:], strict=True)
+        },
+        "console_errors": out["console_errors"],
+    }
+
+
+def test_head_pose_follows_real_head_turns_and_attention_with_it(head_reads):
+    """Real footage with visible turns (tests/data/head_pose, CC BY 4.0, annotated by eye):
+    yaw's sign and size follow the turns, pitch goes down with a bowed head, and a window's
+    attention falls while the head is turned away past the course's cone and comes back."""
+    from ml.engagement import ATTENTION_CONE_DEGREES as CONE
+    from scripts.headpose_check import clip, observations, segment_window
+
+    _, _, spec = clip("turns")
+    turns, results = head_reads["turns"]
+    assert head_reads["console_errors"] == []
+    assert all(r["cues"]["face"] for r in results + head_reads["bow"]), "every face is found"
     yaw = dict(zip(turns, (r["cues"]["yaw"] for r in results), strict=True))
     nose = dict(zip(turns, (r["nose"] for r in results), strict=True))
     away_right, away_left = [yaw[i] for i in range(6)], [yaw[i] for i in (12, 13, 14, 15)]
@@ -286,7 +320,7 @@ def test_head_pose_follows_real_head_turns_and_attention_with_it(playwright_inst
     # the geometry agrees: the nose tip moves toward the side the face turned to
     assert all(np.sign(nose[i]) == np.sign(yaw[i]) for i in (*range(6), 12, 13, 14, 15)), nose
     # pitch: + = up; the bowed head (39, 42) reads clearly down, the level one (0) near 0
-    level, *bowed = (r["cues"]["pitch"] for r in out["results"][len(turns) :])
+    level, *bowed = (r["cues"]["pitch"] for r in head_reads["bow"])
     assert abs(level) < 10 and all(p < -10 for p in bowed), (level, bowed)
 
     fps = spec["fps"]
@@ -301,6 +335,24 @@ def test_head_pose_follows_real_head_turns_and_attention_with_it(playwright_inst
         # front of the camera: every frame attentive again
         assert attention["away-right"] <= (0.5 if gaze else 0.0), (gaze, attention)
         assert attention["frontal-1"] == attention["frontal-2"] == 1.0, (gaze, attention)
+
+
+def test_head_pose_matches_the_true_angles_of_a_turned_head_scan(head_reads):
+    """A real head scan rendered at known angles (tests/data/head_scan, CC BY 3.0; the whole
+    set: scripts/headscan_check.py): yaw and pitch have the true sign and about its size, and
+    a raised head, which no footage here has, reads up."""
+    scan = head_reads["scan"]
+    assert all(c["face"] for _, c in scan.values()), "the device finds the face at every pose"
+    for name, (true, c) in scan.items():
+        for axis in ("yaw", "pitch"):
+            if abs(true[axis]) >= 20:  # the sign, and at least half the turn
+                assert np.sign(c[axis]) == np.sign(true[axis]), (name, axis, c[axis])
+                assert 0.5 * abs(true[axis]) <= abs(c[axis]) <= 1.3 * abs(true[axis]), (name, c)
+    frontal = scan["yaw+00_pitch+00_roll+00.jpg"][1]
+    assert abs(frontal["yaw"]) < 5 and abs(frontal["pitch"]) < 10, frontal
+    # head up: above the frontal reading by most of the turn
+    up20, up30 = (scan[f"yaw+00_pitch+{p}_roll+00.jpg"][1]["pitch"] for p in (20, 30))
+    assert up20 - frontal["pitch"] > 12 and up30 - frontal["pitch"] > 20, (frontal, up20, up30)
 
 
 def test_the_crop_is_framed_as_the_server_frames_it(playwright_instance):
