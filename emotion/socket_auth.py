@@ -126,13 +126,14 @@ class Rechecks:
     def __init__(self) -> None:
         self.waiting: list[tuple[AuthRecheckMixin, asyncio.Future]] = []
         self.draining = False
+        self.drain: asyncio.Task | None = None
 
     async def refusal(self, consumer: AuthRecheckMixin) -> tuple[int, str] | None:
         future = asyncio.get_running_loop().create_future()
         self.waiting.append((consumer, future))
         if not self.draining:
             self.draining = True
-            asyncio.ensure_future(self._drain())
+            self.drain = asyncio.ensure_future(self._drain())  # the loop keeps tasks weakly
         return await future
 
     async def _drain(self) -> None:

@@ -411,7 +411,9 @@ def test_crops_and_cues_reach_the_instructors_tile(device_browser, asgi_server):
     wait_until(page, lambda: path.get_attribute("data-path") != "loading")
     page.get_by_role("button", name="Start", exact=True).click()
     readings = Reading.objects.filter(session=session, analysed_at__isnull=False)
-    wait_until(page, lambda: readings.filter(face_found=True).count() >= 2, timeout=60)
+    # a liveness bound, not a speed check: software WebGL on a busy 2-core host without
+    # AVX-512 took 28 s here quiet and over 60 s inside the whole suite
+    wait_until(page, lambda: readings.filter(face_found=True).count() >= 2, timeout=150)
     assert path.get_attribute("data-path") == "device"
     assert page.evaluate("window.affectRecorder.lastKind") == "crop"
     assert set(readings.values_list("face_source", flat=True)) == {"device"}
