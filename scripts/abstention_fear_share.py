@@ -1,15 +1,15 @@
 #!/usr/bin/env python
-"""The share of frames shown as "fear" before and after abstention, on talking-head footage.
+"""The share of frames shown as "fear" before and after abstention, on speaking faces.
 
 Runs the shipped model through the server's path (``Predictor.predict_frames`` on full
 frames: server-side face detection, the most certain face is the learner's, the
-checkpoint's abstention threshold for the precision that runs) on the frames in
-``tests/data/talking_head/`` (provenance: docs/device.md, "The footage") and on any video
-given with ``--video``, and prints for each: frames analysed (a face found and classified),
+checkpoint's abstention threshold for the precision that runs) on the calibration frames of
+``tests/data/grid/`` (five frames of each of ten GRID speakers; provenance in its README) and
+on any video given with ``--video`` (e.g. the GRID clips themselves), and prints for each: frames analysed (a face found and classified),
 the share labelled "fear" by the model's top class, the share shown as "fear" once uncertain
 readings show "uncertain", and the share uncertain.
 
-    python scripts/abstention_fear_share.py [--video CLIP.mp4 ...] [--every N]
+    python scripts/abstention_fear_share.py [--video CLIP.mp4 [CLIP ...]] [--every N]
         [--weights FILE] [--precision auto|fp32|int8] [--threshold T]
 """
 
@@ -27,16 +27,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ml.predictor import Predictor  # noqa: E402
-
-FRAMES = ROOT / "tests" / "data" / "talking_head"
-
-
-def folder_frames(folder: Path) -> Iterator[np.ndarray]:
-    for path in sorted(folder.glob("*.jpg")):
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise SystemExit(f"error: cannot read {path}")
-        yield img
+from scripts.device_harness import GRID, calibration_frames  # noqa: E402
 
 
 def video_frames(path: Path, every: int) -> Iterator[np.ndarray]:
@@ -90,7 +81,7 @@ def report(name: str, s: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--video", action="append", default=[], type=Path, help="a clip (repeatable)")
+    p.add_argument("--video", nargs="+", action="extend", default=[], type=Path, help="clips")
     p.add_argument("--every", type=int, default=1, help="analyse every Nth frame of a video")
     p.add_argument("--weights", help="checkpoint (default: the shipped weights)")
     p.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto")
@@ -102,13 +93,27 @@ def main(argv: list[str] | None = None) -> int:
     d = predictor.describe()
     threshold = d["uncertainty_threshold"] if args.threshold is None else args.threshold
     print(f"weights={predictor.path.name} precision={d['precision']} threshold={threshold:.2f}")
-    print(
-        report(f"{FRAMES.relative_to(ROOT)}", shares(predictor, folder_frames(FRAMES), threshold))
-    )
-    for video in args.video:
-        s = shares(predictor, video_frames(video, args.every), threshold)
+    grid = (f for _, f in calibration_frames())
+    print(report(f"{GRID.relative_to(ROOT)} (calibration set)", shares(predictor, grid, threshold)))
+    each = [shares(predictor, video_frames(v, args.every), threshold) for v in args.video]
+    for video, s in zip(args.video, each, strict=True):
         print(report(str(video), s))
+    if len(each) > 1:
+        print(report(f"all {len(each)} clips", combined(each)))
     return 0
+
+
+def combined(each: list[dict]) -> dict:
+    n = sum(s["frames"] for s in each)
+    counts = tuple(sum(s["counts"][k] for s in each) for k in range(3))
+    ratio = (lambda k: k / n) if n else (lambda k: None)
+    return {
+        "frames": n,
+        "fear_before": ratio(counts[0]),
+        "fear_after": ratio(counts[1]),
+        "uncertain": ratio(counts[2]),
+        "counts": counts,
+    }
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """What the on-device face path costs here, and what each mode puts on the wire.
 
 In headless Chromium (software rendering: this machine has no GPU) the device module analyses
-the real talking-head frames (tests/data/talking_head, scaled to the recorder's 480 px width);
+a real speaker's frames (tests/data/grid/bbaf2n, a GRID clip, drawn at the recorder's 480 px width);
 printed: the model's load time and the per-picture cost (median, p95, the first picture apart:
 it warms the model up) for each backend asked for. Then the bytes of one stream message per
 picture in each mode, built as static/js/recorder.js builds them: cues only, crop + cues, and
@@ -20,7 +20,7 @@ import struct
 import cv2
 import numpy as np
 
-from scripts.device_harness import analyse, frames
+from scripts.device_harness import analyse, at_width, frames
 
 
 def message_bytes(header: dict, body: bytes) -> int:
@@ -33,10 +33,7 @@ def main() -> None:
     ap.add_argument("--backend", nargs="+", default=["webgl", "cpu"])
     ap.add_argument("--frames", type=int, default=12)
     args = ap.parse_args()
-    pictures = []
-    for _, f in frames(args.frames):
-        h, w = f.shape[:2]
-        pictures.append(cv2.resize(f, (480, round(480 * h / w)), interpolation=cv2.INTER_AREA))
+    pictures = [at_width(f) for _, f in frames(args.frames)]
     cues_sample = None
     for backend in args.backend:
         out = analyse(pictures, backend=backend)

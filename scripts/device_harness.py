@@ -16,9 +16,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from scripts import grid_frames
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-FRAMES = ROOT / "tests" / "data" / "talking_head"
+GRID = grid_frames.OUT
+# the learners' webcam: one GRID speaker, every 3rd frame (tests/data/grid/README.md)
+FRAMES = GRID / grid_frames.WEBCAM_CLIP
+# the calibration set: five frames of each of the ten GRID speakers
+CALIBRATION = tuple(f"frame_{i:03d}.jpg" for i in grid_frames.CALIBRATION)
+# the recorder draws the webcam this wide before it analyses or sends a picture
+RECORDER_WIDTH = 480
 # software WebGL in headless Chromium (no GPU here); the cpu backend needs neither flag
 WEBGL_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"]
 
@@ -45,7 +53,7 @@ async ({ modelBase, backend, pictures, keepCrops }) => {
     out.push({ cues: r.cues, ms: r.ms, mesh, nose,
                crop: keepCrops && r.crop ? Array.from(r.crop) : null });
   }
-  return { backend: dev.backend, loadMs, results: out };
+  return { backend: dev.backend, loadMs, irisAbove: mod.IRIS_ABOVE_CORNERS, results: out };
 }
 """
 
@@ -81,6 +89,21 @@ def data_url(bgr: np.ndarray) -> str:
 def frames(limit: int | None = None, folder: Path = FRAMES) -> list[tuple[str, np.ndarray]]:
     paths = sorted(folder.glob("frame_*.jpg"))[:limit]
     return [(p.name, cv2.imread(str(p))) for p in paths]
+
+
+def calibration_frames() -> list[tuple[str, np.ndarray]]:
+    """``CALIBRATION`` of every GRID clip, named ``clip/frame_NNN.jpg``."""
+    paths = sorted(p for p in GRID.glob("*/frame_*.jpg") if p.name in CALIBRATION)
+    return [(f"{p.parent.name}/{p.name}", cv2.imread(str(p))) for p in paths]
+
+
+def at_width(bgr: np.ndarray, width: int = RECORDER_WIDTH) -> np.ndarray:
+    """The picture drawn ``width`` wide, as the recorder's canvas draws the webcam."""
+    h, w = bgr.shape[:2]
+    if w == width:
+        return bgr
+    how = cv2.INTER_AREA if w > width else cv2.INTER_LINEAR
+    return cv2.resize(bgr, (width, round(width * h / w)), interpolation=how)
 
 
 def analyse(

@@ -4,9 +4,9 @@
 // does (ml/faces.py square_crop around the Haar alt2 box).
 
 // Haar alt2 box from the tight facemesh box (measured by scripts/calibrate_device_box.py on
-// real footage, figures in docs/device.md): side = SIDE × mesh width, centre moved by DX, DY
+// ten real faces, figures in docs/device.md): side = SIDE × mesh width, centre moved by DX, DY
 // mesh widths.
-export const HAAR_FROM_MESH = { side: 1.267, dx: 0.018, dy: -0.068 };
+export const HAAR_FROM_MESH = { side: 1.312, dx: 0.011, dy: -0.083 };
 export const MARGIN = 0.025; // ml/faces.py DetectorConfig.margin
 export const CROP = 48;
 
@@ -21,8 +21,8 @@ const IRIS = { right: 473, left: 468 };
 // an eyeball's radius is about 0.4 of the eye opening's width: iris offset → angle
 const EYEBALL_PER_WIDTH = 0.4;
 // the iris centre sits above the corners' line when looking straight ahead: 0.14 radii on
-// the real footage (tests/data/talking_head, a speaker facing the camera; docs/device.md)
-const IRIS_ABOVE_CORNERS = 0.14;
+// real footage (ten GRID speakers reading to the camera, tests/data/grid; docs/device.md)
+export const IRIS_ABOVE_CORNERS = 0.14;
 
 const DEG = 180 / Math.PI;
 const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));

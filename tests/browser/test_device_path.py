@@ -1,6 +1,6 @@
 """The on-device face path in the recorder (issue 22): what the page actually sends.
 
-The learner's webcam plays real talking-head footage (tests/data/talking_head); Human runs in
+The learner's webcam plays a real speaker (a GRID corpus clip, tests/data/grid); Human runs in
 Chromium on software WebGL. The stream socket is played by the test (Playwright's
 route_web_socket): it greets the page as the server does ("ready" with the course's device
 policy), acks every frame, and keeps every byte the page sends. The product's server, with the
@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from scripts.device_harness import FRAMES, WEBGL_ARGS, analyse
+from scripts.device_harness import FRAMES, WEBGL_ARGS, analyse, at_width
 from scripts.headscan_check import DATA as HEAD_SCAN
 from scripts.headscan_check import load as head_scan
 from tests.browser.conftest import BASE_ARGS, CHROMIUM, login
@@ -42,12 +42,14 @@ document.addEventListener("securitypolicyviolation", (e) =>
 """
 
 
-def talking_head_y4m(path: Path, fps: int = 5) -> Path:
-    """The footage's frames at 640×480 (edges replicated around the 410×412 picture)."""
+def webcam_y4m(path: Path, fps: int = 5) -> Path:
+    """The footage's frames as a 640×480 webcam: the 360×288 picture enlarged 1.6× (the face
+    about 185 px wide, as at a laptop), its edges replicated to the frame."""
     with path.open("wb") as f:
         f.write(f"YUV4MPEG2 W640 H480 F{fps}:1 Ip A1:1 C420jpeg\n".encode())
         for p in sorted(FRAMES.glob("frame_*.jpg")):
             img = cv2.imread(str(p))
+            img = cv2.resize(img, None, fx=1.6, fy=1.6, interpolation=cv2.INTER_LINEAR)
             h, w = img.shape[:2]
             top, left = (480 - h) // 2, (640 - w) // 2
             img = cv2.copyMakeBorder(
@@ -65,7 +67,7 @@ def csp_server(django_db_setup, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def device_browser(playwright_instance, tmp_path_factory):
-    camera = talking_head_y4m(tmp_path_factory.mktemp("camera") / "talking_head.y4m")
+    camera = webcam_y4m(tmp_path_factory.mktemp("camera") / "webcam.y4m")
     b = playwright_instance.chromium.launch(
         executable_path=CHROMIUM,
         headless=True,
@@ -268,13 +270,17 @@ SCAN_POSES = [
     "yaw+00_pitch+30_roll+00.jpg",
 ]
 
+# the webcam clip's frames around its blink (tests/data/grid/README.md): closed at 51
+BLINK = (0, 30, 51, 63)
+
 
 @pytest.fixture(scope="module")
 def head_reads(playwright_instance):
     """The device module's reading of the head-pose footage (tests/data/head_pose: the turns
-    kept, three frames of the bow) and of ``SCAN_POSES`` of the head scan, in one browser run
-    (the model loads once): {"turns": (frame numbers, results), "bow": results, "scan":
-    {picture: (truth, cues)}, "console_errors": [...]}."""
+    kept, three frames of the bow), of ``SCAN_POSES`` of the head scan and of ``BLINK`` of the
+    webcam clip, in one browser run (the model loads once): {"turns": (frame numbers,
+    results), "bow": results, "scan": {picture: (truth, cues)}, "blink": {frame: cues},
+    "console_errors": [...]}."""
     from scripts.headpose_check import clip
 
     turns, pics, _ = clip("turns")
@@ -286,15 +292,20 @@ def head_reads(playwright_instance):
     bow_pics = [bow_pics[k] for k, i in enumerate(bow) if i in (0, 39, 42)]
     names, truth, scan = head_scan(HEAD_SCAN)
     index = [names.index(n) for n in SCAN_POSES]
-    out = analyse(pics + bow_pics + [scan[i] for i in index], playwright=playwright_instance)
+    blink = [at_width(cv2.imread(str(FRAMES / f"frame_{i:03d}.jpg"))) for i in BLINK]
+    out = analyse(
+        pics + bow_pics + [scan[i] for i in index] + blink, playwright=playwright_instance
+    )
     results = out["results"]
-    a, b = len(pics), len(pics) + len(bow_pics)
+    a, b, c = len(pics), len(pics) + len(bow_pics), len(pics) + len(bow_pics) + len(index)
     return {
         "turns": (turns, results[:a]),
         "bow": results[a:b],
         "scan": {
-            n: (truth[i], r["cues"]) for n, i, r in zip(SCAN_POSES, index, results[b:], strict=True)
+            n: (truth[i], r["cues"])
+            for n, i, r in zip(SCAN_POSES, index, results[b:c], strict=True)
         },
+        "blink": {i: r["cues"] for i, r in zip(BLINK, results[c:], strict=True)},
         "console_errors": out["console_errors"],
     }
 
@@ -355,6 +366,18 @@ def test_head_pose_matches_the_true_angles_of_a_turned_head_scan(head_reads):
     assert up20 - frontal["pitch"] > 12 and up30 - frontal["pitch"] > 20, (frontal, up20, up30)
 
 
+def test_eye_openness_reads_a_real_blink_as_closed_eyes(head_reads):
+    """A speaker's blink (GRID clip bbaf2n, frame 51): both eyes' aspect ratio falls below the
+    engagement's closed-eyes line there, and sits well above it with the eyes open."""
+    from ml.engagement import EYES_CLOSED_EAR
+
+    blink = head_reads["blink"]
+    assert all(c["face"] for c in blink.values())
+    eye = {i: (c["eye_open_left"] + c["eye_open_right"]) / 2 for i, c in blink.items()}
+    assert eye[51] < EYES_CLOSED_EAR, eye
+    assert all(eye[i] > 1.5 * EYES_CLOSED_EAR for i in (0, 30, 63)), eye
+
+
 def test_the_crop_is_framed_as_the_server_frames_it(playwright_instance):
     """The same picture and box: the page's crop and ml/faces.py square_crop agree."""
     from ml.faces import square_crop
@@ -362,7 +385,7 @@ def test_the_crop_is_framed_as_the_server_frames_it(playwright_instance):
     from scripts.device_harness import data_url, frames, static_server
 
     _, frame = frames(1)[0]
-    boxes = [(100.0, 110.0, 250.0, 250.0), (-30.0, 250.0, 200.0, 200.0), (380.0, 390.0, 20.0, 20.0)]
+    boxes = [(100.0, 40.0, 150.0, 150.0), (-30.0, 150.0, 200.0, 200.0), (340.0, 270.0, 20.0, 20.0)]
     with static_server() as base:
         b = playwright_instance.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=BASE_ARGS
