@@ -41,18 +41,30 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-us
 CAMERA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 
 # Two past sessions of learner1 in "Algebra I" (emotion on) and one open one, run in the
-# server's environment through `manage.py shell`: readings as inference would have left them.
+# server's environment through `manage.py shell`: readings as inference would have left them
+# from the device path (crop + cues: head pose, eyes, gaze), with a stretch looking down at
+# notes, a stretch turned away and a few blinks and drowsy seconds.
 SEED_HISTORY = """
+import math
 from datetime import timedelta
 from django.utils import timezone
 from emotion.models import Reading
 from ml.classes import EMOTIONS
+from ml.engagement import Observation, attentive
 from tutoring.models import Course, LearnerSession, User
 course = Course.objects.get(title="Algebra I")
 learner = User.objects.get(username="learner1")
 consent = learner.consents.get(course=course, revoked_at__isnull=True)
 now = timezone.now()
-def session(start, minutes, pause, no_face, status="ended"):
+def cues(k, away):
+    yaw = 3 * math.sin(k / 9) + (38 if away == "turned" else 0)
+    pitch = -4 + 2 * math.cos(k / 7) - (34 if away == "down" else 0)
+    eye = 0.07 if k % 23 == 0 or 200 <= k % 300 < 208 else 0.31 + 0.03 * math.sin(k / 5)
+    return {"face": True, "box": [0.38, 0.22, 0.26, 0.33], "yaw": round(yaw, 2),
+            "pitch": round(pitch, 2), "roll": 1.5, "eye_open_left": round(eye, 3),
+            "eye_open_right": round(eye + 0.01, 3), "gaze_yaw": -1.0, "gaze_pitch": 0.5,
+            "center_offset": 0.06, "area_fraction": 0.086}
+def session(start, minutes, pause, no_face, away=lambda k: "", status="ended"):
     s = LearnerSession.objects.create(
         learner=learner, course=course, consent=consent, started_at=start,
         status=status, emotion_enabled=True, last_frame_at=start + timedelta(minutes=minutes),
@@ -63,17 +75,19 @@ def session(start, minutes, pause, no_face, status="ended"):
         if pause[0] <= k < pause[1]:
             continue
         face = not (no_face[0] <= k < no_face[1])
+        c = cues(k, away(k)) if face else {"face": False}
+        obs = Observation.from_dict({"t": k, "face": face, "cues": c, "source": "device"})
         mood = EMOTIONS[(k // 40) % len(EMOTIONS)]
         probs = {e: (0.55 if e == mood else 0.45 / (len(EMOTIONS) - 1)) for e in EMOTIONS}
         t = start + timedelta(seconds=k)
         rows.append(Reading(
             session=s, sequence=k, captured_at=t, received_at=t, analysed_at=t,
-            face_found=face, attentive=face and k % 7 != 0,
-            cues={"center_offset": 0.05 * (k % 5), "area_fraction": 0.06} if face else {},
-            probs=probs if face else None, label=mood if face else None,
-            confidence=0.55 if face else None))
+            face_found=face, face_source="device", attentive=attentive(obs),
+            cues=c if face else {}, probs=probs if face else None,
+            label=mood if face else None, confidence=0.55 if face else None))
     Reading.objects.bulk_create(rows)
-session(now - timedelta(days=2), 6, (120, 170), (240, 280))
+session(now - timedelta(days=2), 6, (120, 170), (240, 280),
+        away=lambda k: "down" if 60 <= k < 95 else "turned" if 300 <= k < 330 else "")
 # a few kept crops for the review page: drawn faces (no real person's face in the docs)
 import cv2, numpy as np
 def drawn_face(k):
@@ -100,8 +114,11 @@ for k, r in enumerate(Reading.objects.filter(pk__in=[r.pk for r in kept]).order_
     reading_review(reading=r, label=first, reviewer=rev1)
     if k < 22:
         reading_review(reading=r, label=other if k % 6 == 5 else first, reviewer=rev2)
-session(now - timedelta(days=1), 4, (0, 0), (60, 90))
-session(now - timedelta(minutes=3), 2, (0, 0), (0, 0), status="active")
+session(now - timedelta(days=1), 4, (0, 0), (60, 90), away=lambda k: "down" * (150 <= k < 170))
+# the open one runs a minute past now, so the live view still sees its learner when the
+# browser gets there, glancing down at notes 3 s in every 10 from a minute ago
+session(now - timedelta(minutes=2), 3, (0, 0), (0, 0),
+        away=lambda k: "down" if k >= 60 and k % 10 < 3 else "", status="active")
 """
 
 
