@@ -74,8 +74,10 @@ def _list_image_folder(root: Path) -> tuple[list[tuple[Path, int]], list[tuple[s
                 f"unknown class folder {d}: folder names must be one of {list(EMOTIONS)}"
             )
         files = sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
-        images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-        ignored += [(str(p), "not an image file extension") for p in files if p not in images]
+        images, other = [], []
+        for p in files:  # one pass: a membership test against the list was quadratic
+            (images if p.suffix.lower() in IMAGE_EXTENSIONS else other).append(p)
+        ignored += [(str(p), "not an image file extension") for p in other]
         if not images:
             raise DatasetError(f"empty class folder {d}: no image files in it")
         entries += [(p, CLASS_INDEX[name]) for p in images]
