@@ -95,8 +95,27 @@ def playwright_instance():
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = old
 
 
+def closing_pages(b):
+    """Yields ``b``, then closes every page a test opened in it: a recorder left open goes on
+    capturing and analysing (the face model runs on the CPU here) through every later test of
+    the module, and on streaming into the server."""
+    yield b
+    for context in b.contexts:
+        context.close()
+
+
+@pytest.fixture
+def browser(chromium_with_camera):
+    yield from closing_pages(chromium_with_camera)
+
+
+@pytest.fixture
+def browser_without_camera_permission(chromium_without_camera_permission):
+    yield from closing_pages(chromium_without_camera_permission)
+
+
 @pytest.fixture(scope="module")
-def browser(playwright_instance, fake_camera):
+def chromium_with_camera(playwright_instance, fake_camera):
     b = playwright_instance.chromium.launch(
         executable_path=CHROMIUM,
         headless=True,
@@ -112,7 +131,7 @@ def browser(playwright_instance, fake_camera):
 
 
 @pytest.fixture(scope="module")
-def browser_without_camera_permission(playwright_instance):
+def chromium_without_camera_permission(playwright_instance):
     b = playwright_instance.chromium.launch(
         executable_path=CHROMIUM,
         headless=True,

@@ -22,7 +22,7 @@ import pytest
 from scripts.device_harness import FRAMES, WEBGL_ARGS, analyse, at_width
 from scripts.headscan_check import DATA as HEAD_SCAN
 from scripts.headscan_check import load as head_scan
-from tests.browser.conftest import BASE_ARGS, CHROMIUM, login
+from tests.browser.conftest import BASE_ARGS, CHROMIUM, closing_pages, login
 from tests.factories import (
     ConsentFactory,
     CourseFactory,
@@ -66,7 +66,7 @@ def csp_server(django_db_setup, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def device_browser(playwright_instance, tmp_path_factory):
+def device_chromium(playwright_instance, tmp_path_factory):
     camera = webcam_y4m(tmp_path_factory.mktemp("camera") / "webcam.y4m")
     b = playwright_instance.chromium.launch(
         executable_path=CHROMIUM,
@@ -81,6 +81,11 @@ def device_browser(playwright_instance, tmp_path_factory):
     )
     yield b
     b.close()
+
+
+@pytest.fixture
+def device_browser(device_chromium):
+    yield from closing_pages(device_chromium)
 
 
 class FakeStream:
