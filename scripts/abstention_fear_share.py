@@ -58,13 +58,18 @@ def shares(predictor: Predictor, frames: Iterator[np.ndarray], threshold: float)
         fear += face.label == "fear"
         shown_fear += face.label == "fear" and not doubt
         uncertain += doubt
+    return summary(n, (fear, shown_fear, uncertain))
+
+
+def summary(n: int, counts: tuple[int, int, int]) -> dict:
+    """Frames analysed, the (fear, shown as fear, uncertain) counts and their shares."""
     ratio = (lambda k: k / n) if n else (lambda k: None)
     return {
         "frames": n,
-        "fear_before": ratio(fear),
-        "fear_after": ratio(shown_fear),
-        "uncertain": ratio(uncertain),
-        "counts": (fear, shown_fear, uncertain),
+        "fear_before": ratio(counts[0]),
+        "fear_after": ratio(counts[1]),
+        "uncertain": ratio(counts[2]),
+        "counts": counts,
     }
 
 
@@ -99,21 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     for video, s in zip(args.video, each, strict=True):
         print(report(str(video), s))
     if len(each) > 1:
-        print(report(f"all {len(each)} clips", combined(each)))
+        n = sum(s["frames"] for s in each)
+        counts = tuple(sum(s["counts"][k] for s in each) for k in range(3))
+        print(report(f"all {len(each)} clips", summary(n, counts)))
     return 0
-
-
-def combined(each: list[dict]) -> dict:
-    n = sum(s["frames"] for s in each)
-    counts = tuple(sum(s["counts"][k] for s in each) for k in range(3))
-    ratio = (lambda k: k / n) if n else (lambda k: None)
-    return {
-        "frames": n,
-        "fear_before": ratio(counts[0]),
-        "fear_after": ratio(counts[1]),
-        "uncertain": ratio(counts[2]),
-        "counts": counts,
-    }
 
 
 if __name__ == "__main__":
